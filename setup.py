@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 RUNTIME = [
     "jax>=0.4.35",
     "flax>=0.10",
-    "optax>=0.2.4",
+    "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
     "tensorflow>=2.16",
     "tensorflow-datasets>=4.9.4",

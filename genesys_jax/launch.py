@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/ladder.py[:smoke].",
@@ -20,7 +20,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from genesys_jax import loop  # pylint: disable=g-import-not-at-top  (heavy: jax, tf, seqio)
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy)
+  from genesys_jax import loop  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
   from gab.tree import DesignError  # pylint: disable=g-import-not-at-top
   try:
     loop.run(_CONFIG.value, _WORKDIR.value)
@@ -29,8 +33,25 @@ def main(argv):
     sys.exit(2)
 
 
+def parse_flags(argv):
+  """absl's parser, with config errors (unknown field, wrong type) as one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    detail = f"{lines[0]} {lines[-1]}" if "Traceback" in str(e) else " ".join(lines)
+    print(f"error: {detail}", file=sys.stderr)
+  except AttributeError as e:
+    field = str(e).strip("\"'")
+    print(f"error: unknown config field {field!r}: overrides must name existing fields of the "
+          f"config file, e.g. --config.evolution.n_proposals=4", file=sys.stderr)
+  except (KeyError, TypeError, ValueError) as e:
+    print(f"error: bad config override: {e}", file=sys.stderr)
+  sys.exit(2)
+
+
 def run():
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

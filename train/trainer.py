@@ -59,7 +59,7 @@ def make_train_step(model: LM, optimizer: optax.GradientTransformation):
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
     return TrainState(state.step + 1, params, opt_state), metrics
   return jax.jit(train_step, donate_argnums=0)
 

@@ -1,0 +1,83 @@
+"""The walking skeleton end to end: a smoke run of the real loop on the embedded corpus."""
+
+import importlib.util
+import json
+import sqlite3
+
+import pytest
+
+from genesys_jax import loop
+
+
+def smoke_config(**evolution):
+  spec = importlib.util.spec_from_file_location("ladder", "configs/ladder.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.evolution.update(evolution)
+  return config
+
+
+def rows(workdir, sql):
+  with sqlite3.connect(workdir / "evolution.db") as db:
+    return db.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("smoke")
+  lines = []
+  board = loop.run(smoke_config(), str(workdir), log=lines.append)
+  return workdir, board, lines
+
+
+def test_smoke_run_fills_designs_and_verifications(smoke_run):
+  workdir, board, lines = smoke_run
+  designs = rows(workdir, "SELECT id, tree, parents, operator, seq, status FROM designs ORDER BY seq")
+  assert len(designs) == 4  # the GPT seed and 3 proposals
+  assert designs[0][3] == "seed" and json.loads(designs[0][2]) == []
+  assert [d[4] for d in designs] == [0, 1, 2, 3]
+  for design_id, tree, parents, operator, _, status in designs[1:]:
+    assert operator == "mutation" and len(json.loads(parents)) == 1
+    assert json.loads(tree)["tree"]["kind"]
+    assert status in ("verified", "rejected")
+  verified = {d[0] for d in designs if d[5] == "verified"}
+  verifications = rows(workdir, "SELECT design_id, rung, metrics FROM verifications")
+  assert {v[0] for v in verifications} == verified and len(verified) >= 2
+  for _, rung, metrics in verifications:
+    m = json.loads(metrics)
+    assert rung == "tiny" and 0 < m["val_bpb"] < 9 and m["params"] > 0 and m["tokens"] > 0
+  assert [r["id"] for r in board] and board == sorted(board, key=lambda r: r["val_bpb"])
+  assert "leaderboard" in lines[-1] and "seed gpt" in lines[-1]
+  assert (workdir / "config.json").exists()
+  assert list((workdir / "checkpoints").glob("*/tiny/*"))
+
+
+def test_second_run_resumes_without_duplicates(smoke_run):
+  workdir, board, _ = smoke_run
+  before = rows(workdir, "SELECT id, seq FROM designs ORDER BY seq")
+  lines = []
+  again = loop.run(smoke_config(), str(workdir), log=lines.append)
+  assert rows(workdir, "SELECT id, seq FROM designs ORDER BY seq") == before
+  assert again == board
+  assert not any("training" in line for line in lines)
+
+
+def test_same_seed_same_designs_across_interrupted_runs(smoke_run, tmp_path):
+  workdir, _, _ = smoke_run
+  loop.run(smoke_config(n_proposals=1), str(tmp_path), log=lambda _: None)
+  loop.run(smoke_config(), str(tmp_path), log=lambda _: None)  # continues to 3 proposals
+  sql = "SELECT id, parents, operator, description, status FROM designs ORDER BY seq"
+  assert rows(tmp_path, sql) == rows(workdir, sql)
+  sql = "SELECT design_id, metrics FROM verifications ORDER BY design_id"
+  timing = ("tokens_per_s", "train_wall_s")
+  results = [[(d, {k: v for k, v in json.loads(m).items() if k not in timing}) for d, m in rows(w, sql)]
+             for w in (tmp_path, workdir)]
+  assert results[0] == results[1]
+
+
+def test_missing_corpus_is_one_clear_error(tmp_path):
+  config = smoke_config()
+  config.data.corpus = "wikipedia"
+  with pytest.raises(ValueError, match="unknown corpus 'wikipedia': expected one of"):
+    loop.run(config, str(tmp_path), log=lambda _: None)
