@@ -1,7 +1,13 @@
 """The Ladder of Scales and the evolution run around it.
 
-`--config=configs/ladder.py` is the local default: a CPU ladder that finishes on a 2-core machine
-in about 15 minutes; `--config=configs/ladder.py:smoke` is a tiny run for tests (about 2 minutes).
+Variants (`--config=configs/ladder.py[:VARIANT]`):
+- default: a CPU ladder of three rungs (tiny -> small -> medium) that finishes on a 2-core machine
+  in about 15 minutes;
+- `smoke`: a tiny run for tests (about 2 minutes), still promoting one design to a second rung;
+- `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
+  parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
+  `--config.data.spm_model=PATH/to/tokenizer.model`.
+Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=1e-3`.
 """
 
 from ml_collections import ConfigDict
@@ -10,12 +16,18 @@ from gab import checker
 from train import data
 
 
-def rung(d_model, n_blocks, lr, batch_size, train_tokens=0, tokens_per_param=0, eval_batches=8):
-  """One rung. The token budget is `train_tokens`, or parameters x `tokens_per_param` if that is 0."""
+def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, tokens_per_param=0,
+         eval_batches=8, warmup_frac=0.02):
+  """One rung. The token budget is `train_tokens`, or parameters x `tokens_per_param` if that is 0.
+
+  `target_params` is the size designs are fitted to (+-20%, by adjusting d_model and n_blocks
+  from the values given here); it is the GPT seed's size at this d_model and n_blocks.
+  """
   return ConfigDict(dict(
-      d_model=d_model, n_blocks=n_blocks, lr=lr, batch_size=batch_size, train_tokens=train_tokens,
-      tokens_per_param=tokens_per_param, warmup_frac=0.02, min_lr_ratio=0.1, grad_clip=1.0,
-      weight_decay=0.1, eval_batches=eval_batches))
+      d_model=d_model, n_blocks=n_blocks, target_params=target_params, lr=lr, batch_size=batch_size,
+      train_tokens=train_tokens, tokens_per_param=tokens_per_param, warmup_frac=warmup_frac,
+      min_lr_ratio=0.1, grad_clip=1.0, weight_decay=0.1, eval_batches=eval_batches,
+      memory_limit_gb=0.0))
 
 
 def get_config(variant: str | None = None) -> ConfigDict:
@@ -26,17 +38,36 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.data.seq_len = 128
   c.checker = checker.default_config()
   c.evolution = ConfigDict(dict(n_proposals=8, max_retries=32, exploit_prob=0.8))
-  c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium")))
+  # Rungs lowest first; the top rung gets n_target slots, each lower one its upper neighbour's / ratio.
+  c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5, exploit_prob=0.8))
   c.rungs = ConfigDict(dict(
-      tiny=rung(d_model=64, n_blocks=2, lr=3e-3, batch_size=16, train_tokens=400_000),
-      small=rung(d_model=96, n_blocks=3, lr=2e-3, batch_size=16, train_tokens=800_000),
-      medium=rung(d_model=128, n_blocks=4, lr=1e-3, batch_size=16, train_tokens=1_600_000),
+      tiny=rung(64, 2, 117_248, lr=3e-3, batch_size=16, train_tokens=400_000),
+      small=rung(96, 3, 364_224, lr=2e-3, batch_size=16, train_tokens=800_000),
+      medium=rung(128, 4, 824_832, lr=1e-3, batch_size=16, train_tokens=1_000_000),
   ))
   if variant in (None, ""):
     return c
   if variant == "smoke":
     c.data.seq_len = 64
     c.evolution.n_proposals = 3
-    c.rungs.tiny = rung(d_model=32, n_blocks=1, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
+    c.ladder.rungs = ("tiny", "small")
+    c.ladder.ratio = 0.5
+    c.rungs.tiny = rung(32, 1, 20_928, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
+    c.rungs.small = rung(64, 2, 117_248, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
+    del c.rungs["medium"]
     return c
-  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '' or 'smoke'")
+  if variant == "paper":
+    c.data.seq_len = 2048
+    c.data.vocab = "spm"
+    c.evolution.n_proposals = 1000
+    c.ladder = ConfigDict(dict(rungs=("r14m", "r31m", "r70m", "r125m", "r350m"), n_target=1, ratio=0.25, exploit_prob=0.8))
+    batch = 256  # sequences of 2048 tokens: 0.5M tokens per step
+    c.rungs = ConfigDict(dict(
+        r14m=rung(128, 6, 5_280_000, lr=1e-3, batch_size=batch, tokens_per_param=50, eval_batches=16),
+        r31m=rung(256, 6, 12_900_000, lr=1e-3, batch_size=batch, tokens_per_param=40, eval_batches=16),
+        r70m=rung(512, 6, 35_300_000, lr=1e-3, batch_size=batch, tokens_per_param=30, eval_batches=16),
+        r125m=rung(768, 12, 109_600_000, lr=6e-4, batch_size=batch, tokens_per_param=20, eval_batches=16),
+        r350m=rung(1024, 24, 334_900_000, lr=3e-4, batch_size=batch, tokens_per_param=20, eval_batches=16),
+    ))
+    return c
+  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke' or 'paper'")

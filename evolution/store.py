@@ -1,59 +1,108 @@
-"""The evolution store: every design and verification of a run, in SQLite at WORKDIR/evolution.db.
+"""The evolution store: every design, verification and job of a run, in SQLite at WORKDIR/evolution.db.
 
-Tables:
+Tables (the designs and verifications columns are a contract other tools read):
   designs(id, tree, parents, operator, description, seq, status, report)
     id = the tree's content hash; tree = design JSON; parents = JSON list of ids;
     seq = creation order; status in {valid, rejected, verified, failed}.
-  verifications(design_id, rung, metrics)   metrics = JSON with at least val_bpb, params, tokens.
+  verifications(design_id, rung, metrics)   metrics = JSON with val_bpb, params, tokens, or, for a
+                                            failed run, val_bpb null and an "error" string.
   meta(key, value)                          run-level counters (e.g. the next proposal index).
-Each write is one transaction, so a run killed at any moment leaves a consistent store.
+  lineage(child_id, parent_id, position)    designs.parents as rows, for graph queries.
+  artifacts(created_seq, design_id, kind, content)  checker reports, resolved configs, transcripts;
+                                            created_seq is the seq of the event that added it.
+  events(seq, kind, payload)                append-only log; each event is written in the
+                                            transaction of the change it records.
+  jobs(id, design_id, rung, state, worker_id, lease_until, attempts)  the verification queue that
+                                            several worker processes share.
+Each write is one transaction, so a run killed at any moment leaves a consistent store. The schema
+version is `PRAGMA user_version`; opening an older store migrates it in one transaction. Wall time
+enters only through leases (the injected `clock`), never events, ordering or randomness.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
-from typing import Any, Iterable
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS designs (
-  id TEXT PRIMARY KEY,
-  tree TEXT NOT NULL,
-  parents TEXT NOT NULL,
-  operator TEXT NOT NULL,
-  description TEXT NOT NULL DEFAULT '',
-  seq INTEGER NOT NULL UNIQUE,
-  status TEXT NOT NULL,
-  report TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS verifications (
-  design_id TEXT NOT NULL REFERENCES designs(id),
-  rung TEXT NOT NULL,
-  metrics TEXT NOT NULL,
-  PRIMARY KEY (design_id, rung)
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+import time
+from typing import Any, Callable, Iterable
 
 STATUSES = ("valid", "rejected", "verified", "failed")
 
+# MIGRATIONS[v] takes a store from version v to v + 1. Version 1 is the walking skeleton's schema
+# (IF NOT EXISTS: stores written before versioning have those tables at user_version 0).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    ("""CREATE TABLE IF NOT EXISTS designs (
+          id TEXT PRIMARY KEY,
+          tree TEXT NOT NULL,
+          parents TEXT NOT NULL,
+          operator TEXT NOT NULL,
+          description TEXT NOT NULL DEFAULT '',
+          seq INTEGER NOT NULL UNIQUE,
+          status TEXT NOT NULL,
+          report TEXT NOT NULL DEFAULT '{}')""",
+     """CREATE TABLE IF NOT EXISTS verifications (
+          design_id TEXT NOT NULL REFERENCES designs(id),
+          rung TEXT NOT NULL,
+          metrics TEXT NOT NULL,
+          PRIMARY KEY (design_id, rung))""",
+     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+    ("""CREATE TABLE lineage (
+          child_id TEXT NOT NULL REFERENCES designs(id),
+          parent_id TEXT NOT NULL,
+          position INTEGER NOT NULL,
+          PRIMARY KEY (child_id, position))""",
+     "CREATE INDEX lineage_by_parent ON lineage (parent_id)",
+     """INSERT INTO lineage (child_id, parent_id, position)
+          SELECT d.id, p.value, p.key FROM designs d, json_each(d.parents) p""",
+     """CREATE TABLE artifacts (
+          created_seq INTEGER PRIMARY KEY,
+          design_id TEXT REFERENCES designs(id),
+          kind TEXT NOT NULL,
+          content TEXT NOT NULL)""",
+     "CREATE INDEX artifacts_by_design ON artifacts (design_id, kind)",
+     """CREATE TABLE events (
+          seq INTEGER PRIMARY KEY AUTOINCREMENT,
+          kind TEXT NOT NULL,
+          payload TEXT NOT NULL CHECK (json_valid(payload)))""",
+     """CREATE TABLE jobs (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          design_id TEXT NOT NULL REFERENCES designs(id),
+          rung TEXT NOT NULL,
+          state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done')),
+          worker_id TEXT,
+          lease_until REAL,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          UNIQUE (design_id, rung))""",
+     "CREATE INDEX jobs_by_state ON jobs (state, id)"),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+  """A store this code cannot open (e.g. written by a newer version)."""
+
 
 class Store:
-  """A thin, transactional view of the run's SQLite database."""
+  """A transactional view of the run's SQLite database, shareable by several processes."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, clock: Callable[[], float] = time.time):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     self.path = path
-    self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    self._clock = clock
+    self._depth = 0
+    self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
     self._db.row_factory = sqlite3.Row
-    self._db.execute("PRAGMA journal_mode=WAL")
+    if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+      self._db.execute("PRAGMA journal_mode=WAL")
+    self._db.execute("PRAGMA synchronous=NORMAL")
     self._db.execute("PRAGMA foreign_keys=ON")
-    self._db.executescript(SCHEMA)
+    self._migrate()
 
   @classmethod
-  def open(cls, workdir: str) -> "Store":
-    return cls(os.path.join(workdir, "evolution.db"))
+  def open(cls, workdir: str, clock: Callable[[], float] = time.time) -> "Store":
+    return cls(os.path.join(workdir, "evolution.db"), clock)
 
   def close(self):
     self._db.close()
@@ -64,30 +113,98 @@ class Store:
   def __exit__(self, *exc):
     self.close()
 
+  @contextlib.contextmanager
   def transaction(self):
-    """`with store.transaction():` groups writes; all land or none do."""
-    return _Transaction(self._db)
+    """`with store.transaction():` groups writes; all land or none do. Nests (as savepoints)."""
+    outer = self._depth == 0
+    name = f"sp{self._depth}"
+    self._db.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {name}")
+    self._depth += 1
+    try:
+      yield self
+    except BaseException:
+      self._depth -= 1
+      self._db.execute("ROLLBACK" if outer else f"ROLLBACK TO {name}")
+      if not outer:
+        self._db.execute(f"RELEASE {name}")
+      raise
+    self._depth -= 1
+    try:
+      self._db.execute("COMMIT" if outer else f"RELEASE {name}")
+    except BaseException:
+      if outer and self._db.in_transaction:
+        self._db.execute("ROLLBACK")
+      raise
+
+  # -- schema --------------------------------------------------------------------------------
+  def version(self) -> int:
+    version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and self._db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'designs'").fetchone():
+      return 1
+    return version
+
+  def _migrate(self) -> None:
+    if self.version() == len(MIGRATIONS):
+      return
+    with self.transaction():
+      version = self.version()
+      if version > len(MIGRATIONS):
+        raise StoreError(f"{self.path} has schema version {version}, newer than this code's "
+                         f"{len(MIGRATIONS)}; update genesys_jax to open it")
+      for steps in MIGRATIONS[version:]:
+        for sql in steps:
+          self._db.execute(sql)
+      self._db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+      if version >= 1:
+        self._log("schema_migrated", {"from": version, "to": len(MIGRATIONS)})
+
+  # -- events --------------------------------------------------------------------------------
+  def _log(self, kind: str, payload: dict[str, Any]) -> int:
+    cur = self._db.execute("INSERT INTO events (kind, payload) VALUES (?, ?)",
+                           (kind, json.dumps(payload, sort_keys=True)))
+    return cur.lastrowid
+
+  def events(self, since: int = 0, kind: str | None = None) -> list[dict[str, Any]]:
+    """Events with seq > `since` in order, optionally only those of `kind`."""
+    sql, args = "SELECT seq, kind, payload FROM events WHERE seq > ?", [since]
+    if kind is not None:
+      sql, args = sql + " AND kind = ?", args + [kind]
+    return [{"seq": r["seq"], "kind": r["kind"], "payload": json.loads(r["payload"])}
+            for r in self._db.execute(sql + " ORDER BY seq", args)]
 
   # -- designs -------------------------------------------------------------------------------
   def add_design(self, design_id: str, tree_json: str, parents: Iterable[str], operator: str,
                  description: str, status: str, report: dict | None = None) -> bool:
-    """Insert a design; False (and no change) if the id is already stored."""
-    if status not in STATUSES:
-      raise ValueError(f"status {status!r} not in {STATUSES}")
-    cur = self._db.execute(
-        "INSERT OR IGNORE INTO designs (id, tree, parents, operator, description, seq, status, report) "
-        "VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM designs), ?, ?)",
-        (design_id, tree_json, json.dumps(list(parents)), operator, description, status,
-         json.dumps(report or {}, sort_keys=True)))
-    return cur.rowcount == 1
+    """Insert a design and its lineage; False (and no change) if the id is already stored."""
+    _check_status(status)
+    parents = list(parents)
+    with self.transaction():
+      cur = self._db.execute(
+          "INSERT OR IGNORE INTO designs (id, tree, parents, operator, description, seq, status, report) "
+          "VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM designs), ?, ?)",
+          (design_id, tree_json, json.dumps(parents), operator, description, status,
+           json.dumps(report or {}, sort_keys=True)))
+      if cur.rowcount != 1:
+        return False
+      self._db.executemany("INSERT INTO lineage (child_id, parent_id, position) VALUES (?, ?, ?)",
+                           [(design_id, p, i) for i, p in enumerate(parents)])
+      seq = self._db.execute("SELECT seq FROM designs WHERE id = ?", (design_id,)).fetchone()[0]
+      self._log("design_added", {"id": design_id, "seq": seq, "parents": parents,
+                                 "operator": operator, "status": status})
+    return True
 
   def has_design(self, design_id: str) -> bool:
     return self._db.execute("SELECT 1 FROM designs WHERE id = ?", (design_id,)).fetchone() is not None
 
   def set_status(self, design_id: str, status: str) -> None:
-    if status not in STATUSES:
-      raise ValueError(f"status {status!r} not in {STATUSES}")
-    self._db.execute("UPDATE designs SET status = ? WHERE id = ?", (status, design_id))
+    _check_status(status)
+    with self.transaction():
+      row = self._db.execute("SELECT status FROM designs WHERE id = ?", (design_id,)).fetchone()
+      if row is None or row["status"] == status:
+        return
+      self._db.execute("UPDATE designs SET status = ? WHERE id = ?", (status, design_id))
+      self._log("status_set", {"id": design_id, "status": status, "previous": row["status"]})
 
   def design(self, design_id: str) -> dict[str, Any]:
     row = self._db.execute("SELECT * FROM designs WHERE id = ?", (design_id,)).fetchone()
@@ -103,13 +220,38 @@ class Store:
       rows = self._db.execute("SELECT * FROM designs WHERE status = ? ORDER BY seq", (status,)).fetchall()
     return [_design_row(r) for r in rows]
 
+  # -- lineage -------------------------------------------------------------------------------
+  def lineage(self) -> list[dict[str, Any]]:
+    """Every (child, parent) edge, in the child's creation order then parent position."""
+    rows = self._db.execute("SELECT l.child_id, l.parent_id, l.position FROM lineage l JOIN designs d "
+                            "ON d.id = l.child_id ORDER BY d.seq, l.position")
+    return [dict(r) for r in rows]
+
+  def children(self, design_id: str) -> list[str]:
+    rows = self._db.execute("SELECT DISTINCT d.id FROM lineage l JOIN designs d ON d.id = l.child_id "
+                            "WHERE l.parent_id = ? ORDER BY d.seq", (design_id,))
+    return [r[0] for r in rows]
+
+  def ancestors(self, design_id: str) -> list[str]:
+    """All stored ancestors of a design, oldest first."""
+    rows = self._db.execute(
+        "WITH RECURSIVE up(id) AS (SELECT parent_id FROM lineage WHERE child_id = ? "
+        "UNION SELECT l.parent_id FROM lineage l JOIN up ON l.child_id = up.id) "
+        "SELECT d.id FROM up JOIN designs d ON d.id = up.id ORDER BY d.seq", (design_id,))
+    return [r[0] for r in rows]
+
   # -- verifications -------------------------------------------------------------------------
   def add_verification(self, design_id: str, rung: str, metrics: dict[str, Any]) -> None:
-    missing = {"val_bpb", "params", "tokens"} - set(metrics)
-    if missing:
-      raise ValueError(f"verification metrics lack {sorted(missing)}")
-    self._db.execute("INSERT OR REPLACE INTO verifications (design_id, rung, metrics) VALUES (?, ?, ?)",
-                     (design_id, rung, json.dumps(metrics, sort_keys=True)))
+    """Record (or replace) a design's result at a rung; failures carry val_bpb None and "error"."""
+    _check_metrics(metrics)
+    with self.transaction():
+      replaced = self.has_verification(design_id, rung)
+      self._db.execute("INSERT OR REPLACE INTO verifications (design_id, rung, metrics) VALUES (?, ?, ?)",
+                       (design_id, rung, json.dumps(metrics, sort_keys=True)))
+      payload = {"design_id": design_id, "rung": rung, "val_bpb": metrics["val_bpb"], "replaced": replaced}
+      if "error" in metrics:
+        payload["error"] = metrics["error"]
+      self._log("verification_added", payload)
 
   def verifications(self, design_id: str | None = None) -> list[dict[str, Any]]:
     sql = ("SELECT v.design_id, v.rung, v.metrics FROM verifications v JOIN designs d "
@@ -126,25 +268,127 @@ class Store:
     return self._db.execute("SELECT 1 FROM verifications WHERE design_id = ? AND rung = ?",
                             (design_id, rung)).fetchone() is not None
 
+  # -- artifacts -----------------------------------------------------------------------------
+  def add_artifact(self, design_id: str | None, kind: str, content: str) -> int:
+    """Keep a text artifact (JSON-encode structured ones); None design_id = run-level. Returns its seq."""
+    if not isinstance(content, str):
+      raise TypeError(f"artifact content must be str, got {type(content).__name__}")
+    with self.transaction():
+      seq = self._log("artifact_added", {"design_id": design_id, "kind": kind, "chars": len(content)})
+      self._db.execute("INSERT INTO artifacts (created_seq, design_id, kind, content) VALUES (?, ?, ?, ?)",
+                       (seq, design_id, kind, content))
+    return seq
+
+  def artifacts(self, design_id: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    """Artifacts in creation order, filtered by design and/or kind when given."""
+    sql, args = "SELECT created_seq, design_id, kind, content FROM artifacts WHERE 1", []
+    for column, value in (("design_id", design_id), ("kind", kind)):
+      if value is not None:
+        sql, args = sql + f" AND {column} = ?", args + [value]
+    return [dict(r) for r in self._db.execute(sql + " ORDER BY created_seq", args)]
+
+  # -- jobs ----------------------------------------------------------------------------------
+  def enqueue(self, design_id: str, rung: str) -> bool:
+    """Queue a verification job; False if that (design, rung) was ever queued."""
+    with self.transaction():
+      cur = self._db.execute("INSERT OR IGNORE INTO jobs (design_id, rung, state) VALUES (?, ?, 'pending')",
+                             (design_id, rung))
+      if cur.rowcount != 1:
+        return False
+      self._log("job_enqueued", {"design_id": design_id, "rung": rung})
+    return True
+
+  def claim(self, worker_id: str, lease_s: float) -> tuple[str, str] | None:
+    """Atomically take the oldest pending job (expired leases first return to pending), or None."""
+    with self.transaction():
+      now = self._clock()
+      expired = self._db.execute("SELECT id, design_id, rung, worker_id, attempts FROM jobs "
+                                 "WHERE state = 'claimed' AND lease_until <= ? ORDER BY id", (now,)).fetchall()
+      for job in expired:
+        self._db.execute("UPDATE jobs SET state = 'pending', worker_id = NULL, lease_until = NULL "
+                         "WHERE id = ?", (job["id"],))
+        self._log("job_expired", {"design_id": job["design_id"], "rung": job["rung"],
+                                  "worker_id": job["worker_id"], "attempt": job["attempts"]})
+      job = self._db.execute("SELECT id, design_id, rung, attempts FROM jobs WHERE state = 'pending' "
+                             "ORDER BY id LIMIT 1").fetchone()
+      if job is None:
+        return None
+      self._db.execute("UPDATE jobs SET state = 'claimed', worker_id = ?, lease_until = ?, "
+                       "attempts = attempts + 1 WHERE id = ?", (worker_id, now + lease_s, job["id"]))
+      self._log("job_claimed", {"design_id": job["design_id"], "rung": job["rung"], "worker_id": worker_id,
+                                "lease_s": lease_s, "attempt": job["attempts"] + 1})
+    return job["design_id"], job["rung"]
+
+  def heartbeat(self, worker_id: str, design_id: str, rung: str, lease_s: float) -> bool:
+    """Extend a held lease to now + lease_s; False if the worker no longer holds the job."""
+    cur = self._db.execute("UPDATE jobs SET lease_until = ? WHERE design_id = ? AND rung = ? "
+                           "AND state = 'claimed' AND worker_id = ?",
+                           (self._clock() + lease_s, design_id, rung, worker_id))
+    return cur.rowcount == 1
+
+  def release(self, worker_id: str, design_id: str, rung: str) -> bool:
+    """Hand a held job back to the queue (e.g. on shutdown); False if not held."""
+    with self.transaction():
+      cur = self._db.execute("UPDATE jobs SET state = 'pending', worker_id = NULL, lease_until = NULL "
+                             "WHERE design_id = ? AND rung = ? AND state = 'claimed' AND worker_id = ?",
+                             (design_id, rung, worker_id))
+      if cur.rowcount != 1:
+        return False
+      self._log("job_released", {"design_id": design_id, "rung": rung, "worker_id": worker_id})
+    return True
+
+  def complete(self, design_id: str, rung: str, worker_id: str, metrics: dict[str, Any],
+               status: str | None = None) -> bool:
+    """Record a held job's verification (and optionally the design's status) and mark it done.
+
+    False, with no change, if the worker no longer holds the job (its lease expired and was
+    taken over, or it was never claimed by this worker).
+    """
+    with self.transaction():
+      if self._db.execute("SELECT 1 FROM jobs WHERE design_id = ? AND rung = ? AND state = 'claimed' "
+                          "AND worker_id = ?", (design_id, rung, worker_id)).fetchone() is None:
+        return False
+      self.add_verification(design_id, rung, metrics)
+      self._db.execute("UPDATE jobs SET state = 'done', lease_until = NULL WHERE design_id = ? AND rung = ?",
+                       (design_id, rung))
+      if status is not None:
+        self.set_status(design_id, status)
+      self._log("job_completed", {"design_id": design_id, "rung": rung, "worker_id": worker_id})
+    return True
+
+  def jobs(self, state: str | None = None) -> list[dict[str, Any]]:
+    """Jobs in queue order, optionally only those in `state` (pending, claimed, done)."""
+    sql = "SELECT design_id, rung, state, worker_id, lease_until, attempts FROM jobs"
+    rows = self._db.execute(sql + (" WHERE state = ?" if state else "") + " ORDER BY id",
+                            (state,) if state else ())
+    return [dict(r) for r in rows]
+
   # -- run-level state -----------------------------------------------------------------------
   def get_meta(self, key: str, default: Any = None) -> Any:
     row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return default if row is None else json.loads(row["value"])
 
   def set_meta(self, key: str, value: Any) -> None:
-    self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                     (key, json.dumps(value, sort_keys=True)))
+    with self.transaction():
+      self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       (key, json.dumps(value, sort_keys=True)))
+      self._log("meta_set", {"key": key, "value": value})
 
 
-class _Transaction:
-  def __init__(self, db: sqlite3.Connection):
-    self._db = db
+def _check_status(status: str) -> None:
+  if status not in STATUSES:
+    raise ValueError(f"status {status!r} not in {STATUSES}")
 
-  def __enter__(self):
-    self._db.execute("BEGIN IMMEDIATE")
 
-  def __exit__(self, exc_type, *exc):
-    self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+def _check_metrics(metrics: dict[str, Any]) -> None:
+  """A result has val_bpb, params and tokens; a failure has val_bpb None and an "error" string."""
+  if "val_bpb" in metrics and metrics["val_bpb"] is None:
+    if not isinstance(metrics.get("error"), str) or not metrics["error"]:
+      raise ValueError("a failed verification (val_bpb None) needs a non-empty 'error' string")
+    return
+  missing = {"val_bpb", "params", "tokens"} - set(metrics)
+  if missing:
+    raise ValueError(f"verification metrics lack {sorted(missing)}")
 
 
 def _design_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from evolution import operators, selection
+from genesys_jax import ladder
 from evolution.store import Store
 from gab import checker, seeds
 from gab.tree import Unit, design_from_json, design_to_json
@@ -21,6 +22,11 @@ from train import data as data_lib
 from train import trainer
 
 Log = Callable[[str], None]
+_PROMOTION_STREAM = 1 << 30  # fold_in salt: promotion draws never collide with proposal draws
+
+
+def _print(line: str) -> None:
+  print(line, flush=True)
 
 
 def rung_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -46,7 +52,7 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: 
 class Evolution:
   """One run of the loop over a workdir."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Log = print):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Log = _print):
     self.config, self.workdir, self.log = config, workdir, log
     self.rungs = list(config.ladder.rungs)
     if not self.rungs:
@@ -98,6 +104,7 @@ class Evolution:
                        f"designs already in the store; raise evolution.max_retries")
 
   def verify(self, design: dict[str, Any], rung: str) -> None:
+    """Train `design` at `rung` and record the result (a failure is recorded too, with its error)."""
     tree, _ = design_from_json(design["tree"])
     self.log(f"  training {design['id']} at rung {rung} ...")
     ckpt = os.path.join(self.workdir, "checkpoints", design["id"], rung)
@@ -107,7 +114,10 @@ class Evolution:
                                            desc=f"{design['id'][:8]}@{rung}")
     except FloatingPointError as e:
       with self.store.transaction():
-        self.store.set_status(design["id"], "failed")
+        self.store.add_verification(design["id"], rung, {"val_bpb": None, "params": None,
+                                                         "tokens": None, "error": str(e)})
+        if rung == self.rungs[0]:
+          self.store.set_status(design["id"], "failed")
       self.log(f"  {design['id']} failed at {rung}: {e}")
       return
     with self.store.transaction():
@@ -117,9 +127,35 @@ class Evolution:
              f"{metrics['params']:,} params, {metrics['tokens']:,} tokens, "
              f"{metrics['tokens_per_s']:,.0f} tok/s")
 
+  def next_promotion(self) -> tuple[dict[str, Any], str] | None:
+    """The (design, rung) a verifier should train next above the lowest rung, if a slot is open."""
+    results: dict[str, dict[str, Any]] = {r: {} for r in self.rungs}
+    for v in self.store.verifications():
+      results[v["rung"]][v["design_id"]] = v["metrics"]
+    ladder_cfg = self.config.ladder
+    budget = ladder.budgets(len(self.rungs), ladder_cfg.n_target, ladder_cfg.ratio)
+    used = [len(results[r]) for r in self.rungs]
+    i = ladder.next_rung(budget, used, ladder_cfg.ratio)
+    if i is None:
+      return None
+    below, here = results[self.rungs[i - 1]], results[self.rungs[i]]
+    pool = [{"id": d["id"], "design": d, "fitness": selection.fitness(below[d["id"]]),
+             "confidence": sum(d["id"] in results[r] for r in self.rungs)}
+            for d in self.store.designs()
+            if d["id"] in below and below[d["id"]]["val_bpb"] is not None and d["id"] not in here]
+    if not pool:
+      return None
+    key = jax.random.fold_in(jax.random.fold_in(self.key, _PROMOTION_STREAM), sum(used))
+    pick = selection.select_parent(key, pool, ladder_cfg.exploit_prob)
+    return pick["design"], self.rungs[i]
+
   def verify_pending(self) -> None:
     for design in self.store.designs("valid"):
       self.verify(design, self.rungs[0])
+    while (job := self.next_promotion()) is not None:
+      design, rung = job
+      self.log(f"  promoting {design['id']} to rung {rung}")
+      self.verify(design, rung)
 
   def run(self) -> list[dict[str, Any]]:
     self.add_seeds()
@@ -140,35 +176,40 @@ class Evolution:
                f"{report.summary()}")
       self.verify_pending()
     board = self.leaderboard()
-    self.log(format_leaderboard(board))
+    self.log(format_leaderboard(board, self.rungs))
     return board
 
   def leaderboard(self) -> list[dict[str, Any]]:
+    """Verified designs, best validation bpb at the lowest rung first, with every rung's result."""
+    results: dict[str, dict[str, Any]] = {}
+    for v in self.store.verifications():
+      results.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
     rows = []
-    verifications = self.store.verifications()
     for d in self.store.designs():
-      results = {v["rung"]: v["metrics"] for v in verifications if v["design_id"] == d["id"]}
-      if not results:
+      if d["id"] not in results:
         continue
-      low = results.get(self.rungs[0])
+      low = results[d["id"]].get(self.rungs[0], {})
       rows.append({"id": d["id"], "parent": ",".join(d["parents"]) or "-",
                    "change": d["description"] if d["operator"] != "seed" else f"seed {d['description']}",
-                   "params": low["params"] if low else None, "val_bpb": low["val_bpb"] if low else None,
-                   "rungs": {r: m["val_bpb"] for r, m in results.items()}})
+                   "params": low.get("params"), "val_bpb": low.get("val_bpb"),
+                   "rungs": {r: results[d["id"]][r]["val_bpb"] for r in self.rungs if r in results[d["id"]]}})
     return sorted(rows, key=lambda r: (r["val_bpb"] is None, r["val_bpb"] or 0.0))
 
 
-def format_leaderboard(rows: list[dict[str, Any]]) -> str:
-  head = f"{'rank':>4}  {'design':16}  {'parent':16}  {'params':>10}  {'val_bpb':>8}  change"
-  lines = ["leaderboard", head, "-" * len(head)]
+def format_leaderboard(rows: list[dict[str, Any]], rungs: list[str]) -> str:
+  """A table: design, parent, params and bpb at the lowest rung, bpb at each higher rung, change."""
+  head = (f"{'rank':>4}  {'design':16}  {'parent':16}  {'params':>10}  "
+          + "  ".join(f"{r:>8}" for r in rungs) + "  change")
+  lines = ["leaderboard (validation bits per byte per rung)", head, "-" * len(head)]
   for i, r in enumerate(rows, 1):
-    bpb = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.4f}"
     params = "-" if r["params"] is None else f"{r['params']:,}"
-    lines.append(f"{i:>4}  {r['id']:16}  {r['parent']:16}  {params:>10}  {bpb:>8}  {r['change']}")
+    bpbs = "  ".join(f"{r['rungs'][g]:>8.4f}" if r["rungs"].get(g) is not None else f"{'-':>8}"
+                     for g in rungs)
+    lines.append(f"{i:>4}  {r['id']:16}  {r['parent']:16}  {params:>10}  {bpbs}  {r['change']}")
   return "\n".join(lines)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, log: Log = print) -> list[dict[str, Any]]:
+def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> list[dict[str, Any]]:
   evo = Evolution(config, workdir, log)
   try:
     return evo.run()

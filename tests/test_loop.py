@@ -81,3 +81,12 @@ def test_missing_corpus_is_one_clear_error(tmp_path):
   config.data.corpus = "wikipedia"
   with pytest.raises(ValueError, match="unknown corpus 'wikipedia': expected one of"):
     loop.run(config, str(tmp_path), log=lambda _: None)
+
+
+def test_smoke_run_promotes_a_design_to_the_second_rung(smoke_run):
+  workdir, board, _ = smoke_run
+  promoted = rows(workdir, "SELECT design_id FROM verifications WHERE rung = 'small'")
+  assert len(promoted) == 1
+  tiny = {d for (d,) in rows(workdir, "SELECT design_id FROM verifications WHERE rung = 'tiny'")}
+  assert promoted[0][0] in tiny
+  assert any("small" in r["rungs"] for r in board)
