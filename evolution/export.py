@@ -57,7 +57,7 @@ def to_graphml(tree: dict[str, Any]) -> bytes:
   rung_attrs = tuple((f"val_bpb@{r}", "double") for r in rungs)
   for domain, attrs in (("node", NODE_ATTRS + rung_attrs), ("edge", EDGE_ATTRS)):
     for name, kind in attrs:
-      key_id = f"{domain[0]}{len(keys)}"
+      key_id = f"d{len(keys)}"
       keys[domain, name] = key_id
       ET.SubElement(root, q("key"), {"id": key_id, "for": domain, "attr.name": name, "attr.type": kind})
   graph = ET.SubElement(root, q("graph"), {"id": "evolution", "edgedefault": "directed"})

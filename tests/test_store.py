@@ -167,6 +167,16 @@ def test_a_failing_transaction_leaves_no_event(tmp_path):
     assert store.get_meta("proposals_done") is None and store.verifications() == []
 
 
+
+def test_the_loops_failure_record_is_accepted(tmp_path):
+  with Store.open(str(tmp_path)) as store:
+    store.add_design("a", tree_json("a"), [], "seed", "gpt", "valid")
+    failure = {"val_bpb": None, "params": None, "tokens": None, "error": ""}
+    with store.transaction():
+      store.add_verification("a", "tiny", failure)
+      store.set_status("a", "failed")
+    assert store.verifications() == [{"design_id": "a", "rung": "tiny", "metrics": failure}]
+
 # -- jobs --------------------------------------------------------------------------------------
 class Clock:
   def __init__(self):
