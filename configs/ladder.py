@@ -13,7 +13,7 @@ Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=
 from ml_collections import ConfigDict
 
 from gab import checker
-from train import data
+from train import data, trainer
 
 
 def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, tokens_per_param=0,
@@ -37,6 +37,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.data = data.default_data_config()
   c.data.seq_len = 128
   c.checker = checker.default_config()
+  c.train = trainer.default_train_config()
   c.evolution = ConfigDict(dict(n_proposals=8, max_retries=32, exploit_prob=0.8))
   # Rungs lowest first; the top rung gets n_target slots, each lower one its upper neighbour's / ratio.
   c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5, exploit_prob=0.8))
@@ -59,6 +60,8 @@ def get_config(variant: str | None = None) -> ConfigDict:
   if variant == "paper":
     c.data.seq_len = 2048
     c.data.vocab = "spm"
+    c.train.dtype = "bfloat16"
+    c.train.save_every = 200
     c.evolution.n_proposals = 1000
     c.ladder = ConfigDict(dict(rungs=("r14m", "r31m", "r70m", "r125m", "r350m"), n_target=1, ratio=0.25, exploit_prob=0.8))
     batch = 256  # sequences of 2048 tokens: 0.5M tokens per step

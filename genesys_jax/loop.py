@@ -107,11 +107,13 @@ class Evolution:
     """Train `design` at `rung` and record the result (a failure is recorded too, with its error)."""
     tree, _ = design_from_json(design["tree"])
     self.log(f"  training {design['id']} at rung {rung} ...")
-    ckpt = os.path.join(self.workdir, "checkpoints", design["id"], rung)
+    where = (design["id"], rung)
     try:
-      metrics = trainer.train_and_evaluate(tree, rung_config(self.config, rung), self.data,
-                                           seed=self.config.seed, checkpoint_dir=ckpt,
-                                           desc=f"{design['id'][:8]}@{rung}")
+      metrics = trainer.train_and_evaluate(
+          tree, rung_config(self.config, rung), self.data, seed=self.config.seed,
+          checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
+          log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
+          desc=f"{design['id'][:8]}@{rung}")
     except FloatingPointError as e:
       with self.store.transaction():
         self.store.add_verification(design["id"], rung, {"val_bpb": None, "params": None,

@@ -1,13 +1,15 @@
-"""Train a compiled design on one rung and evaluate it: AdamW, warm-up + cosine, clipping, Orbax.
+"""Train a compiled design on one rung and evaluate it, sharded and resumable.
 
-`train_and_evaluate(tree, rung, data, ...)` is what a verifier calls; it returns the metrics the
-store keeps (`val_bpb`, `params`, `tokens`, ...).
+`train_and_evaluate(tree, rung, data, ...)` is what a verifier calls. It builds a mesh, shards the
+train state by rules (train/sharding.py), runs a jitted AdamW step (warm-up + cosine to a minimum
+ratio, global-norm clipping, gradient accumulation, bf16 compute with float32 parameters and
+optimiser state), saves Orbax checkpoints (state, data position and RNG together), resumes from the
+latest good one, writes TensorBoard events, and returns the metrics the store keeps.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
@@ -17,14 +19,26 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from gab.model import LM, count_params
 from gab.tree import Unit
 from train import data as data_lib
+from train import metrics as metrics_lib
+from train import sharding
+from train.checkpoint import Checkpointer
 
 LN2 = math.log(2.0)
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      dtype="float32",          # compute dtype: "bfloat16" on accelerators; parameters stay float32
+      mesh=sharding.mesh_config(),
+      save_every=0,             # steps between checkpoints (0: only the final one)
+      max_to_keep=2,
+      log_every=10,
+      remat=False))
 
 
 @flax.struct.dataclass
@@ -32,6 +46,7 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+  rng: jax.Array  # raw key data (uint32), saved with the state
 
 
 def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -52,86 +67,137 @@ def token_nll(model: LM, params, tokens_BxL1):
   return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
 
 
-def make_train_step(model: LM, optimizer: optax.GradientTransformation):
+def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1):
+  """`step(state, tokens_BxL1) -> (state, metrics)`; B splits into `grad_accum` micro-batches."""
+  grad_fn = jax.value_and_grad(lambda p, t: token_nll(model, p, t).mean())
+
   def train_step(state: TrainState, tokens_BxL1):
-    def loss_fn(params):
-      return token_nll(model, params, tokens_BxL1).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    if grad_accum == 1:
+      loss, grads = grad_fn(state.params, tokens_BxL1)
+    else:
+      b = tokens_BxL1.shape[0]
+      micro_AxMxL1 = tokens_BxL1.reshape(b // grad_accum, grad_accum, -1).swapaxes(0, 1)
+
+      def accumulate(carry, micro):
+        loss, grads = grad_fn(state.params, micro)
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+      (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro_AxMxL1)
+      loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
-    return TrainState(state.step + 1, params, opt_state), metrics
-  return jax.jit(train_step, donate_argnums=0)
+    out = {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
+  return train_step
 
 
 def evaluate_bpb(model: LM, params, tokens_NxL1: np.ndarray, bytes_per_token: np.ndarray,
-                 batch_size: int, max_batches: int) -> dict[str, float]:
+                 batch_size: int, max_batches: int, mesh=None) -> dict[str, float]:
   """Validation loss (nats/token) and bits per byte: total NLL / ln 2 / total UTF-8 bytes."""
-  nll_fn = jax.jit(lambda p, t: token_nll(model, p, t))
-  total_nll, total_tokens, total_bytes = 0.0, 0, 0
-  for batch in data_lib.eval_batches(tokens_NxL1, batch_size, max_batches):
-    nll = np.asarray(nll_fn(params, jnp.asarray(batch)), np.float64)
-    total_nll += float(nll.sum())
-    total_tokens += nll.size
-    total_bytes += int(bytes_per_token[batch[:, 1:]].sum())
+  mesh = mesh or sharding.make_mesh()
+  table = jnp.asarray(bytes_per_token, jnp.int32)
+
+  @jax.jit
+  def sums(p, t):
+    nll = token_nll(model, p, t)
+    return nll.sum(), table[t[:, 1:]].sum()
+
+  total_nll, total_bytes, total_tokens = 0.0, 0, 0
+  for local in data_lib.eval_batches(tokens_NxL1, batch_size, max_batches, jax.process_index(),
+                                     jax.process_count()):
+    nll, n_bytes = sums(params, sharding.global_batch(local, mesh))
+    total_nll += float(nll)
+    total_bytes += int(n_bytes)
+    total_tokens += batch_size * (tokens_NxL1.shape[1] - 1)
   return {"val_loss": total_nll / max(total_tokens, 1),
-          "val_bpb": total_nll / LN2 / max(total_bytes, 1),
-          "val_tokens": total_tokens}
+          "val_bpb": total_nll / LN2 / max(total_bytes, 1), "val_tokens": total_tokens}
 
 
 def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_lib.Corpus", *,
-                       seed: int, checkpoint_dir: str | None = None, desc: str = "train") -> dict[str, Any]:
-  """Train `tree` at the rung's size, save an Orbax checkpoint, and return metrics for the store."""
+                       seed: int, checkpoint_dir: str | None = None, log_dir: str | None = None,
+                       train_cfg: ml_collections.ConfigDict | None = None, d_model: int | None = None,
+                       n_blocks: int | None = None, desc: str = "train",
+                       stop_after: int | None = None) -> dict[str, Any]:
+  """Train `tree` at the rung (or the given sizing), resuming from `checkpoint_dir` if it holds a
+  checkpoint, and return metrics for the store. `stop_after` ends early (for tests of resume)."""
+  cfg = train_cfg or default_train_config()
+  mesh = sharding.make_mesh(cfg.mesh)
+  d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
+  model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype), remat=cfg.remat)
   seq_len = data.train.shape[1] - 1
-  model = LM(tree, data.vocab_size, rung.d_model, rung.n_blocks)
-  key = jax.random.key(seed)
-  params = model.init(key, jnp.zeros((1, seq_len), jnp.int32))
-  n_params = count_params(params)
+  grad_accum = int(rung.get("grad_accum", 1))
+  if rung.batch_size % (grad_accum * jax.process_count()):
+    raise ValueError(f"rung batch_size {rung.batch_size} must divide by grad_accum {grad_accum} "
+                     f"x {jax.process_count()} processes")
+
+  def init_params(key):
+    return model.init(key, jnp.zeros((1, seq_len), jnp.int32))
+  n_params = count_params(jax.eval_shape(init_params, jax.random.key(seed)))
   tokens_per_step = rung.batch_size * seq_len
   budget = rung.train_tokens if rung.train_tokens > 0 else n_params * rung.tokens_per_param
   steps = max(1, math.ceil(budget / tokens_per_step))
   optimizer = make_optimizer(rung, steps)
-  state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  step_fn = make_train_step(model, optimizer)
-  batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed)
 
-  losses = []
-  start = time.perf_counter()
-  with tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
+  def init_state(key):
+    params = init_params(key)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.key_data(key))
+  key = jax.random.key(seed)
+  abstract = jax.eval_shape(init_state, key)
+  state_sh = sharding.param_shardings(abstract, mesh)
+  batch_sh = sharding.batch_sharding(mesh)
+  step_fn = jax.jit(make_train_step(model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
+                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+
+  ckpt = Checkpointer(checkpoint_dir, cfg.max_to_keep, cfg.save_every) if checkpoint_dir else None
+  restored = ckpt.restore_latest(jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)) if ckpt else None
+  if restored:
+    start, state, meta = restored
+  else:
+    start, meta = 0, {}
+    state = jax.jit(init_state, out_shardings=state_sh)(key)
+  batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed, step=meta.get("data_step", start),
+                                   process_index=jax.process_index(), process_count=jax.process_count())
+  writer = metrics_lib.Writer(log_dir)
+  flops = metrics_lib.model_flops_per_token(n_params, n_blocks, d_model, seq_len)
+  losses: list[float] = list(meta.get("losses", []))
+  pending: list[jax.Array] = []
+  end = steps if stop_after is None else min(steps, stop_after)
+  t0, timed_steps = None, 0
+  with tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, dynamic_ncols=True,
             disable=None) as bar:
-    for _ in range(steps):
-      state, metrics = step_fn(state, jnp.asarray(next(batches)))
-      losses.append(metrics["loss"])
+    for step in range(start, end):
+      state, out = step_fn(state, sharding.global_batch(next(batches), mesh))
+      pending.append(out["loss"])
+      if t0 is None:  # time from the end of the first (compiling) step
+        jax.block_until_ready(out["loss"])
+        t0 = time.perf_counter()
+      else:
+        timed_steps += 1
       bar.update(1)
-      if bar.n % 10 == 0 or bar.n == steps:
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
-                        tok_s=f"{bar.n * tokens_per_step / elapsed:,.0f}")
-  losses = [float(x) for x in jax.device_get(losses)]
-  wall = time.perf_counter() - start
-
-  if not all(math.isfinite(x) for x in losses):
-    raise FloatingPointError(f"training diverged: non-finite loss at step {losses.index(next(x for x in losses if not math.isfinite(x)))}")
-  metrics = evaluate_bpb(model, state.params, data.validation, data.bytes_per_token,
-                         rung.batch_size, rung.eval_batches)
-  if checkpoint_dir:
-    save_checkpoint(checkpoint_dir, state)
-  tail = losses[-max(1, len(losses) // 10):]
-  metrics.update(
-      params=n_params, tokens=steps * tokens_per_step, steps=steps, d_model=rung.d_model,
-      n_blocks=rung.n_blocks, train_loss=float(np.mean(tail)), first_loss=losses[0],
-      train_wall_s=wall, tokens_per_s=steps * tokens_per_step / wall)
-  return metrics
-
-
-def save_checkpoint(directory: str, state: TrainState) -> None:
-  """One Orbax checkpoint of the final train state, committed atomically."""
-  directory = os.path.abspath(directory)
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=1)) as mngr:
-    mngr.save(int(state.step), args=ocp.args.StandardSave(state))
-    mngr.wait_until_finished()
-
-
-def restore_checkpoint(directory: str, like: TrainState) -> TrainState:
-  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
-    return mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(like))
+      done = step + 1
+      if done % cfg.log_every == 0 or done == end or (ckpt and ckpt.should_save(done, steps)):
+        losses += [float(x) for x in jax.device_get(pending)]
+        pending = []
+        tok_s = timed_steps * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tok_s:,.0f}")
+        writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s})
+        if not math.isfinite(losses[-1]):
+          raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
+      if ckpt and ckpt.should_save(done, steps):
+        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed})
+  wall = max(time.perf_counter() - t0, 1e-9) if t0 is not None else 0.0
+  if ckpt:
+    ckpt.close()
+  result = evaluate_bpb(model, state.params, data.validation, data.bytes_per_token,
+                        rung.batch_size, rung.eval_batches, mesh)
+  tok_s = timed_steps * tokens_per_step / wall if timed_steps else None
+  tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+  result.update(
+      params=n_params, tokens=steps * tokens_per_step, steps=steps, steps_done=end,
+      d_model=d_model, n_blocks=n_blocks, train_loss=float(np.mean(tail)),
+      first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
+      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s))
+  writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
+  writer.close()
+  return result

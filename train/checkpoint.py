@@ -1,0 +1,61 @@
+"""Orbax checkpoints of a training run: train state, data position and RNG, saved together.
+
+Saves are periodic with a retention policy and commit atomically (Orbax writes to a temporary
+directory and renames it). On restart, the latest step that restores cleanly wins: a partial or
+corrupted latest checkpoint is skipped, with a warning, for the previous good one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  """A thin wrapper over `ocp.CheckpointManager` for {"state": pytree, "meta": JSON}."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2, save_every: int = 0):
+    self.directory = os.path.abspath(directory)
+    self.save_every = save_every
+    self._mngr = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def close(self):
+    self._mngr.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def steps(self) -> list[int]:
+    return sorted(self._mngr.all_steps())
+
+  def should_save(self, step: int, last_step: int) -> bool:
+    return step == last_step or (self.save_every > 0 and step % self.save_every == 0)
+
+  def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    if step in self._mngr.all_steps():
+      return
+    self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                  meta=ocp.args.JsonSave(meta)))
+    self._mngr.wait_until_finished()
+
+  def restore_latest(self, abstract_state: Any,
+                     warn: Callable[[str], None] = logging.warning) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest checkpoint that restores, or None if there is none."""
+    for step in reversed(self.steps()):
+      try:
+        out = self._mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return step, out["state"], dict(out["meta"])
+      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
+        warn(f"checkpoint step {step} in {self.directory} is unreadable "
+             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); trying the previous one")
+    return None
