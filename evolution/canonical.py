@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import hashlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
+from gab.model import GAB, initial_z
 from gab.tree import Unit
 
 _FLATTEN = ("Sequence", "Parallel")
@@ -67,30 +70,26 @@ def canonical_id(tree: Unit) -> str:
 def fingerprint(tree: Unit, d_model: int = 64, length: int = 256, digits: int = 4) -> str:
   """A 16-hex-digit hash of what the block computes at initialisation on a fixed input.
 
-  The block compiled from the canonical form of `tree` is initialised at a fixed key and applied to
-  a fixed [2, length, d_model] input; its outputs are rounded to `digits` significant digits and
-  hashed. What equal fingerprints guarantee, and what they do not:
-  - Trees with the same `canonical_id` have the same fingerprint: both compile the same canonical
-    tree, so parameter names, initial values and the order of every float operation agree.
-  - Different fingerprints mean different functions (on this platform; rounding makes a flip across
-    platforms possible but rare).
-  - Equal fingerprints of different canonical trees mean equal outputs at initialisation, on this
-    input, at this d_model and length: likely, not certainly, the same design. Hyperparameters
-    that only act beyond `length` (an attention window >= length) collide, hence a length above
-    every window in the unit library; and parameters are named by tree path, so reordering that
-    the canonical form does not undo (Gate value <-> gate) gives different initial values and
-    different fingerprints even where the functions are related.
+  The block compiled from the canonical form of `tree` is initialised at a fixed key and applied
+  (eagerly, so every design runs the same per-op code) to a fixed [2, length, d_model] input; its
+  outputs are rounded to `digits` significant digits and hashed. What this guarantees:
+  - Same `canonical_id` => same fingerprint: both compile the same canonical tree, so parameter
+    names, initial values and the order of every float operation agree (on one platform; another
+    backend may round differently, so compare fingerprints made on the same kind of machine).
+  - Same fingerprint, different canonical trees => the two blocks compute the same outputs at
+    initialisation on this input, at this d_model and length: very likely one design spelled two
+    ways, but not proven. Hyperparameters that only act beyond `length` (an attention window >=
+    length) would collide, hence a default length above every window in the unit library.
+  - Different fingerprints do not prove different designs: parameters are named by tree path and
+    initialised from those names, so equivalences the canonical form does not undo (say,
+    Gate(a, b) with identity activation vs Gate(b, a)) start from different values and differ.
   Raises whatever initialisation or the forward pass raises for a design that cannot run.
   """
-  import jax  # pylint: disable=g-import-not-at-top (model code only when fingerprinting)
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from gab.model import GAB, initial_z  # pylint: disable=g-import-not-at-top
-
   block = GAB(canonical(tree))
   x_BxLxD = jax.random.normal(jax.random.key(20240601), (2, length, d_model), jnp.float32)
   z = initial_z(jnp.zeros((2, length), jnp.int32))
   params = block.init(jax.random.key(0), x_BxLxD, z)
-  y_BxLxD, _ = jax.jit(block.apply)(params, x_BxLxD, z)
+  y_BxLxD, _ = block.apply(params, x_BxLxD, z)  # eagerly: per-op caches beat a compile per design
   rounded = _round_significant(np.asarray(y_BxLxD, np.float64), digits)
   return hashlib.sha256(rounded.tobytes()).hexdigest()[:16]
 

@@ -17,6 +17,7 @@ None only when no candidate is acceptable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -24,13 +25,13 @@ import numpy as np
 
 from evolution.canonical import canonical_id
 from gab import registry
+from gab.model import initial_z
 from gab.registry import BLOCK, MIXER, KindSpec, Slot
 from gab.tree import Path, Unit
 
 Operator = Callable[..., "tuple[Unit, str] | None"]
 
 MODE_PROBS = {"scratch": 0.05, "mutation": 0.75, "crossover": 0.20}
-LM_Z = ("positions",)     # the Z entries gab.model.initial_z gives every block
 COMBINATOR_PROB = 0.7     # growth picks a combinator at depth d with probability 0.7 ** (d + 1)
 SIBLING_MAX_SIZE = 3      # the largest new sibling `insert` grows
 
@@ -64,6 +65,11 @@ def _spec(unit: Unit) -> KindSpec:
   return registry.get(unit.kind)
 
 
+def _kinds(roles: Sequence[str] = registry.ROLES) -> list[KindSpec]:
+  """Registered kinds with one of `roles`, by name: choices do not depend on import order."""
+  return sorted((s for s in registry.kinds().values() if s.role in roles), key=lambda s: s.name)
+
+
 def _n_mixers(tree: Unit) -> int:
   return sum(_spec(u).role == MIXER for _, u in tree.walk())
 
@@ -93,6 +99,12 @@ def _count(rng: np.random.Generator, spec: KindSpec, n_max: int) -> int | None:
   return int(rng.integers(lo, hi + 1))
 
 
+@functools.cache
+def _lm_z() -> tuple[str, ...]:
+  """The Z entries the LM gives every block."""
+  return tuple(initial_z(np.zeros((1, 1), np.int32)))
+
+
 def violations(tree: Unit, bounds: Bounds = Bounds()) -> list[str]:
   """Why `tree` is not an acceptable operator output; empty when it is."""
   problems = [msg for _, msg in registry.type_errors(tree)]
@@ -104,7 +116,7 @@ def violations(tree: Unit, bounds: Bounds = Bounds()) -> list[str]:
     problems.append(f"depth {tree.depth()} > max_depth {bounds.max_depth}")
   if not _n_mixers(tree):
     problems.append("no sequence mixer")
-  available = list(LM_Z)
+  available = list(_lm_z())
   for path, unit in tree.walk():  # pre-order is execution order: children run in index order
     missing = [name for name in _spec(unit).reads if name not in available]
     if missing:
@@ -143,9 +155,8 @@ def grow(rng: np.random.Generator, roles: Sequence[str], max_depth: int, max_siz
   """
   if max_depth < 1 or max_size < 1:
     return None
-  specs = list(registry.kinds().values())
-  leaves = [s for s in specs if s.is_leaf and s.role in roles and (s.role == MIXER or not need_mixer)]
-  combos = [s for s in specs if not s.is_leaf and s.role in roles and max_depth >= 2
+  leaves = [s for s in _kinds(roles) if s.is_leaf and (s.role == MIXER or not need_mixer)]
+  combos = [s for s in _kinds(roles) if not s.is_leaf and max_depth >= 2
             and 1 + len(_positions(s, 1)) <= max_size]
   if combos and (not leaves or rng.random() < COMBINATOR_PROB ** (level + 1)):
     spec = _choice(rng, combos)
@@ -206,7 +217,7 @@ def mutate_replace(key: jax.Array, tree: Unit, bounds: Bounds = Bounds()) -> tup
     old = tree.get(path)
     role = _spec(old).role
     if role != BLOCK:
-      kinds = [s for s in registry.kinds_with_role((role,)) if s.is_leaf and s.name != old.kind]
+      kinds = [s for s in _kinds((role,)) if s.is_leaf and s.name != old.kind]
       new = random_unit(rng, _choice(rng, kinds)) if kinds else None
     else:
       size = min(bounds.max_size - tree.size() + old.size(), 2 * old.size() + 2)
@@ -222,7 +233,7 @@ def mutate_insert(key: jax.Array, tree: Unit, bounds: Bounds = Bounds()) -> tupl
   """Wrap a subtree in a combinator (Residual, Gate, Sequence, Parallel...), growing new siblings
   (of at most SIBLING_MAX_SIZE units) for the combinator's other slots."""
   tree, rng = registry.normalize(tree), _rng(key)
-  wrappers = [s for s in registry.kinds().values() if not s.is_leaf]
+  wrappers = [s for s in _kinds() if not s.is_leaf]
   options = [(path, w) for path, unit in tree.walk() for w in wrappers if w.role in _slot_roles(tree, path)
              and any(_spec(unit).role in s.roles for s in _positions(w))]
 
@@ -331,7 +342,8 @@ def crossover_exchange(key: jax.Array, parents: Sequence[Unit], bounds: Bounds =
 def crossover_recombine(key: jax.Array, parents: Sequence[Unit], bounds: Bounds = Bounds(),
                         max_tries: int = 8) -> tuple[Unit, str] | None:
   """A new root: one parent's root unit, each of its child slots filled by the child at the same
-  position of some parent (whichever fits the slot), drawing from at least two parents."""
+  position of some parent (whichever fits the slot); the root and the slots come from at least two
+  parents."""
   parents = [registry.normalize(p) for p in parents]
   rng = _rng(key)
   options = [t for t, p in enumerate(parents) if p.children] if len(parents) >= 2 else []
@@ -343,9 +355,9 @@ def crossover_recombine(key: jax.Array, parents: Sequence[Unit], bounds: Bounds 
               for i, s in enumerate(slots)]
     for _ in range(max_tries):
       picks = [_choice(rng, d) for d in donors]
-      if len(set(picks)) >= 2:
-        kids = [parents[k].children[i] for i, k in enumerate(picks)]
-        return root.with_children(kids), f"{root.kind} root of parent {t}, children from parents {picks}"
+      child = root.with_children([parents[k].children[i] for i, k in enumerate(picks)])
+      if len(set(picks) | {t}) >= 2 and child not in parents:
+        return child, f"{root.kind} root of parent {t}, children from parents {picks}"
     return None
   return _first(rng, options, make, parents, bounds)
 
