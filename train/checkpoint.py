@@ -57,5 +57,7 @@ class Checkpointer:
         return step, out["state"], dict(out["meta"])
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
         warn(f"checkpoint step {step} in {self.directory} is unreadable "
-             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); trying the previous one")
+             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); deleting it and "
+             f"trying the previous one")
+        self._mngr.delete(step)
     return None

@@ -44,9 +44,10 @@ def make_mesh(cfg: ml_collections.ConfigDict | None = None, devices: Sequence[An
     if len(devices) % known:
       raise ValueError(f"mesh: {len(devices)} devices do not divide by {known} ({dict(zip(AXES, sizes))})")
     sizes[sizes.index(-1)] = len(devices) // known
-  if int(np.prod(sizes)) != len(devices):
+  if int(np.prod(sizes)) > len(devices):
     raise ValueError(f"mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices, "
                      f"but {len(devices)} are available")
+  devices = devices[:int(np.prod(sizes))]  # a smaller mesh uses the first devices
   # Auto axes: XLA propagates shardings through the model (explicit-sharding mode would make
   # every evolved unit annotate its own ops).
   return jax.make_mesh(tuple(sizes), AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)

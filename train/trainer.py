@@ -117,9 +117,10 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
                        seed: int, checkpoint_dir: str | None = None, log_dir: str | None = None,
                        train_cfg: ml_collections.ConfigDict | None = None, d_model: int | None = None,
                        n_blocks: int | None = None, desc: str = "train",
-                       stop_after: int | None = None) -> dict[str, Any]:
+                       stop_after: int | None = None, return_state: bool = False) -> dict[str, Any]:
   """Train `tree` at the rung (or the given sizing), resuming from `checkpoint_dir` if it holds a
-  checkpoint, and return metrics for the store. `stop_after` ends early (for tests of resume)."""
+  checkpoint, and return metrics for the store. `stop_after` ends early (to test resuming);
+  `return_state` adds the final TrainState under "state" (not JSON: pop it before storing)."""
   cfg = train_cfg or default_train_config()
   mesh = sharding.make_mesh(cfg.mesh)
   d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
@@ -200,4 +201,6 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s))
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()
+  if return_state:
+    result["state"] = state
   return result
