@@ -3,17 +3,17 @@
 The kind list is read from the registry at collection time, so kinds added later are tested too.
 """
 
+import functools
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import gab.units  # noqa: F401  (registers the built-in kinds)
 from gab import checker, registry, seeds
-from gab.model import GAB, LM, compile as compile_block, initial_z
+from gab.model import GAB, compile as compile_block, initial_z
 from gab.tree import Unit
 from gab.units import attention_variants, layernorm, linear_attention, mlp_variants  # noqa: F401
 
@@ -42,41 +42,33 @@ def example_unit(kind: str) -> Unit:
 
 
 def gpt_with(kind: str) -> Unit:
-  return seeds.seed("gpt").replace(ROLE_PATH[registry.get(kind).role], example_unit(kind))
+  """The GPT seed with the kind's example in the place its role takes."""
+  tree = seeds.seed("gpt").replace(ROLE_PATH[registry.get(kind).role], example_unit(kind))
+  return registry.normalize(tree)
 
 
-def train_losses(tree: Unit, steps: int = 10) -> list[float]:
-  model = LM(tree, 259, 64, 2)
-  tokens_BxL = jnp.asarray(np.random.default_rng(0).integers(3, 259, (4, 33)), jnp.int32)
-  params = model.init(jax.random.key(0), tokens_BxL[:, :-1])
-  opt = optax.adamw(3e-3, weight_decay=0.1)
+def check_config():
+  """The checker at the scale this file promises; its effectiveness check is the training run."""
+  cfg = checker.default_config()
+  cfg.update(dict(d_model=64, n_blocks=2, vocab_size=259, train_steps=10))
+  return cfg
 
-  def loss_fn(params):
-    logp_BxLxV = jax.nn.log_softmax(model.apply(params, tokens_BxL[:, :-1]))
-    return -jnp.take_along_axis(logp_BxLxV, tokens_BxL[:, 1:, None], -1).mean()
 
-  @jax.jit
-  def step(params, opt_state):
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state, losses = opt.init(params), []
-  for _ in range(steps):
-    params, opt_state, loss = step(params, opt_state)
-    losses.append(float(loss))
-  return losses
+@functools.cache
+def checked(tree: Unit) -> checker.Report:
+  """Cached: the kinds the seed already uses (Attention, GatedMLP, RMSNorm) all give the seed."""
+  return checker.check(tree, check_config())
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kind_checks_and_trains_in_gpt_tree(kind):
+  """Compiles, passes every check (causality included), and 10 AdamW steps lower the loss."""
   tree = gpt_with(kind)
   compile_block(tree)
-  report = checker.check(tree)
+  report = checked(tree)
   assert report.passed, report.summary()
-  losses = train_losses(tree)
-  assert np.all(np.isfinite(losses)), losses
-  assert losses[-1] < losses[0] - 0.1, losses
+  passed = {c.name for c in report.checks if c.status == checker.PASS}
+  assert {"causality", "effectiveness"} <= passed, report.to_json()
 
 
 def hparam_settings(spec: registry.KindSpec, max_product: int = 48):
@@ -98,16 +90,17 @@ def test_every_hyperparameter_setting_fits_widths_that_are_multiples_of_32(kind)
     assert y.shape == (1, 8, d_model), (params, d_model)
 
 
-@pytest.mark.parametrize("length,chunk", [(64, 16), (37, 16), (5, 16), (48, 64)])
+@pytest.mark.parametrize("length,chunk", [(64, 16), (37, 16), (5, 16)])
 @pytest.mark.parametrize("feature_map", ["elu1", "identity"])
 def test_chunked_linear_attention_matches_recurrence(length, chunk, feature_map):
   phi = linear_attention.FEATURE_MAPS[feature_map]
-  kq, kk, kv = jax.random.split(jax.random.key(length), 3)
-  q_BxLxHxK = phi(jax.random.normal(kq, (2, length, 3, 8)))
-  k_BxLxHxK = phi(jax.random.normal(kk, (2, length, 3, 8)))
-  v_BxLxHxV = jax.random.normal(kv, (2, length, 3, 6))
-  fast = linear_attention.chunked_linear_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxV, chunk)
-  ref = linear_attention.linear_attention_recurrence(q_BxLxHxK, k_BxLxHxK, v_BxLxHxV)
+  rng = np.random.default_rng(length)
+  q_BxLxHxK, k_BxLxHxK = (phi(jnp.asarray(rng.standard_normal((2, length, 3, 8)), jnp.float32))
+                          for _ in range(2))
+  v_BxLxHxV = jnp.asarray(rng.standard_normal((2, length, 3, 6)), jnp.float32)
+  fast = jax.jit(linear_attention.chunked_linear_attention, static_argnums=3)(
+      q_BxLxHxK, k_BxLxHxK, v_BxLxHxV, chunk)
+  ref = jax.jit(linear_attention.linear_attention_recurrence)(q_BxLxHxK, k_BxLxHxK, v_BxLxHxV)
   assert fast.shape == ref.shape == (2, length, 3, 6) and fast.dtype == jnp.float32
   assert float(jnp.abs(fast - ref).max() / jnp.abs(ref).max()) <= 1e-4
 
@@ -116,16 +109,18 @@ def test_chunked_linear_attention_matches_recurrence(length, chunk, feature_map)
 def test_sliding_window_sees_exactly_the_last_window_positions(window):
   length, d_model = 64, 64
   block = GAB(U("SlidingWindowAttention", n_heads=4, window=window))
-  x_LxD = jax.random.normal(jax.random.key(1), (length, d_model))
+  rng = np.random.default_rng(window)
+  x_LxD = jnp.asarray(rng.standard_normal((length, d_model)), jnp.float32)
   z = initial_z(jnp.zeros((1, length), jnp.int32))
   params = block.init(jax.random.key(2), x_LxD[None], z)
-  _, vjp = jax.vjp(lambda x: block.apply(params, x[None], z)[0][0], x_LxD)
-  cot_D = jax.random.normal(jax.random.key(3), (d_model,))
+  cot_D = jnp.asarray(rng.standard_normal(d_model), jnp.float32)
 
-  def grad_of_output(t):
-    return vjp(jnp.zeros((length, d_model)).at[t].set(cot_D))[0]
+  @jax.jit
+  def input_grads_of_each_output(x_LxD):
+    _, vjp = jax.vjp(lambda x: block.apply(params, x[None], z)[0][0], x_LxD)
+    return jax.vmap(lambda t: vjp(jnp.zeros((length, d_model)).at[t].set(cot_D))[0])(jnp.arange(length))
 
-  grads_TxLxD = jax.vmap(grad_of_output)(jnp.arange(length))
+  grads_TxLxD = input_grads_of_each_output(x_LxD)
   depends_TxL = np.asarray(jnp.any(grads_TxLxD != 0, axis=-1))
   t, s = np.arange(length)[:, None], np.arange(length)[None, :]
   np.testing.assert_array_equal(depends_TxL, (s <= t) & (s > t - window))

@@ -1,3 +1,6 @@
 """Built-in unit kinds; importing this package registers them (in this fixed order)."""
 
-from gab.units import attention, combinators, conv, mlp, norm  # noqa: F401
+# pylint: disable=unused-import
+from gab.units import attention, combinators, conv, mlp, norm  # noqa: F401  the skeleton's kinds
+from gab.units import attention_variants, layernorm, linear_attention, mlp_variants  # noqa: F401
+from gab.units import retnet, ttt  # noqa: F401  seed layers

@@ -74,8 +74,8 @@ class LinearAttention(UnitModule):
   """Multi-head linear attention (feature map elu+1 or identity), computed chunk-wise.
 
   Each head's output is RMS-normalised (float32, learned scale) instead of divided by
-  phi(q_t) . sum_s phi(k_s): that denominator is unstable in training and undefined in sign for
-  the identity map, while the norm keeps the growing state's output at unit scale for both.
+  phi(q_t) . sum_s phi(k_s): that denominator destabilises training, and for the identity map it
+  can be zero or negative, while the norm keeps the growing state's output at unit scale for both.
   """
 
   @nn.compact

@@ -23,6 +23,12 @@ from gab.units.base import UnitModule, dense_init
 QK_CONV_WIDTH = 4
 
 
+def _conv_init(key, shape, dtype=jnp.float32):
+  """U(+-1/sqrt(width)): the fan-in of one depthwise filter, as PyTorch's Conv1d default."""
+  bound = shape[0] ** -0.5
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 class TTTLinear(UnitModule):
   """TTT-Linear: per head, z + LN(z W + b) trained by one gradient step per mini-batch token.
 
@@ -39,11 +45,12 @@ class TTTLinear(UnitModule):
     mb = self.hp("mini_batch")
 
     if self.hp("qk_conv"):
-      qk_BxLxD = self.dense(d, "qk")(x_BxLxD)
-      q_BxLxD, k_BxLxD = self._conv(d, "conv_q")(qk_BxLxD), self._conv(d, "conv_k")(qk_BxLxD)
+      qkv_BxLxD2 = self.dense(2 * d, "qk_v")(x_BxLxD)
+      qk_BxLxD, v_BxLxD = qkv_BxLxD2[..., :d], qkv_BxLxD2[..., d:]
+      q_BxLxD, k_BxLxD = self._conv(qk_BxLxD, "conv_q"), self._conv(qk_BxLxD, "conv_k")
     else:
-      q_BxLxD, k_BxLxD = self.dense(d, "q")(x_BxLxD), self.dense(d, "k")(x_BxLxD)
-    v_BxLxD = self.dense(d, "v")(x_BxLxD)
+      qkv_BxLxD3 = self.dense(3 * d, "qkv")(x_BxLxD)
+      q_BxLxD, k_BxLxD, v_BxLxD = qkv_BxLxD3[..., :d], qkv_BxLxD3[..., d:2 * d], qkv_BxLxD3[..., 2 * d:]
     q_BxLxHxF, k_BxLxHxF, v_BxLxHxF = (a.reshape(b, l, h, f) for a in (q_BxLxD, k_BxLxD, v_BxLxD))
     if self.hp("rope"):
       positions_BxL = z["positions"] % mb
@@ -68,11 +75,17 @@ class TTTLinear(UnitModule):
       y_BxLxD = jax.nn.gelu(gate_BxLxD) * y_BxLxD
     return self.dense(d, "out", out=True)(y_BxLxD.astype(self.dtype)), z
 
-  def _conv(self, d: int, name: str):
-    """Causal depthwise convolution over time (left padding only)."""
-    return nn.Conv(d, kernel_size=(QK_CONV_WIDTH,), feature_group_count=d,
-                   padding=[(QK_CONV_WIDTH - 1, 0)], use_bias=True, dtype=self.dtype,
-                   param_dtype=jnp.float32, name=name)
+  def _conv(self, x_BxLxD, name: str):
+    """Causal depthwise convolution of width 4 as a sum of shifted copies (fast on every backend)."""
+    l, d = x_BxLxD.shape[1:]
+    kernel_KxD = self.param(f"{name}_kernel", _conv_init, (QK_CONV_WIDTH, d), jnp.float32)
+    kernel_KxD = kernel_KxD.astype(self.dtype)
+    bias_D = self.param(f"{name}_bias", nn.initializers.zeros, (d,), jnp.float32).astype(self.dtype)
+    padded = jnp.pad(x_BxLxD, ((0, 0), (QK_CONV_WIDTH - 1, 0), (0, 0)))
+    y_BxLxD = bias_D[None, None, :]
+    for i in range(QK_CONV_WIDTH):
+      y_BxLxD = y_BxLxD + padded[:, i:i + l] * kernel_KxD[i][None, None, :]
+    return y_BxLxD
 
 
 registry.register(KindSpec(

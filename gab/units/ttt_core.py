@@ -20,7 +20,10 @@ LN_EPS = 1e-6
 
 
 def rotary_interleaved(x_BxTxHxF, positions_BxT, base: float = 10000.0):
-  """Rotary embedding on interleaved pairs (2i, 2i+1) with angle p * base^(-2i/F), as in [TJ]."""
+  """Rotary embedding on interleaved pairs (2i, 2i+1) with angle p * base^(-2i/F), as in [TJ].
+
+  Returns float32, the precision the inner loop runs in.
+  """
   b, t, h, f = x_BxTxHxF.shape
   freqs = base ** (-jnp.arange(0, f, 2, dtype=jnp.float32) / f)
   angles_BxTxP = positions_BxT[:, :, None].astype(jnp.float32) * freqs[None, None, :]
@@ -29,7 +32,7 @@ def rotary_interleaved(x_BxTxHxF, positions_BxT, base: float = 10000.0):
   pairs = x_BxTxHxF.astype(jnp.float32).reshape(b, t, h, f // 2, 2)
   even, odd = pairs[..., 0], pairs[..., 1]
   out = jnp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
-  return out.reshape(b, t, h, f).astype(x_BxTxHxF.dtype)
+  return out.reshape(b, t, h, f)
 
 
 def layer_norm(z, scale, bias, eps: float = LN_EPS):
