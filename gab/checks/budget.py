@@ -1,0 +1,109 @@
+"""Checks 7 and 8: the design fits the rung's parameter budget, and its train step is affordable.
+
+The efficiency check compiles the train step ahead of time at the rung's real shapes (the sized
+d_model and n_blocks, the rung's context length, its per-device batch) and compares its FLOPs and
+memory with the GPT seed's, fitted to the same rung the same way; it also fails a step that would
+not fit the rung's memory limit, or the device's memory when the device reports it.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from gab import seeds, sizing
+from gab.checks import costs
+from gab.checks.base import FAIL, PASS, WARN, Check
+from gab.checks.context import Context
+from gab.checks.training import make_train_step, optimizer
+from gab.model import LM
+from gab.tree import Unit
+
+
+def fit(ctx: Context, tree: Unit) -> dict:
+  cfg, rung = ctx.cfg, ctx.rung
+  return sizing.fit(tree, rung.target_params, rung.d_model, rung.n_blocks, cfg.vocab_size,
+                    cfg.size_tolerance, min_d_model=cfg.min_d_model, d_multiple=cfg.d_model_multiple,
+                    seq_len=rung.seq_len)
+
+
+def check_parameter_budget(ctx: Context) -> Check:
+  s = ctx.sizing = fit(ctx, ctx.tree)
+  rung, tol = ctx.rung, ctx.cfg.size_tolerance
+  budget = (f"the target {s['target_params']:,} +-{tol:.0%} (rung d_model={rung.d_model}, "
+            f"n_blocks={rung.n_blocks})")
+  if s["params"] is None:
+    return Check("parameter_budget", FAIL, f"the block cannot be built at any width from "
+                 f"{min(ctx.cfg.min_d_model, rung.d_model)} to {rung.d_model}",
+                 "choose hyperparameters that divide common widths (multiples of 32)")
+  shape = (f"d_model={s['d_model']}, n_blocks={s['n_blocks']}: {s['params']:,} parameters "
+           f"({s['ratio']:.2f}x)")
+  if s["fits"]:
+    return Check("parameter_budget", PASS, f"sized to {shape}, within {budget}")
+  more = "many" if s["ratio"] > 1 else "few"
+  return Check("parameter_budget", FAIL, f"no sizing is within {budget}; the closest is {shape}, with "
+               f"{s['block_params']:,} parameters per block", f"the block has too {more} parameters for "
+               f"this rung: {'shrink or remove' if more == 'many' else 'grow or add'} units "
+               f"(expansion factors, state sizes) to change its parameters per layer")
+
+
+def step_cost(ctx: Context, tree: Unit, sized: dict) -> costs.StepCost:
+  model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"])
+  opt = optimizer(ctx.cfg.train_lr)
+  batch = max(1, ctx.rung.batch_size // jax.device_count())
+  return costs.measure(tree, make_train_step(model, opt, tree), model, opt, ctx.rung.seq_len, batch)
+
+
+def memory_limit(ctx: Context) -> tuple[float | None, str]:
+  """Bytes the step may use, and where that bound comes from."""
+  if ctx.rung.memory_limit_gb > 0:
+    return ctx.rung.memory_limit_gb * 1e9, f"the rung's memory_limit_gb={ctx.rung.memory_limit_gb:g}"
+  device = jax.devices()[0]
+  stats = device.memory_stats()
+  if stats and stats.get("bytes_limit"):
+    return float(stats["bytes_limit"]), f"the {device.device_kind}'s memory"
+  return None, f"no memory bound: {device.platform} reports no memory size"
+
+
+def _top(cost: costs.StepCost, what: str, tree: Unit) -> str:
+  top = cost.top(what)
+  if top is None:
+    return ""
+  path, share = top
+  unit = f"{tree.get(path).kind} at {list(path)}"
+  if what == "flops":
+    return f"; {unit} does {share:.0%} of the matmul FLOPs"
+  return f"; {unit} produces {share:.0%} of the bytes of intermediate arrays"
+
+
+def check_efficiency(ctx: Context) -> Check:
+  cfg, rung = ctx.cfg, ctx.rung
+  mine = step_cost(ctx, ctx.tree, ctx.sizing)
+  gpt = seeds.seed("gpt")
+  ref = step_cost(ctx, gpt, fit(ctx, gpt))
+  flops_x, memory_x = mine.flops / ref.flops, mine.memory_bytes / ref.memory_bytes
+  ctx.sizing.update(flops_per_step=mine.flops, memory_bytes=mine.memory_bytes,
+                    flops_vs_gpt=round(flops_x, 3), memory_vs_gpt=round(memory_x, 3))
+  shapes = (f"d_model={ctx.sizing['d_model']}, n_blocks={ctx.sizing['n_blocks']}, "
+            f"seq_len={rung.seq_len}, batch {max(1, rung.batch_size // jax.device_count())} per device")
+  flops = f"{flops_x:.2f}x the GPT seed's FLOPs per train step ({mine.flops:.3g} vs {ref.flops:.3g})"
+  memory = (f"{memory_x:.2f}x its memory ({mine.memory_bytes / 1e6:.1f} MB vs "
+            f"{ref.memory_bytes / 1e6:.1f} MB)")
+  limit, source = memory_limit(ctx)
+  if limit is not None and mine.memory_bytes > limit:
+    return Check("efficiency", FAIL, f"the train step needs {mine.memory_bytes / 1e9:.3g} GB (temp "
+                 f"{mine.temp_bytes / 1e9:.3g}, arguments {mine.argument_bytes / 1e9:.3g}, outputs "
+                 f"{mine.output_bytes / 1e9:.3g}) at {shapes}, over {source} ({limit / 1e9:.3g} GB)"
+                 f"{_top(mine, 'bytes', ctx.tree)}",
+                 "cut activation memory: avoid materialising [L, L] or per-head [d, d] tensors per "
+                 "position, chunk long scans, shrink expansion factors")
+  hint = "cut redundant computation: per-token cost should stay near a transformer block's"
+  bounds = ((flops_x, cfg.flops_warn_ratio, cfg.flops_fail_ratio, "flops"),
+            (memory_x, cfg.memory_warn_ratio, cfg.memory_fail_ratio, "bytes"))
+  verdicts = [(FAIL if ratio > fail else WARN, what, warn, fail)
+              for ratio, warn, fail, what in bounds if ratio > warn]
+  if verdicts:
+    status, what, warn, fail = min(verdicts, key=lambda v: v[0] != FAIL)
+    return Check("efficiency", status, f"{flops}, {memory} at {shapes} ({what}: warn above {warn:g}x, "
+                 f"fail above {fail:g}x){_top(mine, what, ctx.tree)}", hint)
+  bound = source if limit is None else f"within {source} ({limit / 1e9:.3g} GB)"
+  return Check("efficiency", PASS, f"{flops}, {memory} at {shapes}; {bound}")

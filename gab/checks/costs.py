@@ -1,0 +1,123 @@
+"""The cost of one train step of a design at a rung's real shapes, compiled ahead of time.
+
+`measure` traces the step (value_and_grad of the LM loss and an AdamW update, the same step the
+checks train with), lowers it with abstract arguments (`jax.ShapeDtypeStruct`, nothing is
+allocated) and compiles it: XLA's `cost_analysis()` gives the FLOPs and `memory_analysis()` the bytes
+(temporaries + arguments + outputs, the donated train state counted once, as the trainer donates
+it). XLA counts a loop body once, whatever its trip count; the jaxpr walk below counts matmul and
+convolution FLOPs with scan lengths, and the larger of the two counts is used. The walk also
+attributes FLOPs and the bytes of the arrays produced to the units of the tree (by JAX name stacks),
+so a verdict can say which unit is expensive. Results are cached per process.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gab.checks.base import compile_options
+from gab.checks.probe import locate_name_stack
+from gab.model import LM
+from gab.tree import Path, Unit
+
+
+@dataclasses.dataclass
+class StepCost:
+  flops: float                  # per train step: max(XLA's count, the jaxpr's matmul count)
+  xla_flops: float
+  memory_bytes: int             # temp + argument + output - aliased (donated) bytes
+  temp_bytes: int
+  argument_bytes: int
+  output_bytes: int
+  unit_flops: dict[Path, float]  # matmul/conv FLOPs per unit path, summed over blocks
+  unit_bytes: dict[Path, float]  # bytes of the arrays each unit produces, forward and backward
+
+  def top(self, what: str) -> tuple[Path, float] | None:
+    """The unit with the largest share of `flops` or `bytes`, and that share."""
+    table = self.unit_flops if what == "flops" else self.unit_bytes
+    total = sum(table.values())
+    units = {p: v for p, v in table.items() if p is not None}
+    if not units or total <= 0:
+      return None
+    path = max(units, key=units.get)
+    return path, units[path] / total
+
+
+_CACHE: dict[tuple, StepCost] = {}
+
+
+def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int) -> StepCost:
+  """Compile `step_fn(params, opt_state, tokens, input_scale)` for `model` at [batch, seq_len]."""
+  key = (tree.content_hash(), model.vocab_size, model.d_model, model.n_blocks, seq_len, batch)
+  if key in _CACHE:
+    return _CACHE[key]
+  params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
+  opt_state = jax.eval_shape(optimizer.init, params)
+  tokens = jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32)
+  scale = jax.ShapeDtypeStruct((), jnp.float32)
+  traced = jax.jit(step_fn, donate_argnums=(0, 1)).trace(params, opt_state, tokens, scale)
+  compiled = traced.lower().compile(compile_options())
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  memory = compiled.memory_analysis()
+  unit_flops, unit_bytes = collections.defaultdict(float), collections.defaultdict(float)
+  _walk(traced.jaxpr.jaxpr, "", 1, tree, unit_flops, unit_bytes)
+  xla_flops = float(analysis.get("flops", 0.0))
+  cost = StepCost(
+      flops=max(xla_flops, sum(unit_flops.values())), xla_flops=xla_flops,
+      memory_bytes=int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                       + memory.output_size_in_bytes - memory.alias_size_in_bytes),
+      temp_bytes=int(memory.temp_size_in_bytes), argument_bytes=int(memory.argument_size_in_bytes),
+      output_bytes=int(memory.output_size_in_bytes), unit_flops=dict(unit_flops),
+      unit_bytes=dict(unit_bytes))
+  _CACHE[key] = cost
+  return cost
+
+
+def _eqn_flops(eqn) -> float:
+  out = eqn.outvars[0].aval
+  if eqn.primitive.name == "dot_general":
+    (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+    lhs = eqn.invars[0].aval
+    return 2.0 * math.prod(out.shape) * math.prod(lhs.shape[i] for i in lhs_contract)
+  if eqn.primitive.name == "conv_general_dilated":
+    rhs = eqn.invars[1].aval
+    out_features = rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
+    return 2.0 * math.prod(out.shape) * math.prod(rhs.shape) / max(out_features, 1)
+  return 0.0
+
+
+def _sub_jaxprs(params: dict[str, Any]):
+  for value in params.values():
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+      if hasattr(item, "eqns"):
+        yield item
+      elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
+        yield item.jaxpr
+
+
+def _walk(jaxpr, prefix: str, mult: float, tree: Unit, flops: dict, nbytes: dict) -> None:
+  for eqn in jaxpr.eqns:
+    stack = f"{prefix}/{eqn.source_info.name_stack}"
+    subs = list(_sub_jaxprs(eqn.params))
+    if subs:
+      inner = mult * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
+      for sub in subs:
+        _walk(sub, stack, inner, tree, flops, nbytes)
+      continue
+    where = locate_name_stack(stack, tree)
+    path = where.path if where else None
+    flops[path] += mult * _eqn_flops(eqn)
+    nbytes[path] += mult * sum(_nbytes(v.aval) for v in eqn.outvars)
+
+
+def _nbytes(aval) -> int:
+  try:
+    return math.prod(aval.shape) * aval.dtype.itemsize
+  except (AttributeError, TypeError):
+    return 0
