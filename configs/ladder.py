@@ -38,7 +38,14 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.data.seq_len = 128
   c.checker = checker.default_config()
   c.train = trainer.default_train_config()
-  c.evolution = ConfigDict(dict(n_proposals=8, max_retries=32, exploit_prob=0.8))
+  c.replay_from = ""  # a recorded run's workdir: re-run it and report any divergence
+  c.evolution = ConfigDict(dict(
+      n_proposals=8, max_retries=32,
+      # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local
+      # run should still try every operator.
+      mode_probs=dict(scratch=0.15, mutation=0.60, crossover=0.25),
+      exploit_prob=0.8, top_fraction=0.25, seed_prob=0.05, zeroshot_weight=0.5,
+      max_depth=8, max_size=32))
   # Rungs lowest first; the top rung gets n_target slots, each lower one its upper neighbour's / ratio.
   c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5, exploit_prob=0.8))
   c.rungs = ConfigDict(dict(
@@ -63,6 +70,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
     c.train.dtype = "bfloat16"
     c.train.save_every = 200
     c.evolution.n_proposals = 1000
+    c.evolution.mode_probs = dict(scratch=0.05, mutation=0.75, crossover=0.20)
     c.ladder = ConfigDict(dict(rungs=("r14m", "r31m", "r70m", "r125m", "r350m"), n_target=1, ratio=0.25, exploit_prob=0.8))
     batch = 256  # sequences of 2048 tokens: 0.5M tokens per step
     c.rungs = ConfigDict(dict(

@@ -1,41 +1,39 @@
-"""The evolution loop: propose -> check -> record -> verify -> select, resumable from the store.
+"""The evolution loop: propose -> check -> record -> verify on the ladder -> select, resumable.
 
 Every proposal `i` draws its randomness from `fold_in(key(seed), i)` and from the store's history,
-which is committed one transaction per step; so a run restarted on the same workdir continues
-exactly where it stopped, and the same config and seed give the same designs in the same order.
+and every promotion from the number of verifications so far; the store commits one transaction per
+step. So a run restarted on the same workdir (after any crash) continues exactly where it stopped,
+and the same config and seed give the same designs in the same order (`replay_from` checks it).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from typing import Any, Callable
 
 import jax
 import ml_collections
 
-from evolution import operators, selection
-from genesys_jax import ladder
+from evolution import canonical, operators, selection
 from evolution.store import Store
-from gab import checker, seeds
+from gab import checker, seeds, sizing
 from gab.tree import Unit, design_from_json, design_to_json
+from genesys_jax import ladder, leaderboard, replay
 from train import data as data_lib
 from train import trainer
 
 Log = Callable[[str], None]
 _PROMOTION_STREAM = 1 << 30  # fold_in salt: promotion draws never collide with proposal draws
+_PARENTS_PER_MODE = {"scratch": 0, "mutation": 1, "crossover": 2}
 
 
 def _print(line: str) -> None:
   print(line, flush=True)
 
 
-def rung_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  if name not in config.rungs:
-    raise ValueError(f"ladder.rungs names {name!r}, but config.rungs has only {sorted(config.rungs)}")
-  return config.rungs[name]
-
-
-def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: Log) -> None:
+def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: Log) -> str:
   """Keep the resolved config with the run; warn when a resumed run's config differs."""
   path = os.path.join(workdir, "config.json")
   text = config.to_json_best_effort(sort_keys=True, indent=1)
@@ -47,6 +45,7 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: 
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
+  return text
 
 
 class Evolution:
@@ -57,12 +56,14 @@ class Evolution:
     self.rungs = list(config.ladder.rungs)
     if not self.rungs:
       raise ValueError("config.ladder.rungs is empty: expected at least one rung name")
-    for name in self.rungs:
-      rung_config(config, name)
+    missing = [r for r in self.rungs if r not in config.rungs]
+    if missing:
+      raise ValueError(f"ladder.rungs names {missing}, but config.rungs has only {sorted(config.rungs)}")
     os.makedirs(workdir, exist_ok=True)
-    write_resolved_config(config, workdir, log)
+    self.config_json = write_resolved_config(config, workdir, log)
     self.store = Store.open(workdir)
     self.key = jax.random.key(config.seed)
+    self.bounds = operators.Bounds.from_config(config.evolution)
     self._data = None
 
   @property
@@ -71,94 +72,131 @@ class Evolution:
       self._data = data_lib.load_corpus(self.config.data)
     return self._data
 
-  # -- stages --------------------------------------------------------------------------------
+  def rung(self, name: str) -> ml_collections.ConfigDict:
+    """The rung's config, with the context length the data is packed at."""
+    rung = copy.deepcopy(self.config.rungs[name])
+    with rung.unlocked():
+      rung.seq_len = self.config.data.seq_len
+    return rung
+
+  def check(self, tree: Unit) -> checker.Report:
+    return checker.check(tree, self.config.checker, self.rung(self.rungs[0]))
+
+  # -- proposing -----------------------------------------------------------------------------
   def add_seeds(self) -> None:
     for name in self.config.seeds:
       tree = seeds.seed(name)
       if self.store.has_design(tree.content_hash()):
         continue
-      report = checker.check(tree, self.config.checker)
-      self.store.add_design(tree.content_hash(), design_to_json(tree, name), [], "seed", name,
-                            "valid" if report.passed else "rejected", report.to_dict())
+      report = self.check(tree)
+      with self.store.transaction():
+        self.store.add_design(tree.content_hash(), design_to_json(tree, name), [], "seed", name,
+                              "valid" if report.passed else "rejected", report.to_dict())
+        self.store.add_artifact(tree.content_hash(), "fingerprint", canonical.fingerprint(tree))
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
-  def candidates(self) -> list[dict[str, Any]]:
-    """Verified designs (and unverified seeds) with their fitness at the lowest rung."""
-    metrics = {v["design_id"]: v["metrics"] for v in self.store.verifications() if v["rung"] == self.rungs[0]}
-    return [{"id": d["id"], "tree": d["tree"],
-             "fitness": selection.fitness(metrics[d["id"]]) if d["id"] in metrics else None}
-            for d in self.store.designs() if d["id"] in metrics]
-
-  def propose(self, index: int) -> tuple[Unit, dict[str, Any], str]:
-    """A new child (never one already stored) of a selected parent, from proposal `index`'s key."""
+  def propose(self, index: int) -> tuple[Unit, list[str], str, str]:
+    """(child, parent ids, mode, description) for proposal `index`, never a design already stored
+    (by canonical form); the mode is drawn from `evolution.mode_probs`."""
+    evo = self.config.evolution
+    designs = selection.designs_from_store(self.store, self.rungs)
+    pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
+    known = {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in designs}
     key = jax.random.fold_in(self.key, index)
-    pool = self.candidates()
-    for attempt in range(self.config.evolution.max_retries):
-      k_select, k_mutate = jax.random.split(jax.random.fold_in(key, attempt))
-      parent = selection.select_parent(k_select, pool, self.config.evolution.exploit_prob)
-      tree, _ = design_from_json(parent["tree"])
-      child, description = operators.mutate(k_mutate, tree)
-      if not self.store.has_design(child.content_hash()):
-        return child, parent, description
-    raise RuntimeError(f"proposal {index}: {self.config.evolution.max_retries} tries gave only "
-                       f"designs already in the store; raise evolution.max_retries")
+    for attempt in range(evo.max_retries):
+      k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(key, attempt), 3)
+      mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
+      parents = selection.select_parents(
+          k_select, pool, _PARENTS_PER_MODE[mode], evo.exploit_prob, evo.top_fraction, evo.seed_prob,
+          self.rungs, evo.zeroshot_weight) if _PARENTS_PER_MODE[mode] else []
+      trees = [design_from_json(p["tree"])[0] for p in parents]
+      child, mode, description = operators.propose(k_op, trees, dict(evo.mode_probs), len(pool),
+                                                   self.bounds, mode=mode)
+      if canonical.canonical_id(child) not in known:
+        used = {"scratch": 0, "mutation": 1}.get(mode, len(parents))  # what a fallback really used
+        return child, [p["id"] for p in parents[:used]], mode, description
+    raise RuntimeError(f"proposal {index}: {evo.max_retries} tries gave only designs already in the "
+                       f"store; raise evolution.max_retries")
 
-  def verify(self, design: dict[str, Any], rung: str) -> None:
-    """Train `design` at `rung` and record the result (a failure is recorded too, with its error)."""
+  def duplicate_of(self, tree: Unit) -> tuple[str, str | None]:
+    """The fingerprint of `tree` and the id of a stored design computing the same function."""
+    fp = canonical.fingerprint(tree)
+    for art in self.store.artifacts(kind="fingerprint"):
+      if art["content"] == fp:
+        return fp, art["design_id"]
+    return fp, None
+
+  def step(self, index: int, n: int) -> None:
+    """Propose, check and record one child, atomically with the proposal counter."""
+    child, parents, mode, description = self.propose(index)
+    report = self.check(child)
+    fingerprint, twin = self.duplicate_of(child) if report.passed else (None, None)
+    if twin is not None:
+      report.checks.append(checker.Check("novelty", checker.FAIL,
+                                         f"computes the same function as stored design {twin}",
+                                         "change what the block computes, not only how it is written"))
+    with self.store.transaction():
+      cid = child.content_hash()
+      self.store.add_design(cid, design_to_json(child), parents, mode, description,
+                            "valid" if report.passed else "rejected", report.to_dict())
+      if fingerprint is not None and twin is None:
+        self.store.add_artifact(cid, "fingerprint", fingerprint)
+      self.store.set_meta("proposals_done", index + 1)
+    self.log(f"[{index + 1}/{n}] {cid} {mode} from {','.join(parents) or '-'} ({description}): "
+             f"{report.summary()}")
+
+  # -- verifying -----------------------------------------------------------------------------
+  def verify(self, design: dict[str, Any], rung_name: str) -> None:
+    """Train `design` at a rung, sized to its budget; record the result or the failure."""
     tree, _ = design_from_json(design["tree"])
-    self.log(f"  training {design['id']} at rung {rung} ...")
-    where = (design["id"], rung)
+    rung = self.rung(rung_name)
+    size = sizing.fit(tree, rung.target_params, rung.d_model, rung.n_blocks, self.data.vocab_size,
+                      self.config.checker.size_tolerance)
+    self.log(f"  training {design['id']} at rung {rung_name} (d_model {size['d_model']}, "
+             f"{size['n_blocks']} blocks) ...")
+    where = (design["id"], rung_name)
     try:
       metrics = trainer.train_and_evaluate(
-          tree, rung_config(self.config, rung), self.data, seed=self.config.seed,
-          checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
+          tree, rung, self.data, seed=self.config.seed, d_model=size["d_model"],
+          n_blocks=size["n_blocks"], checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
           log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
-          desc=f"{design['id'][:8]}@{rung}")
+          desc=f"{design['id'][:8]}@{rung_name}")
     except FloatingPointError as e:
       with self.store.transaction():
-        self.store.add_verification(design["id"], rung, {"val_bpb": None, "params": None,
-                                                         "tokens": None, "error": str(e)})
-        if rung == self.rungs[0]:
+        self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,
+                                                              "tokens": None, "error": str(e)})
+        if rung_name == self.rungs[0]:
           self.store.set_status(design["id"], "failed")
-      self.log(f"  {design['id']} failed at {rung}: {e}")
+      self.log(f"  {design['id']} failed at {rung_name}: {e}")
       return
     with self.store.transaction():
-      self.store.add_verification(design["id"], rung, metrics)
+      self.store.add_verification(design["id"], rung_name, metrics)
       self.store.set_status(design["id"], "verified")
-    self.log(f"  {design['id']} @ {rung}: val_bpb {metrics['val_bpb']:.4f}, "
-             f"{metrics['params']:,} params, {metrics['tokens']:,} tokens, "
-             f"{metrics['tokens_per_s']:,.0f} tok/s")
+    self.log(f"  {design['id']} @ {rung_name}: val_bpb {metrics['val_bpb']:.4f}, "
+             f"{metrics['params']:,} params, {metrics['tokens']:,} tokens")
 
   def next_promotion(self) -> tuple[dict[str, Any], str] | None:
-    """The (design, rung) a verifier should train next above the lowest rung, if a slot is open."""
-    results: dict[str, dict[str, Any]] = {r: {} for r in self.rungs}
-    for v in self.store.verifications():
-      results[v["rung"]][v["design_id"]] = v["metrics"]
-    ladder_cfg = self.config.ladder
-    budget = ladder.budgets(len(self.rungs), ladder_cfg.n_target, ladder_cfg.ratio)
-    used = [len(results[r]) for r in self.rungs]
-    i = ladder.next_rung(budget, used, ladder_cfg.ratio)
+    """The (design, rung) to train next above the lowest rung, if the ladder has an open slot."""
+    designs = selection.designs_from_store(self.store, self.rungs)
+    used = [sum(r in d["metrics"] for d in designs) for r in self.rungs]
+    lad = self.config.ladder
+    i = ladder.next_rung(ladder.budgets(len(self.rungs), lad.n_target, lad.ratio), used, lad.ratio)
     if i is None:
       return None
-    below, here = results[self.rungs[i - 1]], results[self.rungs[i]]
-    pool = [{"id": d["id"], "design": d, "fitness": selection.fitness(below[d["id"]]),
-             "confidence": sum(d["id"] in results[r] for r in self.rungs)}
-            for d in self.store.designs()
-            if d["id"] in below and below[d["id"]]["val_bpb"] is not None and d["id"] not in here]
-    if not pool:
-      return None
     key = jax.random.fold_in(jax.random.fold_in(self.key, _PROMOTION_STREAM), sum(used))
-    pick = selection.select_parent(key, pool, ladder_cfg.exploit_prob)
-    return pick["design"], self.rungs[i]
+    pick = selection.select_for_verification(key, designs, self.rungs[i], self.rungs, lad.exploit_prob,
+                                             self.config.evolution.top_fraction,
+                                             self.config.evolution.zeroshot_weight)
+    return None if pick is None else (pick, self.rungs[i])
 
   def verify_pending(self) -> None:
     for design in self.store.designs("valid"):
       self.verify(design, self.rungs[0])
     while (job := self.next_promotion()) is not None:
-      design, rung = job
-      self.log(f"  promoting {design['id']} to rung {rung}")
-      self.verify(design, rung)
+      self.log(f"  promoting {job[0]['id']} to rung {job[1]}")
+      self.verify(*job)
 
+  # -- the run -------------------------------------------------------------------------------
   def run(self) -> list[dict[str, Any]]:
     self.add_seeds()
     self.verify_pending()
@@ -167,48 +205,25 @@ class Evolution:
     if done:
       self.log(f"resuming {self.workdir}: {done}/{n} proposals already made")
     for index in range(done, n):
-      child, parent, description = self.propose(index)
-      report = checker.check(child, self.config.checker)
-      status = "valid" if report.passed else "rejected"
-      with self.store.transaction():
-        self.store.add_design(child.content_hash(), design_to_json(child), [parent["id"]], "mutation",
-                              description, status, report.to_dict())
-        self.store.set_meta("proposals_done", index + 1)
-      self.log(f"[{index + 1}/{n}] {child.content_hash()} from {parent['id']} ({description}): "
-               f"{report.summary()}")
+      self.step(index, n)
       self.verify_pending()
-    board = self.leaderboard()
-    self.log(format_leaderboard(board, self.rungs))
+    board = leaderboard.rows(self.store, self.rungs)
+    self.log(leaderboard.format_table(board, self.rungs))
+    if self.config.get("replay_from"):
+      self.report_replay()
     return board
 
-  def leaderboard(self) -> list[dict[str, Any]]:
-    """Verified designs, best validation bpb at the lowest rung first, with every rung's result."""
-    results: dict[str, dict[str, Any]] = {}
-    for v in self.store.verifications():
-      results.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
-    rows = []
-    for d in self.store.designs():
-      if d["id"] not in results:
-        continue
-      low = results[d["id"]].get(self.rungs[0], {})
-      rows.append({"id": d["id"], "parent": ",".join(d["parents"]) or "-",
-                   "change": d["description"] if d["operator"] != "seed" else f"seed {d['description']}",
-                   "params": low.get("params"), "val_bpb": low.get("val_bpb"),
-                   "rungs": {r: results[d["id"]][r]["val_bpb"] for r in self.rungs if r in results[d["id"]]}})
-    return sorted(rows, key=lambda r: (r["val_bpb"] is None, r["val_bpb"] or 0.0))
-
-
-def format_leaderboard(rows: list[dict[str, Any]], rungs: list[str]) -> str:
-  """A table: design, parent, params and bpb at the lowest rung, bpb at each higher rung, change."""
-  head = (f"{'rank':>4}  {'design':16}  {'parent':16}  {'params':>10}  "
-          + "  ".join(f"{r:>8}" for r in rungs) + "  change")
-  lines = ["leaderboard (validation bits per byte per rung)", head, "-" * len(head)]
-  for i, r in enumerate(rows, 1):
-    params = "-" if r["params"] is None else f"{r['params']:,}"
-    bpbs = "  ".join(f"{r['rungs'][g]:>8.4f}" if r["rungs"].get(g) is not None else f"{'-':>8}"
-                     for g in rungs)
-    lines.append(f"{i:>4}  {r['id']:16}  {r['parent']:16}  {params:>10}  {bpbs}  {r['change']}")
-  return "\n".join(lines)
+  def report_replay(self) -> dict[str, Any]:
+    old = self.config.replay_from
+    for line in replay.config_differences(old, self.config_json):
+      self.log(f"replay: config differs from {old}: {line}")
+    result = replay.compare(old, self.store)
+    self.store.add_artifact(None, "replay", json.dumps(result, sort_keys=True))
+    if result["diverged"]:
+      self.log(f"replay: DIVERGED from {old} at {result['first_divergence']}")
+    else:
+      self.log(f"replay: identical to {old} ({result['designs']} designs, same metrics)")
+    return result
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ def test_smoke_run_fills_designs_and_verifications(smoke_run):
   assert designs[0][3] == "seed" and json.loads(designs[0][2]) == []
   assert [d[4] for d in designs] == [0, 1, 2, 3]
   for design_id, tree, parents, operator, _, status in designs[1:]:
-    assert operator == "mutation" and len(json.loads(parents)) == 1
+    assert len(json.loads(parents)) == {"scratch": 0, "mutation": 1, "crossover": 2}[operator]
     assert json.loads(tree)["tree"]["kind"]
     assert status in ("verified", "rejected")
   verified = {d[0] for d in designs if d[5] == "verified"}
@@ -48,7 +48,7 @@ def test_smoke_run_fills_designs_and_verifications(smoke_run):
     m = json.loads(metrics)
     assert rung in ("tiny", "small") and 0 < m["val_bpb"] < 9 and m["params"] > 0 and m["tokens"] > 0
   assert [r["id"] for r in board] and board == sorted(board, key=lambda r: r["val_bpb"])
-  assert "leaderboard" in lines[-1] and "seed gpt" in lines[-1]
+  assert "leaderboard" in lines[-1] and "[seed] gpt" in lines[-1]
   assert (workdir / "config.json").exists()
   assert list((workdir / "checkpoints").glob("*/tiny/*"))
 
@@ -63,10 +63,14 @@ def test_second_run_resumes_without_duplicates(smoke_run):
   assert not any("training" in line for line in lines)
 
 
-def test_same_seed_same_designs_across_interrupted_runs(smoke_run, tmp_path):
+def test_same_seed_same_designs_across_interrupted_runs_and_replay_agrees(smoke_run, tmp_path):
   workdir, _, _ = smoke_run
   loop.run(smoke_config(n_proposals=1), str(tmp_path), log=lambda _: None)
-  loop.run(smoke_config(), str(tmp_path), log=lambda _: None)  # continues to 3 proposals
+  lines = []
+  replayed = smoke_config()
+  replayed.replay_from = str(workdir)
+  loop.run(replayed, str(tmp_path), log=lines.append)  # continues to 3 proposals
+  assert any(line.startswith("replay: identical to") for line in lines), lines[-3:]
   sql = "SELECT id, parents, operator, description, status FROM designs ORDER BY seq"
   assert rows(tmp_path, sql) == rows(workdir, sql)
   sql = "SELECT design_id, metrics FROM verifications ORDER BY design_id"
@@ -90,3 +94,15 @@ def test_smoke_run_promotes_a_design_to_the_second_rung(smoke_run):
   tiny = {d for (d,) in rows(workdir, "SELECT design_id FROM verifications WHERE rung = 'tiny'")}
   assert promoted[0][0] in tiny
   assert any("small" in r["rungs"] for r in board)
+
+
+def test_replay_with_one_changed_value_reports_the_first_affected_design(smoke_run, tmp_path):
+  workdir, _, _ = smoke_run
+  changed = smoke_config()
+  changed.replay_from = str(workdir)
+  changed.rungs.tiny.lr = 1e-3  # every verification at tiny changes, starting with the seed's
+  lines = []
+  loop.run(changed, str(tmp_path), log=lines.append)
+  assert any("rungs.tiny.lr: 0.003 -> 0.001" in line for line in lines)
+  (diverged,) = [line for line in lines if "DIVERGED" in line]
+  assert "at design #0" in diverged and "rung tiny: metrics differ" in diverged
