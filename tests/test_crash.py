@@ -1,0 +1,50 @@
+"""A loop killed with SIGKILL at random moments ends like an uninterrupted run with the same seed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from evolution.store import Store
+from genesys_jax import replay
+
+ARGS = ["--config=configs/ladder.py:smoke", "--config.evolution.n_proposals=5"]
+
+
+def launch(workdir):
+  return subprocess.Popen([sys.executable, "-m", "genesys_jax.launch", *ARGS, f"--workdir={workdir}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
+
+
+@pytest.mark.slow
+def test_loop_killed_five_times_ends_like_an_uninterrupted_run(tmp_path):
+  reference = launch(tmp_path / "reference")
+  assert reference.wait(timeout=900) == 0, reference.stderr.read()[-3000:]
+
+  rng = np.random.default_rng(0)
+  kills = 0
+  while kills < 5:
+    proc = launch(tmp_path / "crashy")
+    deadline = time.time() + rng.uniform(3.0, 20.0)
+    while time.time() < deadline and proc.poll() is None:
+      time.sleep(0.05)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      kills += 1
+    else:
+      assert proc.returncode == 0, proc.stderr.read()[-3000:]
+      break  # finished before the kill: restarting again would only replay a finished run
+  final = launch(tmp_path / "crashy")
+  assert final.wait(timeout=900) == 0, final.stderr.read()[-3000:]
+  assert kills >= 5
+  with Store.open(str(tmp_path / "crashy")) as store:
+    result = replay.compare(str(tmp_path / "reference"), store)
+    n_designs = len(store.designs())
+  assert not result["diverged"], result["first_divergence"]
+  assert result["designs"] == n_designs == 6
