@@ -13,7 +13,7 @@ Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=
 from ml_collections import ConfigDict
 
 from gab import checker
-from train import data, trainer
+from train import data, trainer, zeroshot
 
 
 def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, tokens_per_param=0,
@@ -38,6 +38,9 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.data.seq_len = 128
   c.checker = checker.default_config()
   c.train = trainer.default_train_config()
+  # Zero-shot tasks scored after each verification (files or folders of .jsonl in the formats of
+  # train/zeroshot_formats.py); empty: fitness from validation bpb alone.
+  c.zeroshot = zeroshot.default_config()
   c.replay_from = ""  # a recorded run's workdir: re-run it and report any divergence
   c.evolution = ConfigDict(dict(
       n_proposals=8, max_retries=32,

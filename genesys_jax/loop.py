@@ -160,7 +160,7 @@ class Evolution:
           tree, rung, self.data, seed=self.config.seed, d_model=size["d_model"],
           n_blocks=size["n_blocks"], checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
           log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
-          desc=f"{design['id'][:8]}@{rung_name}")
+          zeroshot_cfg=self.config.zeroshot, desc=f"{design['id'][:8]}@{rung_name}")
     except FloatingPointError as e:
       with self.store.transaction():
         self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,

@@ -428,9 +428,10 @@ class Corpus:
   validation: np.ndarray       # int32 [M, seq_len + 1]
   vocab_size: int
   bytes_per_token: np.ndarray  # int32 [vocab_size], for bits per byte
+  vocab: seqio.Vocabulary      # to tokenise evaluation text (zero-shot tasks)
 
 
 def load_corpus(data_cfg) -> Corpus:
   vocab = make_vocabulary(data_cfg)
   return Corpus(load_split(data_cfg, "train"), load_split(data_cfg, "validation"),
-                vocab.vocab_size, token_bytes(vocab))
+                vocab.vocab_size, token_bytes(vocab), vocab)

@@ -26,6 +26,7 @@ from gab.tree import Unit
 from train import data as data_lib
 from train import metrics as metrics_lib
 from train import sharding
+from train import zeroshot
 from train.checkpoint import Checkpointer
 
 LN2 = math.log(2.0)
@@ -117,10 +118,14 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
                        seed: int, checkpoint_dir: str | None = None, log_dir: str | None = None,
                        train_cfg: ml_collections.ConfigDict | None = None, d_model: int | None = None,
                        n_blocks: int | None = None, desc: str = "train",
-                       stop_after: int | None = None, return_state: bool = False) -> dict[str, Any]:
+                       stop_after: int | None = None, return_state: bool = False,
+                       zeroshot_cfg: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
   """Train `tree` at the rung (or the given sizing), resuming from `checkpoint_dir` if it holds a
   checkpoint, and return metrics for the store. `stop_after` ends early (to test resuming);
-  `return_state` adds the final TrainState under "state" (not JSON: pop it before storing)."""
+  `return_state` adds the final TrainState under "state" (not JSON: pop it before storing).
+  With `zeroshot_cfg.tasks` set, the trained model is also scored on those zero-shot task files:
+  `metrics["zeroshot"]` = {task: acc_norm (acc where there is none)}, details under
+  `metrics["zeroshot_detail"]`."""
   cfg = train_cfg or default_train_config()
   mesh = sharding.make_mesh(cfg.mesh)
   d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
@@ -199,6 +204,13 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       d_model=d_model, n_blocks=n_blocks, train_loss=float(np.mean(tail)),
       first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
       flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s))
+  if zeroshot_cfg is not None and zeroshot_cfg.tasks:
+    detail = zeroshot.evaluate_tasks(model.apply, state.params, zeroshot_cfg.tasks, data.vocab,
+                                     min(zeroshot_cfg.max_len, seq_len), zeroshot_cfg.batch_size,
+                                     zeroshot_cfg.limit)
+    result["zeroshot"] = {t: m.get("acc_norm", m["acc"]) for t, m in detail.items()}
+    result["zeroshot_detail"] = detail
+    writer.scalars(end, {f"zeroshot/{t}": v for t, v in result["zeroshot"].items()})
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()
   if return_state:
