@@ -59,7 +59,8 @@ class Mamba2Layer(UnitModule):
 
   One scalar decay per head, a state of d_state per head channel, B and C shared by all heads
   (one group). Training uses the chunked SSD; `reference=True` runs the step-by-step recurrence
-  instead and exists for tests.
+  instead and exists for tests. Widths: I = expand * d_model (inner), E = I + 2 * d_state (the
+  convolved x, B, C), F = I + E + H (in_proj), H heads of P = I / H channels.
   """
   reference: bool = False
 
