@@ -37,6 +37,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.data = data.default_data_config()
   c.data.seq_len = 128
   c.checker = checker.default_config()
+  c.checker.min_d_model = 32  # small CPU rungs: let sizing narrow below 64 (e.g. Mamba2 at tiny)
   c.train = trainer.default_train_config()
   # Zero-shot tasks scored after each verification (files or folders of .jsonl in the formats of
   # train/zeroshot_formats.py); empty: fitness from validation bpb alone.
@@ -70,6 +71,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   if variant == "paper":
     c.data.seq_len = 2048
     c.data.vocab = "spm"
+    c.checker.min_d_model = 64
     c.train.dtype = "bfloat16"
     c.train.save_every = 200
     c.evolution.n_proposals = 1000

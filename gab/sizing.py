@@ -103,3 +103,9 @@ def _result(tree, d, n, params, target, tolerance, fits, seq_len) -> dict[str, A
   return {"d_model": d, "n_blocks": n, "params": params, "target_params": int(target),
           "ratio": None if params is None else round(params / target, 4), "tolerance": tolerance,
           "fits": fits, "block_params": block_params(registry.normalize(tree), d, seq_len)}
+
+
+def fit_to_rung(tree: Unit, rung: Any, cfg: Any) -> dict[str, Any]:
+  """`fit` with the rung's shape and target and the checker config's tolerance and width rules."""
+  return fit(tree, rung.target_params, rung.d_model, rung.n_blocks, cfg.vocab_size, cfg.size_tolerance,
+             min_d_model=cfg.min_d_model, d_multiple=cfg.d_model_multiple, seq_len=rung.seq_len)

@@ -79,8 +79,15 @@ class Evolution:
       rung.seq_len = self.config.data.seq_len
     return rung
 
+  def checker_config(self) -> ml_collections.ConfigDict:
+    """The checker's config, sizing against the data's real vocabulary."""
+    cfg = copy.deepcopy(self.config.checker)
+    with cfg.unlocked():
+      cfg.vocab_size = self.data.vocab_size
+    return cfg
+
   def check(self, tree: Unit) -> checker.Report:
-    return checker.check(tree, self.config.checker, self.rung(self.rungs[0]))
+    return checker.check(tree, self.checker_config(), self.rung(self.rungs[0]))
 
   # -- proposing -----------------------------------------------------------------------------
   def add_seeds(self) -> None:
@@ -150,8 +157,7 @@ class Evolution:
     """Train `design` at a rung, sized to its budget; record the result or the failure."""
     tree, _ = design_from_json(design["tree"])
     rung = self.rung(rung_name)
-    size = sizing.fit(tree, rung.target_params, rung.d_model, rung.n_blocks, self.data.vocab_size,
-                      self.config.checker.size_tolerance)
+    size = sizing.fit_to_rung(tree, rung, self.checker_config())
     self.log(f"  training {design['id']} at rung {rung_name} (d_model {size['d_model']}, "
              f"{size['n_blocks']} blocks) ...")
     where = (design["id"], rung_name)

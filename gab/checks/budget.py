@@ -20,10 +20,7 @@ from gab.tree import Unit
 
 
 def fit(ctx: Context, tree: Unit) -> dict:
-  cfg, rung = ctx.cfg, ctx.rung
-  return sizing.fit(tree, rung.target_params, rung.d_model, rung.n_blocks, cfg.vocab_size,
-                    cfg.size_tolerance, min_d_model=cfg.min_d_model, d_multiple=cfg.d_model_multiple,
-                    seq_len=rung.seq_len)
+  return sizing.fit_to_rung(tree, ctx.rung, ctx.cfg)
 
 
 def check_parameter_budget(ctx: Context) -> Check:
