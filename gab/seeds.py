@@ -10,7 +10,7 @@ import os
 from absl import app, flags
 
 from gab import registry
-from gab.units import mamba2, retnet, ttt
+from gab.units import mamba2, retnet, rwkv6, ttt
 from gab.tree import Unit, design_to_json
 
 U = Unit.make
@@ -24,7 +24,7 @@ def gpt() -> Unit:
   ])
 
 
-SEEDS = {"gpt": gpt, "mamba2": mamba2.seed, "retnet": retnet.seed, "ttt": ttt.seed}
+SEEDS = {"gpt": gpt, "mamba2": mamba2.seed, "retnet": retnet.seed, "rwkv6": rwkv6.seed, "ttt": ttt.seed}
 
 
 def seed(name: str) -> Unit:

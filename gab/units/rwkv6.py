@@ -18,9 +18,8 @@ import jax.numpy as jnp
 from gab import registry
 from gab.registry import CHANNEL, MIXER, KindSpec, Param
 from gab.tree import DesignError, Unit
-from gab.units import rwkv6_core
+from gab.units import layernorm, rwkv6_core  # layernorm registers LayerNorm, the seed's norm
 from gab.units.base import UnitModule
-from gab.units.layernorm import layer_norm
 
 F32 = jnp.float32
 XAVIER_GAIN = 2 ** -2.5
@@ -28,15 +27,24 @@ MIX_RANK = 32      # rank of the token-shift mixing LoRA, per target (r, w, k, v
 DECAY_RANK = 64    # rank of the decay LoRA
 GATE_RANK = 64     # rank of the gate LoRA (a Genesys choice; fla and the official model use W_g)
 NORM_EPS = 1e-5
-SUB_CHUNK = 16     # sub-block size of the chunked WKV: a speed knob, not part of the model
+SUB_CHUNK = 8      # sub-block size of the chunked WKV: a speed and memory knob, not part of the model
 
 _xavier = nn.initializers.variance_scaling(XAVIER_GAIN ** 2, "fan_avg", "uniform")
+_xavier_5xRxD = nn.initializers.variance_scaling(XAVIER_GAIN ** 2, "fan_avg", "uniform",
+                                                 in_axis=(0, 1), out_axis=2)
 _torch_default = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # U(±1/sqrt(fan_in))
 
 
 def token_shift(x_BxLxD):
   """x_{t-1} at position t, zeros at t = 0: pad the front, drop the last step."""
   return jnp.pad(x_BxLxD, [(0, 0), (1, 0), (0, 0)])[:, :-1]
+
+
+def standardize(x, eps: float):
+  """(x - mean) / sqrt(var + eps) over the last axis, in float32."""
+  x32 = x.astype(F32)
+  centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+  return centred * jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + eps)
 
 
 class RWKV6TimeMix(UnitModule):
@@ -59,14 +67,13 @@ class RWKV6TimeMix(UnitModule):
     return self._proj(features, f"{name}_b", use_bias=True, dtype=dtype)(hidden)
 
   def _norm(self, o_BxLxHxV):
+    """LayerNorm over all heads jointly (Genesys) or over each head (GroupNorm, fla); one affine."""
     b, l, h, dv = o_BxLxHxV.shape
+    groups = h if self.hp("norm") == "groupnorm" else 1
     scale_E = self.param("norm_scale", nn.initializers.ones, (h * dv,), F32)
     bias_E = self.param("norm_bias", nn.initializers.zeros, (h * dv,), F32)
-    if self.hp("norm") == "groupnorm":
-      normed = layer_norm(o_BxLxHxV, jnp.ones((dv,), F32), jnp.zeros((dv,), F32), NORM_EPS)
-      normed_BxLxE = normed.reshape(b, l, h * dv)
-      return normed_BxLxE * scale_E[None, None] + bias_E[None, None]
-    return layer_norm(o_BxLxHxV.reshape(b, l, h * dv), scale_E, bias_E, NORM_EPS)
+    normed_BxLxGxF = standardize(o_BxLxHxV.reshape(b, l, groups, h * dv // groups), NORM_EPS)
+    return normed_BxLxGxF.reshape(b, l, h * dv) * scale_E[None, None] + bias_E[None, None]
 
   @nn.compact
   def __call__(self, x_BxLxD, z):
@@ -82,13 +89,15 @@ class RWKV6TimeMix(UnitModule):
     # Data-dependent token shift: five interpolations between x_t and x_{t-1}.
     mu_D = self.param("mu_x", nn.initializers.zeros, (d,), F32)
     xi_BxLxD = x_BxLxD + delta_BxLxD * mu_D.astype(dtype)[None, None]
-    mix_BxLx5xR = jnp.tanh(self._proj(5 * MIX_RANK, "mix_a")(xi_BxLxD)).reshape(b, l, 5, MIX_RANK)
-    mix_b = self.param("mix_b", nn.initializers.variance_scaling(
-        XAVIER_GAIN ** 2, "fan_avg", "uniform", in_axis=(0, 1), out_axis=2), (5, MIX_RANK, d), F32)
+    mix_BxLx5R = jnp.tanh(self._proj(5 * MIX_RANK, "mix_a")(xi_BxLxD))
+    mix_b = self.param("mix_b", _xavier_5xRxD, (5, MIX_RANK, d), F32)
     lam_5xD = self.param("mix_bias", nn.initializers.zeros, (5, d), F32)
-    m_BxLx5xD = jnp.einsum("blfr,frd->blfd", mix_BxLx5xR, mix_b.astype(dtype)) + lam_5xD.astype(dtype)[None, None]
-    xs_BxLx5xD = x_BxLxD[:, :, None] + delta_BxLxD[:, :, None] * m_BxLx5xD
-    xr, xw, xk, xv, xg = (xs_BxLx5xD[:, :, i] for i in range(5))
+
+    def lerp(i):
+      m_BxLxD = mix_BxLx5R[..., i * MIX_RANK:(i + 1) * MIX_RANK] @ mix_b[i].astype(dtype)
+      return x_BxLxD + delta_BxLxD * (m_BxLxD + lam_5xD[i].astype(dtype)[None, None])
+
+    xr, xw, xk, xv, xg = (lerp(i) for i in range(5))
 
     r_BxLxHxK = self._proj(dk, "r")(xr).reshape(b, l, h, dk // h)
     k_BxLxHxK = self._proj(dk, "k")(xk).reshape(b, l, h, dk // h)
@@ -117,10 +126,10 @@ def ffn_width(d_model: int, hidden_ratio: float) -> int:
 
 
 class RWKV6ChannelMix(UnitModule):
-  """RWKV6 channel-mix: y = sigmoid(x^r W_r) * (relu(x^k W_k)^2 W_v), with x^• = x + (x_{t-1} - x) mu_•.
+  """RWKV6 channel-mix: y = sigmoid(x^r W_r) * (relu(x^k W_k)^2 W_v).
 
-  A squared-ReLU MLP gated by a receptance, each reading its own static token-shift interpolation.
-  Projections keep PyTorch's default init, as in Genesys.
+  A squared-ReLU MLP gated by a receptance; each reads its own static token-shift interpolation
+  x^• = x + (x_{t-1} - x) mu_•. Projections keep PyTorch's default init, as in Genesys.
   """
 
   def _proj(self, features: int, name: str):
