@@ -17,7 +17,7 @@ from train import data, trainer, zeroshot
 
 
 def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, tokens_per_param=0,
-         eval_batches=8, warmup_frac=0.02):
+         eval_batches=8, warmup_frac=0.02, grad_accum=1):
   """One rung. The token budget is `train_tokens`, or parameters x `tokens_per_param` if that is 0.
 
   `target_params` is the size designs are fitted to (+-20%, by adjusting d_model and n_blocks
@@ -27,6 +27,7 @@ def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, token
       d_model=d_model, n_blocks=n_blocks, target_params=target_params, lr=lr, batch_size=batch_size,
       train_tokens=train_tokens, tokens_per_param=tokens_per_param, warmup_frac=warmup_frac,
       min_lr_ratio=0.1, grad_clip=1.0, weight_decay=0.1, eval_batches=eval_batches,
+      grad_accum=grad_accum,  # micro-batches per step (batch_size / grad_accum per pass)
       memory_limit_gb=0.0))
 
 
@@ -69,6 +70,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
     del c.rungs["medium"]
     return c
   if variant == "paper":
+    c.seeds = ("gpt", "mamba2", "retnet", "rwkv6", "ttt")
     c.data.seq_len = 2048
     c.data.vocab = "spm"
     c.checker.min_d_model = 64
@@ -82,8 +84,10 @@ def get_config(variant: str | None = None) -> ConfigDict:
         r14m=rung(128, 6, 5_280_000, lr=1e-3, batch_size=batch, tokens_per_param=50, eval_batches=16),
         r31m=rung(256, 6, 12_900_000, lr=1e-3, batch_size=batch, tokens_per_param=40, eval_batches=16),
         r70m=rung(512, 6, 35_300_000, lr=1e-3, batch_size=batch, tokens_per_param=30, eval_batches=16),
-        r125m=rung(768, 12, 109_600_000, lr=6e-4, batch_size=batch, tokens_per_param=20, eval_batches=16),
-        r350m=rung(1024, 24, 334_900_000, lr=3e-4, batch_size=batch, tokens_per_param=20, eval_batches=16),
+        r125m=rung(768, 12, 109_600_000, lr=6e-4, batch_size=batch, tokens_per_param=20, eval_batches=16,
+                   grad_accum=2),
+        r350m=rung(1024, 24, 334_900_000, lr=3e-4, batch_size=batch, tokens_per_param=20, eval_batches=16,
+                   grad_accum=4),
     ))
     return c
   raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke' or 'paper'")

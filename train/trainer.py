@@ -50,11 +50,16 @@ class TrainState:
   rng: jax.Array  # raw key data (uint32), saved with the state
 
 
-def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def make_schedule(rung: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear warm-up over `warmup_frac` of the steps, then cosine down to lr x `min_lr_ratio`."""
   warmup = max(1, int(round(rung.warmup_frac * total_steps)))
-  schedule = optax.warmup_cosine_decay_schedule(
+  return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=rung.lr, warmup_steps=warmup,
       decay_steps=max(total_steps, warmup + 1), end_value=rung.lr * rung.min_lr_ratio)
+
+
+def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  schedule = make_schedule(rung, total_steps)
   return optax.chain(
       optax.clip_by_global_norm(rung.grad_clip),
       optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=rung.weight_decay,

@@ -19,6 +19,11 @@ from gab.model import LM
 from gab.tree import Unit
 
 
+def per_device_batch(rung) -> int:
+  """The micro-batch one device holds: the rung's global batch over devices and accumulation."""
+  return max(1, rung.batch_size // (jax.device_count() * int(rung.get("grad_accum", 1))))
+
+
 def fit(ctx: Context, tree: Unit) -> dict:
   return sizing.fit_to_rung(tree, ctx.rung, ctx.cfg)
 
@@ -46,7 +51,7 @@ def check_parameter_budget(ctx: Context) -> Check:
 def step_cost(ctx: Context, tree: Unit, sized: dict) -> costs.StepCost:
   model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"])
   opt = optimizer(ctx.cfg.train_lr)
-  batch = max(1, ctx.rung.batch_size // jax.device_count())
+  batch = per_device_batch(ctx.rung)
   return costs.measure(tree, make_train_step(model, opt, tree), model, opt, ctx.rung.seq_len, batch)
 
 
@@ -81,7 +86,7 @@ def check_efficiency(ctx: Context) -> Check:
   ctx.sizing.update(flops_per_step=mine.flops, memory_bytes=mine.memory_bytes,
                     flops_vs_gpt=round(flops_x, 3), memory_vs_gpt=round(memory_x, 3))
   shapes = (f"d_model={ctx.sizing['d_model']}, n_blocks={ctx.sizing['n_blocks']}, "
-            f"seq_len={rung.seq_len}, batch {max(1, rung.batch_size // jax.device_count())} per device")
+            f"seq_len={rung.seq_len}, batch {per_device_batch(rung)} per device")
   flops = f"{flops_x:.2f}x the GPT seed's FLOPs per train step ({mine.flops:.3g} vs {ref.flops:.3g})"
   memory = (f"{memory_x:.2f}x its memory ({mine.memory_bytes / 1e6:.1f} MB vs "
             f"{ref.memory_bytes / 1e6:.1f} MB)")
