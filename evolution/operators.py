@@ -12,184 +12,30 @@ None when the parent admits no such change. A child is only returned when it is 
 Each operator lists every candidate change in an order fixed by the trees and the registry,
 shuffles the list with the key and returns the first acceptable one: deterministic for a key, and
 None only when no candidate is acceptable.
+
+Scratch growth lives in `evolution/growth.py`, crossover in `evolution/crossover.py` and the
+shared acceptability rules (`Bounds`, `violations`) in `evolution/typing_rules.py`; this module
+holds the mutations and `propose`, and re-exports the rest as the public entry point.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 
-from evolution.canonical import canonical_id
+from evolution.crossover import CROSSOVERS, crossover, crossover_exchange, crossover_recombine  # noqa: F401
+from evolution.growth import COMBINATOR_PROB, grow, random_unit, scratch  # noqa: F401
+from evolution.typing_rules import (  # noqa: F401
+    Bounds, Operator, _choice, _first, _kinds, _n_mixers, _positions, _rng, _slot_roles, _spec, _where,
+    violations)
 from gab import registry
-from gab.model import initial_z
-from gab.registry import BLOCK, MIXER, KindSpec, Slot
-from gab.tree import Path, Unit
-
-Operator = Callable[..., "tuple[Unit, str] | None"]
+from gab.registry import BLOCK
+from gab.tree import Unit
 
 MODE_PROBS = {"scratch": 0.05, "mutation": 0.75, "crossover": 0.20}
-COMBINATOR_PROB = 0.7     # growth picks a combinator at depth d with probability 0.7 ** (d + 1)
 SIBLING_MAX_SIZE = 3      # the largest new sibling `insert` grows
-
-
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-  """Size bounds every operator output respects (`config.evolution.max_depth/max_size`)."""
-  max_depth: int = 8
-  max_size: int = 32
-
-  @classmethod
-  def from_config(cls, cfg: Any) -> "Bounds":
-    return cls(int(cfg.get("max_depth", cls.max_depth)), int(cfg.get("max_size", cls.max_size)))
-
-
-def _rng(key: jax.Array) -> np.random.Generator:
-  """A numpy generator seeded from a jax key, for discrete choices over Python lists."""
-  seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist()
-  return np.random.default_rng(seed)
-
-
-def _choice(rng: np.random.Generator, items: Sequence[Any]) -> Any:
-  return items[int(rng.integers(len(items)))]
-
-
-def _where(path: Path) -> str:
-  return f"at {list(path)}"
-
-
-def _spec(unit: Unit) -> KindSpec:
-  return registry.get(unit.kind)
-
-
-def _kinds(roles: Sequence[str] = registry.ROLES) -> list[KindSpec]:
-  """Registered kinds with one of `roles`, by name: choices do not depend on import order."""
-  return sorted((s for s in registry.kinds().values() if s.role in roles), key=lambda s: s.name)
-
-
-def _n_mixers(tree: Unit) -> int:
-  return sum(_spec(u).role == MIXER for _, u in tree.walk())
-
-
-def _slot_roles(tree: Unit, path: Path) -> tuple[str, ...]:
-  """The roles the slot at `path` accepts; the root (an LM block) accepts any."""
-  if not path:
-    return registry.ROLES
-  parent = tree.get(path[:-1])
-  return registry.slot_of_children(_spec(parent), len(parent.children))[path[-1]].roles
-
-
-def _positions(spec: KindSpec, n: int | None = None) -> list[Slot]:
-  """The slot of each child of a new `spec` unit; variadic slots get `n` (default 2) children."""
-  if len(spec.slots) == 1 and spec.slots[0].variadic:
-    slot = spec.slots[0]
-    return [slot] * min(max(slot.min_count, 2 if n is None else n), slot.max_count)
-  return list(spec.slots)
-
-
-def _count(rng: np.random.Generator, spec: KindSpec, n_max: int) -> int | None:
-  """A random child count for a new variadic `spec` unit: 2 or more where the budget allows."""
-  if not (len(spec.slots) == 1 and spec.slots[0].variadic):
-    return None
-  hi = min(spec.slots[0].max_count, n_max)
-  lo = min(max(spec.slots[0].min_count, 2), hi)
-  return int(rng.integers(lo, hi + 1))
-
-
-@functools.cache
-def _lm_z() -> tuple[str, ...]:
-  """The Z entries the LM gives every block."""
-  return tuple(initial_z(np.zeros((1, 1), np.int32)))
-
-
-def violations(tree: Unit, bounds: Bounds = Bounds()) -> list[str]:
-  """Why `tree` is not an acceptable operator output; empty when it is."""
-  problems = [msg for _, msg in registry.type_errors(tree)]
-  if problems:
-    return problems
-  if tree.size() > bounds.max_size:
-    problems.append(f"{tree.size()} units > max_size {bounds.max_size}")
-  if tree.depth() > bounds.max_depth:
-    problems.append(f"depth {tree.depth()} > max_depth {bounds.max_depth}")
-  if not _n_mixers(tree):
-    problems.append("no sequence mixer")
-  available = list(_lm_z())
-  for path, unit in tree.walk():  # pre-order is execution order: children run in index order
-    missing = [name for name in _spec(unit).reads if name not in available]
-    if missing:
-      problems.append(f"{unit.kind} {_where(path)} reads Z {missing} before anything writes it")
-    available.extend(_spec(unit).writes)
-  return problems
-
-
-def _first(rng: np.random.Generator, options: list[Any], make: Callable[[Any], Any],
-           parents: Sequence[Unit], bounds: Bounds) -> tuple[Unit, str] | None:
-  """The first acceptable `make(option)` over `options` in a key-drawn order."""
-  parent_ids = [canonical_id(p) for p in parents]
-  for i in rng.permutation(len(options)):
-    out = make(options[int(i)])
-    if out is None:
-      continue
-    child = registry.normalize(out[0])
-    if not violations(child, bounds) and canonical_id(child) not in parent_ids:
-      return child, out[1]
-  return None
-
-
-# -- growth -------------------------------------------------------------------------------------
-def random_unit(rng: np.random.Generator, spec: KindSpec, children=()) -> Unit:
-  """A `spec` unit whose hyperparameters are each the default or, half the time, a random value."""
-  params = {p.name: p.default if rng.random() < 0.5 else _choice(rng, p.domain) for p in spec.params}
-  return Unit.make(spec.name, children, **params)
-
-
-def grow(rng: np.random.Generator, roles: Sequence[str], max_depth: int, max_size: int,
-         need_mixer: bool = False, level: int = 0) -> Unit | None:
-  """A random well-typed subtree with a root of one of `roles`, within the depth and size given.
-
-  Combinators get rarer with depth; with `need_mixer` one child at each level carries the need
-  down to a sequence-mixer leaf. None when no subtree fits.
-  """
-  if max_depth < 1 or max_size < 1:
-    return None
-  leaves = [s for s in _kinds(roles) if s.is_leaf and (s.role == MIXER or not need_mixer)]
-  combos = [s for s in _kinds(roles) if not s.is_leaf and max_depth >= 2
-            and 1 + len(_positions(s, 1)) <= max_size]
-  if combos and (not leaves or rng.random() < COMBINATOR_PROB ** (level + 1)):
-    spec = _choice(rng, combos)
-    positions = _positions(spec, _count(rng, spec, max_size - 1))
-    carriers = [i for i, s in enumerate(positions) if MIXER in s.roles or BLOCK in s.roles]
-    if need_mixer and not carriers:
-      return None
-    carrier = _choice(rng, carriers) if need_mixer else -1
-    children, budget = [], max_size - 1
-    for i, slot in enumerate(positions):
-      child = grow(rng, slot.roles, max_depth - 1, budget - (len(positions) - i - 1),
-                   need_mixer=i == carrier, level=level + 1)
-      if child is None:
-        return None
-      children.append(child)
-      budget -= child.size()
-    return random_unit(rng, spec, children)
-  return random_unit(rng, _choice(rng, leaves)) if leaves else None
-
-
-def scratch(key: jax.Array, bounds: Bounds = Bounds(), avoid: Sequence[Unit] = (),
-            max_tries: int = 64) -> tuple[Unit, str]:
-  """A random acceptable block (a combinator holding a sequence mixer), unlike any of `avoid`."""
-  rng = _rng(key)
-  out = _first(rng, list(range(max_tries)), lambda _: _grown(rng, bounds), avoid, bounds)
-  if out is None:
-    raise ValueError(f"scratch growth found no acceptable tree in {max_tries} tries within {bounds}")
-  return out
-
-
-def _grown(rng: np.random.Generator, bounds: Bounds) -> tuple[Unit, str] | None:
-  tree = grow(rng, (BLOCK,), bounds.max_depth, bounds.max_size, need_mixer=True)
-  return None if tree is None else (tree, f"grew {tree.size()} units, depth {tree.depth()}")
 
 
 # -- mutations ----------------------------------------------------------------------------------
@@ -319,61 +165,6 @@ def mutate(key: jax.Array, tree: Unit, bounds: Bounds = Bounds()) -> tuple[Unit,
     if out is not None:
       return out[0], f"{names[int(i)]}: {out[1]}"
   raise ValueError(f"no acceptable mutation of {tree.render()} within {bounds}")
-
-
-# -- crossover ----------------------------------------------------------------------------------
-def crossover_exchange(key: jax.Array, parents: Sequence[Unit], bounds: Bounds = Bounds()
-                       ) -> tuple[Unit, str] | None:
-  """Put a subtree of one of the first two parents in place of a role-compatible non-root subtree
-  of the other (the receiver, either parent)."""
-  pair = [registry.normalize(p) for p in parents[:2]]
-  options = [(r, pr, pd) for r in range(len(pair)) for pr, unit in pair[r].walk() if pr
-             for pd, donated in pair[1 - r].walk()
-             if _spec(donated).role in _slot_roles(pair[r], pr) and donated != unit]
-
-  def make(option):
-    r, pr, pd = option
-    donated = pair[1 - r].get(pd)
-    return (pair[r].replace(pr, donated),
-            f"parent {r} {_where(pr)} <- {donated.render()} from parent {1 - r} {_where(pd)}")
-  return _first(_rng(key), options, make, pair, bounds) if len(pair) == 2 else None
-
-
-def crossover_recombine(key: jax.Array, parents: Sequence[Unit], bounds: Bounds = Bounds(),
-                        max_tries: int = 8) -> tuple[Unit, str] | None:
-  """A new root: one parent's root unit, each of its child slots filled by the child at the same
-  position of some parent (whichever fits the slot); the root and the slots come from at least two
-  parents."""
-  parents = [registry.normalize(p) for p in parents]
-  rng = _rng(key)
-  options = [t for t, p in enumerate(parents) if p.children] if len(parents) >= 2 else []
-
-  def make(t):
-    root = parents[t]
-    slots = registry.slot_of_children(_spec(root), len(root.children))
-    donors = [[k for k, p in enumerate(parents) if len(p.children) > i and _spec(p.children[i]).role in s.roles]
-              for i, s in enumerate(slots)]
-    for _ in range(max_tries):
-      picks = [_choice(rng, d) for d in donors]
-      child = root.with_children([parents[k].children[i] for i, k in enumerate(picks)])
-      if len(set(picks) | {t}) >= 2 and child not in parents:
-        return child, f"{root.kind} root of parent {t}, children from parents {picks}"
-    return None
-  return _first(rng, options, make, parents, bounds)
-
-
-CROSSOVERS: dict[str, Operator] = {"exchange": crossover_exchange, "recombine": crossover_recombine}
-
-
-def crossover(key: jax.Array, parents: Sequence[Unit], bounds: Bounds = Bounds()) -> tuple[Unit, str] | None:
-  """One crossover of `parents` (>= 2), its kind drawn from the key; None if none is possible."""
-  k_order, k_apply = jax.random.split(key)
-  names = list(CROSSOVERS)
-  for i in _rng(k_order).permutation(len(names)):
-    out = CROSSOVERS[names[int(i)]](k_apply, parents, bounds)
-    if out is not None:
-      return out[0], f"{names[int(i)]}: {out[1]}"
-  return None
 
 
 # -- proposals ----------------------------------------------------------------------------------
