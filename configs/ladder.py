@@ -45,7 +45,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.zeroshot = zeroshot.default_config()
   c.replay_from = ""  # a recorded run's workdir: re-run it and report any divergence
   c.evolution = ConfigDict(dict(
-      n_proposals=8, max_retries=32,
+      n_proposals=12, max_retries=32,
       # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local
       # run should still try every operator.
       mode_probs=dict(scratch=0.15, mutation=0.60, crossover=0.25),
