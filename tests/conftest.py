@@ -14,3 +14,29 @@ def data_dir(tmp_path_factory):
   if not os.environ.get("GENESYS_DATA_DIR"):
     os.environ["GENESYS_DATA_DIR"] = str(tmp_path_factory.mktemp("genesys_data"))
   return os.environ["GENESYS_DATA_DIR"]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_losses():
+  """`losses(tree, d_model=64, length=32, steps=15)`: the per-step training losses of a 2-block LM
+  of `tree` on one fixed random-token batch, through the trainer's own train step (AdamW 3e-3)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from gab.model import LM  # pylint: disable=g-import-not-at-top
+  from train import trainer  # pylint: disable=g-import-not-at-top
+
+  def losses(tree, d_model: int = 64, length: int = 32, steps: int = 15) -> list[float]:
+    model = LM(tree, 259, d_model, 2)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(3, 259, (4, length + 1)), jnp.int32)
+    params = model.init(jax.random.key(0), tokens[:, :-1])
+    opt = optax.adamw(3e-3)
+    state = trainer.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
+                               jax.random.key_data(jax.random.key(0)))
+    step = jax.jit(trainer.make_train_step(model, opt))
+    out = []
+    for _ in range(steps):
+      state, metrics = step(state, tokens)
+      out.append(float(metrics["loss"]))
+    return out
+  return losses

@@ -3,12 +3,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import gab.units.mamba2  # noqa: F401  (registers Mamba2Layer)
 from gab import checker, registry
-from gab.model import LM, initial_z
+from gab.model import initial_z
 from gab.tree import Unit
 from gab.units.mamba2 import Mamba2Layer, seed
 from gab.units.mamba2_core import ssd_chunked, ssd_reference
@@ -89,26 +88,6 @@ def test_seed_passes_the_checker():
   assert set(statuses.values()) == {"pass"} and len(statuses) == len(checker.NAMES) - 1
 
 
-def test_seed_lm_learns():
-  model = LM(seed(), 259, D_MODEL, 2)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 259, (4, 33)), jnp.int32)
-  params = model.init(jax.random.key(0), tokens[:, :-1])
-  opt = optax.adamw(3e-3)
-
-  def loss_fn(p):
-    logp = jax.nn.log_softmax(model.apply(p, tokens[:, :-1]))
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], -1).mean()
-
-  @jax.jit
-  def step(p, s):
-    loss, grads = jax.value_and_grad(loss_fn)(p)
-    updates, s = opt.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
-
-  state = opt.init(params)
-  losses = []
-  for _ in range(15):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
-  assert np.isfinite(losses).all()
-  assert losses[-1] < losses[0] - 0.5, losses
+def test_seed_lm_learns(tiny_lm_losses):
+  losses = tiny_lm_losses(seed(), d_model=D_MODEL, length=32)
+  assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5, losses

@@ -3,11 +3,10 @@ import gab.units.retnet  # noqa: F401  (registers MultiScaleRetention and RetNet
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from gab import checker
-from gab.model import LM, initial_z
+from gab.model import initial_z
 from gab.tree import Unit
 from gab.units import retnet, retnet_core
 
@@ -94,25 +93,6 @@ def test_seed_passes_every_check():
   assert {c.status for c in report.checks} == {"pass"}
 
 
-def test_tiny_lm_loss_decreases():
-  model = LM(retnet.seed(), 259, 64, 2)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 259, (4, 33)), jnp.int32)
-  params = model.init(jax.random.key(0), tokens[:, :-1])
-  opt = optax.adamw(3e-3)
-
-  def loss_fn(p):
-    logp = jax.nn.log_softmax(model.apply(p, tokens[:, :-1]))
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], -1).mean()
-
-  @jax.jit
-  def step(p, s):
-    loss, grads = jax.value_and_grad(loss_fn)(p)
-    updates, s = opt.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
-
-  state = opt.init(params)
-  losses = []
-  for _ in range(15):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
+def test_tiny_lm_loss_decreases(tiny_lm_losses):
+  losses = tiny_lm_losses(retnet.seed(), d_model=64, length=32)
   assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5, losses

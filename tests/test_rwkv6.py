@@ -3,11 +3,9 @@ import gab.units.rwkv6  # noqa: F401  (registers RWKV6TimeMix and RWKV6ChannelMi
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from gab import checker
-from gab.model import LM
 from gab.tree import Unit
 from gab.units import rwkv6, rwkv6_core
 
@@ -99,24 +97,6 @@ def test_seed_passes_the_checker():
   assert {c.status for c in report.checks} == {"pass"}
 
 
-def test_tiny_lm_trains():
-  model = LM(rwkv6.seed(), 259, D, 2)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 259, (4, 65)), jnp.int32)
-  params = model.init(jax.random.key(0), tokens[:, :-1])
-  opt = optax.adamw(3e-3)
-
-  def loss_fn(p):
-    logp = jax.nn.log_softmax(model.apply(p, tokens[:, :-1]))
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], -1).mean()
-
-  @jax.jit
-  def step(p, state):
-    loss, grads = jax.value_and_grad(loss_fn)(p)
-    updates, state = opt.update(grads, state, p)
-    return optax.apply_updates(p, updates), state, loss
-
-  state, losses = opt.init(params), []
-  for _ in range(15):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
+def test_tiny_lm_trains(tiny_lm_losses):
+  losses = tiny_lm_losses(rwkv6.seed(), d_model=D, length=64)
   assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5, losses

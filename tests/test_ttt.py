@@ -5,11 +5,10 @@ import gab.units.ttt  # noqa: F401  (registers TTTLinear)
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from gab import checker
-from gab.model import GAB, LM, initial_z
+from gab.model import GAB, initial_z
 from gab.tree import Unit
 from gab.units import ttt, ttt_core
 
@@ -78,26 +77,6 @@ def test_seed_passes_the_checker():
   assert {c.status for c in report.checks} == {"pass"}
 
 
-def test_tiny_lm_learns():
-  model = LM(ttt.seed(), 259, 64, 2)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 259, (4, 33)), jnp.int32)
-  params = model.init(jax.random.key(0), tokens[:, :-1])
-  opt = optax.adamw(3e-3)
-  state = opt.init(params)
-
-  def loss_fn(p):
-    logp = jax.nn.log_softmax(model.apply(p, tokens[:, :-1]))
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], -1).mean()
-
-  @jax.jit
-  def step(p, s):
-    loss, grads = jax.value_and_grad(loss_fn)(p)
-    updates, s = opt.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
-
-  losses = []
-  for _ in range(15):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
-  assert np.isfinite(losses).all()
-  assert losses[-1] < losses[0] - 0.5, losses
+def test_tiny_lm_learns(tiny_lm_losses):
+  losses = tiny_lm_losses(ttt.seed(), d_model=64, length=32)
+  assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5, losses
