@@ -19,7 +19,7 @@ import ml_collections
 from evolution import canonical, operators, selection
 from evolution.store import Store
 from gab import checker, seeds, sizing
-from gab.tree import Unit, design_from_json, design_to_json
+from gab.tree import DesignError, Unit, design_from_json, design_to_json
 from genesys_jax import ladder, leaderboard, replay
 from train import data as data_lib
 from train import trainer
@@ -27,6 +27,11 @@ from train import trainer
 Log = Callable[[str], None]
 _PROMOTION_STREAM = 1 << 30  # fold_in salt: promotion draws never collide with proposal draws
 _PARENTS_PER_MODE = {"scratch": 0, "mutation": 1, "crossover": 2}
+# What a design can do wrong in training that the checker could not foresee (divergence, out of
+# memory at a larger rung, a width its hyperparameters do not fit): recorded as a failed
+# verification, so a restarted run does not stumble on the same design again. Anything else is a
+# bug or a bad config and stops the run.
+_DESIGN_FAILURES = (FloatingPointError, DesignError, jax.errors.JaxRuntimeError)
 
 
 def _print(line: str) -> None:
@@ -167,13 +172,14 @@ class Evolution:
           n_blocks=size["n_blocks"], checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
           log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
           zeroshot_cfg=self.config.zeroshot, desc=f"{design['id'][:8]}@{rung_name}")
-    except FloatingPointError as e:
+    except _DESIGN_FAILURES as e:
+      error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
       with self.store.transaction():
         self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,
-                                                              "tokens": None, "error": str(e)})
+                                                              "tokens": None, "error": error})
         if rung_name == self.rungs[0]:
           self.store.set_status(design["id"], "failed")
-      self.log(f"  {design['id']} failed at {rung_name}: {e}")
+      self.log(f"  {design['id']} failed at {rung_name}: {error}")
       return
     with self.store.transaction():
       self.store.add_verification(design["id"], rung_name, metrics)

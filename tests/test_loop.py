@@ -106,3 +106,19 @@ def test_replay_with_one_changed_value_reports_the_first_affected_design(smoke_r
   assert any("rungs.tiny.lr: 0.003 -> 0.001" in line for line in lines)
   (diverged,) = [line for line in lines if "DIVERGED" in line]
   assert "at design #0" in diverged and "rung tiny: metrics differ" in diverged
+
+
+def test_a_design_that_diverges_is_recorded_as_failed_and_the_run_goes_on(tmp_path):
+  config = smoke_config(n_proposals=0)
+  config.rungs.tiny.lr = 1e4
+  lines = []
+  loop.run(config, str(tmp_path), log=lines.append)
+  (status,) = rows(tmp_path, "SELECT status FROM designs")
+  assert status == ("failed",)
+  ((metrics,),) = rows(tmp_path, "SELECT metrics FROM verifications")
+  m = json.loads(metrics)
+  assert m["val_bpb"] is None and m["error"].startswith("FloatingPointError: training diverged")
+  assert any("failed at tiny" in line for line in lines)
+  lines.clear()
+  loop.run(config, str(tmp_path), log=lines.append)  # a restart does not retrain it
+  assert not any("training" in line for line in lines)
