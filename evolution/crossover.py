@@ -6,7 +6,7 @@ from typing import Sequence
 
 import jax
 
-from evolution.typing_rules import Bounds, Operator, _choice, _first, _rng, _slot_roles, _spec, _where
+from evolution.typing_rules import Bounds, Operator, _choice, _first, _rng, _slot_roles, _spec, _where, first_operator
 from gab import registry
 from gab.tree import Unit
 
@@ -56,10 +56,4 @@ CROSSOVERS: dict[str, Operator] = {"exchange": crossover_exchange, "recombine": 
 
 def crossover(key: jax.Array, parents: Sequence[Unit], bounds: Bounds = Bounds()) -> tuple[Unit, str] | None:
   """One crossover of `parents` (>= 2), its kind drawn from the key; None if none is possible."""
-  k_order, k_apply = jax.random.split(key)
-  names = list(CROSSOVERS)
-  for i in _rng(k_order).permutation(len(names)):
-    out = CROSSOVERS[names[int(i)]](k_apply, parents, bounds)
-    if out is not None:
-      return out[0], f"{names[int(i)]}: {out[1]}"
-  return None
+  return first_operator(key, CROSSOVERS, parents, bounds)

@@ -29,7 +29,7 @@ from evolution.crossover import CROSSOVERS, crossover, crossover_exchange, cross
 from evolution.growth import COMBINATOR_PROB, grow, random_unit, scratch  # noqa: F401
 from evolution.typing_rules import (  # noqa: F401
     Bounds, Operator, _choice, _first, _kinds, _n_mixers, _positions, _rng, _slot_roles, _spec, _where,
-    violations)
+    first_operator, violations)
 from gab import registry
 from gab.registry import BLOCK
 from gab.tree import Unit
@@ -158,13 +158,10 @@ MUTATIONS: dict[str, Operator] = {
 
 def mutate(key: jax.Array, tree: Unit, bounds: Bounds = Bounds()) -> tuple[Unit, str]:
   """One mutation: the kinds are tried in a key-drawn order; the description is `name: change`."""
-  k_order, k_apply = jax.random.split(key)
-  names = list(MUTATIONS)
-  for i in _rng(k_order).permutation(len(names)):
-    out = MUTATIONS[names[int(i)]](k_apply, tree, bounds)
-    if out is not None:
-      return out[0], f"{names[int(i)]}: {out[1]}"
-  raise ValueError(f"no acceptable mutation of {tree.render()} within {bounds}")
+  out = first_operator(key, MUTATIONS, tree, bounds)
+  if out is None:
+    raise ValueError(f"no acceptable mutation of {tree.render()} within {bounds}")
+  return out
 
 
 # -- proposals ----------------------------------------------------------------------------------

@@ -126,3 +126,14 @@ def _first(rng: np.random.Generator, options: list[Any], make: Callable[[Any], A
     if not violations(child, bounds) and canonical_id(child) not in parent_ids:
       return child, out[1]
   return None
+
+
+def first_operator(key: jax.Array, table: dict[str, Operator], *args) -> tuple[Unit, str] | None:
+  """Try the operators of `table` in a key-drawn order; the first result, described `name: change`."""
+  k_order, k_apply = jax.random.split(key)
+  names = list(table)
+  for i in _rng(k_order).permutation(len(names)):
+    out = table[names[int(i)]](k_apply, *args)
+    if out is not None:
+      return out[0], f"{names[int(i)]}: {out[1]}"
+  return None

@@ -40,3 +40,25 @@ def tiny_lm_losses():
       out.append(float(metrics["loss"]))
     return out
   return losses
+
+
+@pytest.fixture
+def z_kinds():
+  """Two test-only kinds: a mixer `MemoWriter` that writes Z["memo"] and a channel mixer
+  `MemoReader` that reads it (both identities), registered for the test only."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from gab import registry  # pylint: disable=g-import-not-at-top
+  from gab.units.base import UnitModule  # pylint: disable=g-import-not-at-top
+
+  class Noop(UnitModule):
+    @nn.compact
+    def __call__(self, x, z):
+      return x, z
+
+  specs = [registry.KindSpec("MemoWriter", registry.MIXER, Noop, writes=("memo",)),
+           registry.KindSpec("MemoReader", registry.CHANNEL, Noop, reads=("memo",))]
+  for spec in specs:
+    registry.register(spec)
+  yield
+  for spec in specs:
+    del registry._REGISTRY[spec.name]  # pylint: disable=protected-access

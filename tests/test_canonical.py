@@ -1,6 +1,5 @@
 """Canonical form and functional fingerprint: equivalent spellings of a design share an identity."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from evolution import operators
 from evolution.canonical import _round_significant, canonical, canonical_id, fingerprint
 from gab import registry, seeds
 from gab.tree import Unit
-from gab.units.base import UnitModule
 
 U = Unit.make
 GPT = seeds.seed("gpt")
@@ -51,23 +49,6 @@ def test_canonical_id_ignores_respelling_and_canonical_is_idempotent(seed, which
   other = _respell(np.random.default_rng(seed), tree)
   assert canonical_id(other) == canonical_id(tree)
   assert canonical(canonical(other)) == canonical(other) == canonical(tree)
-
-
-class _Noop(UnitModule):
-  @nn.compact
-  def __call__(self, x, z):
-    return x, z
-
-
-@pytest.fixture
-def z_kinds():
-  specs = [registry.KindSpec("MemoWriter", registry.MIXER, _Noop, writes=("memo",)),
-           registry.KindSpec("MemoReader", registry.CHANNEL, _Noop, reads=("memo",))]
-  for spec in specs:
-    registry.register(spec)
-  yield
-  for spec in specs:
-    del registry._REGISTRY[spec.name]  # pylint: disable=protected-access
 
 
 def test_parallel_branches_keep_their_order_when_z_links_them(z_kinds):

@@ -3,7 +3,6 @@
 import re
 from collections import Counter
 
-import flax.linen as nn
 import jax
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -13,7 +12,6 @@ from evolution.canonical import canonical_id
 from evolution.operators import Bounds
 from gab import registry, seeds
 from gab.tree import Unit
-from gab.units.base import UnitModule
 
 U = Unit.make
 SMALL = Bounds(max_depth=6, max_size=16)
@@ -194,24 +192,6 @@ def test_propose_is_deterministic_and_records_its_operator():
 def test_bounds_from_config():
   import ml_collections
   assert Bounds.from_config(ml_collections.ConfigDict(dict(max_size=12))) == Bounds(8, 12)
-
-
-class _Noop(UnitModule):
-  @nn.compact
-  def __call__(self, x, z):
-    return x, z
-
-
-@pytest.fixture
-def z_kinds():
-  """Two test-only kinds: a mixer that writes Z["memo"] and a channel mixer that reads it."""
-  specs = [registry.KindSpec("MemoWriter", registry.MIXER, _Noop, writes=("memo",)),
-           registry.KindSpec("MemoReader", registry.CHANNEL, _Noop, reads=("memo",))]
-  for spec in specs:
-    registry.register(spec)
-  yield
-  for spec in specs:
-    del registry._REGISTRY[spec.name]  # pylint: disable=protected-access
 
 
 def test_violations_require_z_reads_to_follow_writes(z_kinds):
