@@ -62,6 +62,10 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       d_model=64, n_blocks=2, vocab_size=259, seq_len=32, batch=2, seed=0,
       causal_rtol=1e-5,             # see gab.checks.causality
+      prefix_rtol=1e-4,             # causality: a sequence alone / its prefix vs in the batch / whole
+      min_input_dependence=1e-3,    # forward: relative logit change per relative embedding change
+      min_mixing=1e-4,              # forward: a mixer's output at t vs inputs s < t, relative
+      dtype="float32",              # compute dtype, unless the rung names one ("bfloat16")
       large_input_scale=100.0,      # stability: token embeddings multiplied by this
       train_steps=10, train_lr=3e-3,  # differentiability and effectiveness
       size_tolerance=0.2, min_d_model=64, d_model_multiple=32,  # parameter_budget

@@ -96,8 +96,9 @@ def check_forward(ctx: Context) -> Check:
     with probe:
       return ctx.model.apply(params, tokens, method=LM.with_z)
 
+  ctx.forward_fn = jit(forward)
   try:
-    logits, z = jit(forward)(ctx.params, ctx.causal_tokens)
+    logits, z = ctx.forward_fn(ctx.params, ctx.causal_tokens)
   except Exception as e:  # noqa: BLE001
     return Check("forward", FAIL, f"forward pass failed: {error_text(e)}", CONTRACT_HINT)
   if probe.violations:
@@ -114,8 +115,46 @@ def check_forward(ctx: Context) -> Check:
     return Check("forward", FAIL, f"forward pass produced NaN or Inf, first in {where}",
                  "look for divisions, exp or log without stabilisation")
   ctx.forward_out = (logits, z)
+  fail = dataflow_failure(ctx)
+  if fail:
+    return fail
   return Check("forward", PASS, f"logits float32{list(want)}, finite; every unit keeps its input's "
-               f"shape and dtype and uses only the Z entries it declares")
+               f"shape and dtype and uses only the Z entries it declares; the logits depend on the "
+               f"tokens and every sequence mixer mixes positions")
+
+
+def dataflow_failure(ctx: Context) -> Check | None:
+  """Undeclared Z reads (by any route), logits that ignore the tokens, mixers that do not mix."""
+  from gab.checks import mixing, zflow  # pylint: disable=g-import-not-at-top
+  from gab.checks.structural import perturb  # pylint: disable=g-import-not-at-top
+  cfg, tokens = ctx.cfg, ctx.tokens[:1, :-1]
+  bad = zflow.undeclared_reads(ctx.model, ctx.tree, ctx.params, tokens)
+  if bad:
+    where, entries = bad[0]
+    more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+    return Check("forward", FAIL, f"{where} reads Z entries among {entries} its kind does not declare "
+                 f"(its outputs depend on them; reads="
+                 f"{list(registry.get(where.kind).reads)}){more}", CONTRACT_HINT)
+  opened = perturb(ctx.params, jax.random.fold_in(ctx.key, 11))
+  ratio, culprit = mixing.dependence(ctx.model, ctx.tree, opened, tokens, jax.random.fold_in(ctx.key, 12))
+  if not ratio >= cfg.min_input_dependence:
+    blame = f"; the dependence is cut by {culprit}" if culprit else ""
+    return Check("forward", FAIL, f"the logits do not depend on the tokens: relative change "
+                 f"{ratio:.1e} per relative change of the token embeddings (at least "
+                 f"{cfg.min_input_dependence:g} expected){blame}",
+                 "the block's output must depend on its input (keep a residual path or make the "
+                 "units' outputs functions of their inputs, not of positions or constants)")
+  lazy = mixing.mixing(ctx.model, ctx.tree, opened, tokens, jax.random.fold_in(ctx.key, 13),
+                       cfg.min_mixing)
+  if lazy:
+    where, r = lazy[0]
+    more = f" (+{len(lazy) - 1} more)" if len(lazy) > 1 else ""
+    return Check("forward", FAIL, f"{where} is registered as a sequence mixer but does not mix "
+                 f"positions: its output at the last position moves by {r:.1e} of its response to "
+                 f"its inputs at earlier positions (at least {cfg.min_mixing:g} expected){more}",
+                 "a sequence_mixer's output at t must depend on inputs at some s < t; register a "
+                 "position-wise unit as a channel_mixer or norm")
+  return None
 
 
 def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float) -> str:

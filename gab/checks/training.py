@@ -58,7 +58,7 @@ def training_run(ctx: Context) -> dict:
       stats.append(step_stats)
     stats = jax.device_get(stats)
     ctx.run = dict(
-        opt_state=initial_opt_state, losses=[float(s["loss"]) for s in stats],
+        params=params, opt_state=initial_opt_state, losses=[float(s["loss"]) for s in stats],
         grad_finite=stats[0]["grad_finite"],
         grad_nonzero=jax.tree.map(lambda *flags: bool(np.any(flags)),
                                   *[s["grad_nonzero"] for s in stats]))
