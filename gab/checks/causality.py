@@ -156,9 +156,6 @@ def consistency_test(ctx: Context, runs: dict) -> Check | None:
 
 def check_causality(ctx: Context) -> Check:
   ctx.causal_worst = 0.0
-  fail = replacement_test(ctx, ctx.params, "the initial parameters")
-  if fail:
-    return fail
   points = parameter_points(ctx)
   plan = ctx.structural_plan()
   runs = {}
@@ -173,6 +170,9 @@ def check_causality(ctx: Context) -> Check:
           return structural_failure(ctx, leak, length, batch, dtype, label)
         if i == 0 and dtype == jnp.float32:
           runs[(length, batch)] = np.asarray(logits)
+  fail = replacement_test(ctx, ctx.params, "the initial parameters")
+  if fail:
+    return fail
   if ctx.trained_params() is not None:
     fail = replacement_test(ctx, ctx.trained_params(), "the trained parameters")
     if fail:

@@ -173,7 +173,8 @@ def make_program(model: LM, tree: Unit, length: int, batch: int, probes: Probes,
   `Recorded` (filled when the program is traced)."""
   found: list[Recorded] = []
   d = model.d_model
-  t_K = jnp.asarray(probes.splits + [length] * len(probes.rows), jnp.int32)
+  t_K = jnp.asarray(probes.splits + [length] * len(probes.rows), jnp.int32)  # checked: <= t
+  from_K = jnp.asarray(probes.splits + [-1] * len(probes.rows), jnp.int32)  # tangent: > from
   r_K = jnp.asarray([-1] * len(probes.splits) + probes.rows, jnp.int32)
 
   def program(params, tokens_BxL, scale, key):
@@ -181,7 +182,7 @@ def make_program(model: LM, tree: Unit, length: int, batch: int, probes: Probes,
     noise_KxBxLxD = jax.random.normal(key, (len(t_K), batch, length, d), jnp.float32)
     pos = jnp.arange(length)[None, None, :, None]
     rows = jnp.arange(batch)[None, :, None, None]
-    future = pos > t_K[:, None, None, None]
+    future = pos > from_K[:, None, None, None]
     own_row = (rows == r_K[:, None, None, None]) | (r_K[:, None, None, None] < 0)
     tangents = jnp.where(future & own_row, noise_KxBxLxD, 0.0)
 

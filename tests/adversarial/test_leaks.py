@@ -1,0 +1,112 @@
+"""Adversarial designs, one per class of leak the checker must catch, each naming its culprit.
+
+Every design is the GPT seed with one unit swapped or added (so the checks before the one that must
+fail pass); the units are in `leaky_units`, registered for this module only.
+"""
+
+import leaky_units
+import pytest
+
+from gab import checker, seeds
+from gab.tree import Unit
+
+U = Unit.make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kinds():
+  leaky_units.register()
+  yield
+  leaky_units.unregister()
+
+
+def gpt_with_mixer(kind: str) -> Unit:
+  return seeds.seed("gpt").replace((0, 0, 1), U(kind))
+
+
+def assert_fails(report, name: str, *fragments: str):
+  """`name` is the one failed check, every check before it passed, the message has `fragments`."""
+  statuses = [(c.name, c.status) for c in report.checks]
+  assert [c.name for c in report.failed()] == [name], report.to_json()
+  assert all(s == "pass" for _, s in statuses[:-1]), statuses
+  failed = report.failed()[0]
+  for fragment in fragments:
+    assert fragment in failed.message, failed.message
+  assert failed.hint
+
+
+CULPRIT = "{} at [0, 0, 1] (block 0)"
+
+
+@pytest.mark.parametrize("kind, fragments", [
+    # beyond the probe's length: > 32 ahead, chunks of 48, causal only while L <= 32
+    ("LookAhead40", ["length 131"]),
+    ("NextChunk", ["length 131"]),
+    ("CausalWhileShort", ["length 37"]),
+    # shaped for the probe: causal only at [L + 1, L]
+    ("ProbeShaped", ["depend on the tokens after"]),
+    # across the batch: statistics over batch and time; the batch mean at the same position
+    ("BatchTimeNorm", ["depend on the tokens after"]),
+    ("BatchMeanNow", ["other sequences of the batch depend on sequence"]),
+    # dormant at initialisation: a zero-initialised gate
+    ("ZeroGateLeak", ["perturbed parameters"]),
+    # below any tolerance: 1e-8 x the next token's features
+    ("TinyLeak", ["a nonzero derivative"]),
+    # through a function with zero derivative: the replacement test
+    ("StopGradLeak", ["changed when only the tokens after"]),
+])
+def test_leaks_fail_causality_and_name_the_unit(kind, fragments):
+  assert_fails(checker.check(gpt_with_mixer(kind)), "causality", CULPRIT.format(kind), *fragments)
+
+
+def test_dependence_on_the_distance_to_the_end_fails_prefix_consistency():
+  assert_fails(checker.check(gpt_with_mixer("DistanceToEnd")), "causality",
+               "the logits of the first 37 tokens change when the sequence goes on to 131 tokens")
+
+
+def test_leak_that_fires_only_for_large_activations_fails_causality():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [U("Residual", [U("LargeActivationLeak")]), *gpt.children])
+  assert_fails(checker.check(tree), "causality", "LargeActivationLeak at [0, 0] (block 0)",
+               "embeddings x100")
+
+
+def test_time_major_z_entry_that_leaks_fails_causality_naming_its_writer():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [*gpt.children, U("Residual", [U("TimeMajorWriter")])])
+  assert_fails(checker.check(tree), "causality", "TimeMajorWriter at [2, 0] (block 0)",
+               "in the Z['tm'] it writes")
+
+
+def test_time_major_z_read_by_a_later_block_names_writer_and_reader():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [U("Residual", [U("TimeMajorWriter")]), gpt.children[0],
+                        U("Residual", [U("TimeMajorReader")]), gpt.children[1]])
+  assert_fails(checker.check(tree), "causality", "TimeMajorWriter at [0, 0] (block 0)",
+               "Z['tm']", "read by TimeMajorReader at [2, 0] (block 1)")
+
+
+def test_z_written_in_place_fails_forward_naming_the_writer():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [U("Residual", [U("InPlaceWriter")]), *gpt.children,
+                        U("Residual", [U("ItemsReader")])])
+  assert_fails(checker.check(tree), "forward", "InPlaceWriter at [0, 0]",
+               "mutates the Z it was given in place (entries ['hidden'])")
+
+
+def test_z_read_by_iterating_items_fails_forward_naming_the_reader():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [U("Residual", [U("HonestWriter")]), *gpt.children,
+                        U("Residual", [U("ItemsReader")])])
+  assert_fails(checker.check(tree), "forward", "ItemsReader at [3, 0] (block 0) reads Z entries "
+               "among ['memo'] its kind does not declare")
+
+
+def test_block_that_ignores_its_input_fails_forward():
+  assert_fails(checker.check(U("PositionBias")), "forward", "the logits do not depend on the tokens",
+               "PositionBias at [] (block 0)")
+
+
+def test_mixer_that_does_not_mix_fails_forward():
+  assert_fails(checker.check(gpt_with_mixer("PositionwiseMixer")), "forward",
+               CULPRIT.format("PositionwiseMixer"), "does not mix positions")
