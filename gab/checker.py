@@ -46,6 +46,7 @@ from gab.checks.budget import check_efficiency, check_parameter_budget
 from gab.checks.causality import check_causality
 from gab.checks.context import Context
 from gab.checks.structure import check_forward, check_format, check_init
+from gab.checks.timeout import run_with_timeout
 from gab.checks.training import check_differentiability, check_effectiveness, check_stability
 from gab.tree import DesignError, Unit, load_design
 
@@ -65,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
       prefix_rtol=1e-4,             # causality: a sequence alone / its prefix vs in the batch / whole
       min_input_dependence=1e-3,    # forward: relative logit change per relative embedding change
       min_mixing=1e-4,              # forward: a mixer's output at t vs inputs s < t, relative
+      timeout_s=300.0,              # wall-clock limit of each check (0: none)
       dtype="float32",              # compute dtype, unless the rung names one ("bfloat16")
       large_input_scale=100.0,      # stability: token embeddings multiplied by this
       train_steps=10, train_lr=3e-3,  # differentiability and effectiveness
@@ -106,7 +108,12 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None) -
   checks: list[Check] = []
   for name, fn in zip(NAMES, CHECKS):
     try:
-      checks.append(fn(ctx))
+      finished, result = run_with_timeout(lambda fn=fn: fn(ctx), cfg.timeout_s)
+      checks.append(result if finished else Check(
+          name, FAIL, f"the check did not finish within its timeout of {cfg.timeout_s:g} s "
+          f"(checker.timeout_s): the design hangs or is far too slow at the check scale",
+          "look for loops that never end (a while_loop whose condition stays true, Python loops "
+          "over traced values) or work that grows much faster than the sequence length"))
     except Exception as e:  # noqa: BLE001 - a design must never crash the loop that checks it
       checks.append(Check(name, FAIL, f"the check crashed: {one_line(e)}",
                           "if the design looks right, this is a checker bug: report it"))
@@ -143,7 +150,9 @@ def main(argv: list[str]) -> int:
     rung = ml_collections.ConfigDict(config.rungs[FLAGS.rung].to_dict())
     rung.seq_len = config.data.seq_len
   report = check(tree, cfg, rung)
-  print(report.to_json())
+  print(report.to_json(), flush=True)
+  if any("did not finish within its timeout" in c.message for c in report.checks):
+    os._exit(1)  # a computation that hangs cannot be joined: leave without waiting for it
   return 0 if report.passed else 1
 
 

@@ -110,3 +110,10 @@ def test_block_that_ignores_its_input_fails_forward():
 def test_mixer_that_does_not_mix_fails_forward():
   assert_fails(checker.check(gpt_with_mixer("PositionwiseMixer")), "forward",
                CULPRIT.format("PositionwiseMixer"), "does not mix positions")
+
+
+def test_design_that_hangs_is_stopped_by_the_timeout_and_fails_the_check():
+  cfg = checker.default_config()
+  cfg.timeout_s = 5.0
+  report = checker.check(gpt_with_mixer("Hang"), cfg)
+  assert_fails(report, "init", "did not finish within its timeout of 5 s")
