@@ -164,9 +164,11 @@ def check_causality(ctx: Context) -> Check:
       tokens = ctx.structural_tokens[:batch, :length]
       for i, (label, params, scale) in enumerate(points):
         key = jax.random.fold_in(ctx.key, 100 + i)
-        leak_KxN, logits = jax.device_get(program(params, tokens, scale, key))
-        leak = structural.first_leak(leak_KxN, found, probes)
-        if leak:
+        leak_K, logits = jax.device_get(program(params, tokens, scale, key, None))
+        if np.any(np.asarray(leak_K) > 0):
+          k = int(np.argmax(np.asarray(leak_K) > 0))
+          leak_1xN, _ = jax.device_get(program(params, tokens, scale, key, k))
+          leak = structural.first_leak(np.asarray(leak_1xN), found, probes, k)
           return structural_failure(ctx, leak, length, batch, dtype, label)
         if i == 0 and dtype == jnp.float32:
           runs[(length, batch)] = np.asarray(logits)

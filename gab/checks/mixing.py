@@ -1,14 +1,13 @@
 """Input dependence: the logits depend on the tokens, and every sequence mixer mixes positions.
 
-Both are measured by forward-mode derivatives, relative to the size of what they perturb, so a
-`bias[t] + 1e-30 x` block, or a "mixer" that is position-wise, cannot pass by a rounding error.
+Both are relative to the size of what they perturb, so a `bias[t] + 1e-30 x` block, or a "mixer"
+that is position-wise, cannot pass by a rounding error.
 
-- `dependence`: tangents on the token embeddings; the relative size of each unit call's output
-  tangent (|dy| / |y|) against its input's (|dx| / |x|). The logits must move by at least
-  `min_ratio` of the embeddings; when they do not, the first unit whose input moves and whose output
-  does not is the culprit.
-- `mixing`: a tangent on a sequence mixer's own input at positions < L - 1; its output at L - 1
-  must move by at least `min_ratio` of how much its outputs at positions < L - 1 move.
+- `dependence`: two token rows that differ; the relative change of the logits per relative change
+  of the embeddings must be at least `min_input_dependence`; when it is not, the first unit whose
+  input changes and whose output does not is the culprit.
+- `mixing`: the gradient of a sequence mixer's output at L - 1 w.r.t. its own input (reverse mode);
+  its largest entry at positions < L - 1 must be at least `min_ratio` of its largest overall.
 """
 
 from __future__ import annotations
@@ -50,32 +49,26 @@ def _units(tree, record, inject=None):
   return nn.intercept_methods(intercept)
 
 
-def dependence(model: LM, tree, params, tokens_BxL, key) -> tuple[float, Location | None]:
-  """(relative logit change per relative embedding change, the unit that cuts the dependence)."""
-  b, length = tokens_BxL.shape
+def dependence(model: LM, tree, params, tokens_2xL) -> tuple[float, Location | None]:
+  """(relative logit change per relative embedding change between two token rows that differ,
+  the first unit whose input changes and whose output does not)."""
   found: list[Location] = []
 
-  def f(delta):
+  def program(p):
     pairs = []
     found.clear()
 
     def record(where, spec, x, y):
       found.append(where)
       pairs.append((x, y))
-    with _units(tree, record), embedding_hook(delta, 1.0):
-      x0 = model.apply(params, tokens_BxL, method=lambda m, t: m.embed(t))
-      logits = model.apply(params, tokens_BxL)
-    return logits, x0, pairs
+    with _units(tree, record):
+      x0 = model.apply(p, tokens_2xL, method=lambda m, t: m.embed(t))
+      logits = model.apply(p, tokens_2xL)
+    rel = lambda v: _rel(v[1] - v[0], v[0])  # noqa: E731
+    per_unit = jnp.stack([jnp.stack([rel(x), rel(y)]) for x, y in pairs]) if pairs else jnp.zeros((0, 2))
+    return rel(logits) / jnp.maximum(rel(x0), 1e-30), per_unit
 
-  def program(key):
-    delta = jnp.zeros((b, length, model.d_model), jnp.float32)
-    tangent = jax.random.normal(key, delta.shape)
-    (logits, x0, pairs), (t_logits, t_x0, t_pairs) = jax.jvp(f, (delta,), (tangent,))
-    per_unit = jnp.stack([jnp.stack([_rel(tx, x), _rel(ty, y)])
-                          for (x, y), (tx, ty) in zip(pairs, t_pairs)]) if pairs else jnp.zeros((0, 2))
-    return _rel(t_logits, logits) / jnp.maximum(_rel(t_x0, x0), 1e-30), per_unit
-
-  ratio, per_unit = jax.device_get(jit(program)(key))
+  ratio, per_unit = jax.device_get(jit(program)(params))
   culprit = None
   for where, (rx, ry) in zip(found, per_unit):
     if rx > 1e-3 and ry < 1e-6 * max(rx, 1.0):
@@ -115,16 +108,16 @@ def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[t
         model.apply(p, tokens_BxL)
       return outs
     zeros = jnp.zeros((n, b, length, model.d_model), jnp.float32)
-    _, linear = jax.linearize(f, zeros)
+    outs, pull = jax.vjp(f, zeros)  # reverse mode: units with custom VJPs are covered too
     ratios = []
-    past = (jnp.arange(length) < length - 1)[None, :, None]
     for i in range(n):
-      noise = jax.random.normal(jax.random.fold_in(key, i), zeros.shape[1:]) * past
-      tangent = zeros.at[i].set(noise)
-      ty = linear(tangent)[i].astype(jnp.float32)
-      last = jnp.max(jnp.abs(ty[:, -1]))
-      rest = jnp.max(jnp.abs(ty[:, :-1]))
-      ratios.append(last / jnp.maximum(rest, 1e-30))
+      # d y_i[L - 1] / d x_i[s]: a mixer depends on some s < L - 1, a position-wise unit on none
+      cot = [jnp.zeros(o.shape, o.dtype).at[:, -1].set(
+                 jax.random.normal(jax.random.fold_in(key, i), o[:, -1].shape).astype(o.dtype))
+             if j == i else jnp.zeros(o.shape, o.dtype) for j, o in enumerate(outs)]
+      (g,) = pull(cot)
+      g = jnp.abs(g[i].astype(jnp.float32))
+      ratios.append(jnp.max(g[:, :-1]) / jnp.maximum(jnp.max(g), 1e-30))
     return jnp.stack(ratios)
 
   ratios = jax.device_get(jit(program)(params, key))

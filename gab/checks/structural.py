@@ -1,13 +1,13 @@
 """Exact structural tests of causality and batch independence, by forward-mode differentiation.
 
-The LM runs with a perturbation `delta` added to its token embeddings. Differentiating every
-recorded array (each unit's output, each Z entry a unit writes, the logits and the final Z) along a
-tangent placed only on the positions after t gives, at positions <= t, a sum of terms that are all
-exact zeros in a causal design: masked scores carry exact-zero weights, left-padded convolutions
+The LM runs with a perturbation `delta` added to its token embeddings. The gradient of
+every recorded array (each unit's output, each Z entry a unit writes, the logits and the final Z)
+at positions <= t (random cotangents), pulled back to the embeddings of the positions after t, is a
+sum of terms that are all exact zeros in a causal design: masked scores carry exact-zero weights, left-padded convolutions
 multiply exact zeros, and a sum of exact zeros is zero in any order. So the test needs no
 tolerance, reduction-order noise cannot flip it, and a leak of 1e-8 x a future token's features
-still shows (as a nonzero tangent). Likewise a tangent on one sequence of the batch must leave the
-other sequences' tangents exactly zero.
+still shows (as a nonzero gradient). Likewise the other sequences' outputs must have exactly zero
+gradient w.r.t. one sequence's embeddings. Reverse mode also covers units with custom VJPs.
 
 Arrays of any layout are covered: an axis whose size is the probe length is a length axis (the
 lengths are primes chosen to differ from the design's other dimensions), the first other axis of
@@ -131,20 +131,19 @@ def recorded_outputs(model: LM, tree: Unit, params, tokens_BxL, delta_BxLxD, sca
   return values
 
 
-def _checked_max(tan, rec: Recorded, t, row):
-  """max |tan| over the elements a causal, batch-independent design must leave at exactly zero:
-  every length index <= t, and (for row >= 0) batch index != row. Non-finite values are skipped."""
-  mask = jnp.ones(tan.shape, bool)
+def _checked_mask(shape, rec: Recorded, t, row):
+  """The elements a causal, batch-independent design must keep independent of the perturbed
+  inputs: every length index <= t, and (for row >= 0) batch index != row."""
+  mask = jnp.ones(shape, bool)
   for a in rec.length_axes:
-    mask &= jax.lax.broadcasted_iota(jnp.int32, tan.shape, a) <= t
+    mask &= jax.lax.broadcasted_iota(jnp.int32, shape, a) <= t
   if rec.batch_axis is not None:
-    mask &= (jax.lax.broadcasted_iota(jnp.int32, tan.shape, rec.batch_axis) != row) | (row < 0)
+    mask &= (jax.lax.broadcasted_iota(jnp.int32, shape, rec.batch_axis) != row) | (row < 0)
   else:
     mask &= row < 0
   if not rec.length_axes:
     mask &= row >= 0  # no positions: only the batch test applies
-  mag = jnp.abs(tan.astype(jnp.float32))
-  return jnp.max(jnp.where(mask & jnp.isfinite(mag), mag, 0.0), initial=0.0)
+  return mask
 
 
 @dataclasses.dataclass
@@ -169,37 +168,51 @@ def split_points(length: int, sizes: list[int], key: jax.Array, n_random: int, e
 
 
 def make_program(model: LM, tree: Unit, length: int, batch: int, probes: Probes, chunk: int = 0):
-  """`program(params, tokens, scale, key) -> (leak [K, n_arrays], primal logits)`, and the list of
-  `Recorded` (filled when the program is traced)."""
+  """`program(params, tokens, scale, key, per_array) -> (leak [K] or [1, n_arrays], primal logits)`
+  and the list of `Recorded` (filled when the program is traced).
+
+  Reverse mode (so units with custom VJPs are covered): for probe k, random cotangents on every
+  recorded array's checked elements (`_checked_mask`), pulled back to the embedding perturbation;
+  its gradient on the perturbed positions (after t; or row r) must be exactly zero. With
+  `per_array=k`, one pull-back per array for probe k tells which array leaks (run only to name the culprit).
+  """
   found: list[Recorded] = []
   d = model.d_model
   t_K = jnp.asarray(probes.splits + [length] * len(probes.rows), jnp.int32)  # checked: <= t
-  from_K = jnp.asarray(probes.splits + [-1] * len(probes.rows), jnp.int32)  # tangent: > from
+  from_K = jnp.asarray(probes.splits + [-1] * len(probes.rows), jnp.int32)  # perturbed: > from
   r_K = jnp.asarray([-1] * len(probes.splits) + probes.rows, jnp.int32)
 
-  def program(params, tokens_BxL, scale, key):
+  def program(params, tokens_BxL, scale, key, per_array):
     delta = jnp.zeros((batch, length, d), jnp.float32)
-    noise_KxBxLxD = jax.random.normal(key, (len(t_K), batch, length, d), jnp.float32)
-    pos = jnp.arange(length)[None, None, :, None]
-    rows = jnp.arange(batch)[None, :, None, None]
-    future = pos > from_K[:, None, None, None]
-    own_row = (rows == r_K[:, None, None, None]) | (r_K[:, None, None, None] < 0)
-    tangents = jnp.where(future & own_row, noise_KxBxLxD, 0.0)
+    pos = jnp.arange(length)[None, :, None]
+    rows = jnp.arange(batch)[:, None, None]
 
     def f(dl):
       found.clear()
       return recorded_outputs(model, tree, params, tokens_BxL, dl, scale, found)
 
-    primal, linear = jax.linearize(f, delta)
+    primal, pull = jax.vjp(f, delta)
 
-    def leaks(tan, t, r):
-      outs = linear(tan)
-      return jnp.stack([_checked_max(o, rec, t, r) for o, rec in zip(outs, found)])
+    def cotangents(t, r, only=None):
+      return [jnp.where(_checked_mask(o.shape, rec, t, r),
+                        jax.random.normal(jax.random.fold_in(key, n), o.shape), 0.0).astype(o.dtype)
+              if only is None or n == only else jnp.zeros(o.shape, o.dtype)
+              for n, (o, rec) in enumerate(zip(primal, found))]
 
-    leak_KxN = jax.lax.map(lambda a: leaks(*a), (tangents, t_K, r_K), batch_size=chunk or None)
-    return leak_KxN, primal[len(found) - 1 - _n_final(found)]
+    def leak(t, f_, r, only=None):
+      (g,) = pull(cotangents(t, r, only))
+      source = (pos > f_) & ((rows == r) | (r < 0))
+      mag = jnp.abs(g.astype(jnp.float32))
+      return jnp.max(jnp.where(source & jnp.isfinite(mag), mag, 0.0), initial=0.0)
 
-  return jit(program), found
+    logits = primal[len(found) - 1 - _n_final(found)]
+    if per_array is not None:  # probe k = per_array only, one pull-back per array: [1, N]
+      k = per_array
+      return jnp.stack([leak(t_K[k], from_K[k], r_K[k], n) for n in range(len(primal))])[None], logits
+    leaks = jax.lax.map(lambda a: leak(*a), (t_K, from_K, r_K), batch_size=chunk or None)
+    return leaks, logits
+
+  return jit(program, static_argnums=(4,)), found
 
 
 def _n_final(found: list[Recorded]) -> int:
@@ -212,13 +225,12 @@ def _n_final(found: list[Recorded]) -> int:
   return n
 
 
-def first_leak(leak_KxN: np.ndarray, found: list[Recorded], probes: Probes) -> dict[str, Any] | None:
-  """The first recorded array (in execution order) with a nonzero tangent where none may be."""
-  bad = np.asarray(leak_KxN) > 0
-  if not bad.any():
-    return None
-  n = int(np.argmax(bad.any(axis=0)))
-  k = int(np.argmax(bad[:, n]))
+def first_leak(leak_1xN: np.ndarray, found: list[Recorded], probes: Probes, k: int) -> dict[str, Any]:
+  """The first recorded array (in execution order) that leaks at probe k (the logits if the
+  per-array pull-backs, which sum to the total, round to zero one by one)."""
+  bad = np.asarray(leak_1xN)[0] > 0
+  logits_n = len(found) - 1 - _n_final(found)
+  n = int(np.argmax(bad)) if bad.any() else logits_n
   split = k < len(probes.splits)
   rec = found[n]
   readers = []
@@ -227,6 +239,5 @@ def first_leak(leak_KxN: np.ndarray, found: list[Recorded], probes: Probes) -> d
                                  if f.where is not None and f.key is None and rec.key in f.looked_up))
   return dict(recorded=rec, split=split, t=probes.splits[k] if split else None,
               row=None if split else probes.rows[k - len(probes.splits)],
-              magnitude=float(leak_KxN[k, n]), readers=readers,
-              logits_leak=any(bad[:, i].any() for i, f in enumerate(found)
-                              if f.where is None and f.key is None))
+              magnitude=float(np.asarray(leak_1xN)[0].max()), readers=readers,
+              logits_leak=bool(bad[logits_n]) or not bad.any())

@@ -136,7 +136,7 @@ def dataflow_failure(ctx: Context) -> Check | None:
                  f"(its outputs depend on them; reads="
                  f"{list(registry.get(where.kind).reads)}){more}", CONTRACT_HINT)
   opened = perturb(ctx.params, jax.random.fold_in(ctx.key, 11))
-  ratio, culprit = mixing.dependence(ctx.model, ctx.tree, opened, tokens, jax.random.fold_in(ctx.key, 12))
+  ratio, culprit = mixing.dependence(ctx.model, ctx.tree, opened, ctx.causal_tokens[:2])
   if not ratio >= cfg.min_input_dependence:
     blame = f"; the dependence is cut by {culprit}" if culprit else ""
     return Check("forward", FAIL, f"the logits do not depend on the tokens: relative change "

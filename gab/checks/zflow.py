@@ -2,8 +2,8 @@
 
 `TrackedZ` sees lookups (`z[k]`, `z.get`, `in`) but not a read through `z.items()`, `z.values()` or
 a copy. Here every floating Z entry a leaf unit is given but does not declare reading gets a
-perturbation of its own; the derivative of that unit's output (and of the Z entries it writes)
-along it must be exactly zero, whatever the route by which the unit reached the entry.
+perturbation of its own; the gradient of that unit's output (and of the Z entries it writes)
+w.r.t. it must be exactly zero, whatever the route by which the unit reached the entry.
 """
 
 from __future__ import annotations
@@ -70,19 +70,18 @@ def undeclared_reads(model: LM, tree, params, tokens_BxL) -> list[tuple]:
         model.apply(p, tokens_BxL)
       return outputs
     zeros = [{k: jnp.zeros(s.shape, jnp.float32) for k, s in t.items()} for t in templates]
-    _, linear = jax.linearize(f, zeros)
+    outs, pull = jax.vjp(f, zeros)  # reverse mode: units with custom VJPs are covered too
     leaks = []
     for i, t in enumerate(templates):
       if not t:
         leaks.append(jnp.zeros(()))
         continue
-      keys = jax.random.split(jax.random.fold_in(key, i), len(t))
-      tangent = [dict((k, jnp.zeros(s.shape)) for k, s in tt.items()) if j != i else
-                 {k: jax.random.normal(kk, s.shape) for kk, (k, s) in zip(keys, tt.items())}
-                 for j, tt in enumerate(templates)]
-      outs = linear(tangent)[i]
-      leaks.append(jnp.max(jnp.stack([jnp.max(jnp.where(jnp.isfinite(o), jnp.abs(o), 0.0)
-                                                      .astype(jnp.float32)) for o in outs])))
+      cot = [[jax.random.normal(jax.random.fold_in(key, 1000 * i + j), o.shape).astype(o.dtype)
+              if n == i else jnp.zeros(o.shape, o.dtype) for j, o in enumerate(call_outs)]
+             for n, call_outs in enumerate(outs)]
+      (g,) = pull(cot)
+      leaks.append(jnp.max(jnp.stack([jnp.max(jnp.where(jnp.isfinite(v), jnp.abs(v), 0.0))
+                                      for v in g[i].values()])))
     return jnp.stack(leaks)
 
   leaks = jax.device_get(jit(program)(params, jax.random.key(5)))

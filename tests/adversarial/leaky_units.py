@@ -182,17 +182,34 @@ class PositionwiseMixer(UnitModule):
     return self.dense(x.shape[-1], "proj", out=True)(jax.nn.silu(x)), z
 
 
+@jax.custom_vjp
+def _repeated_matmul(x, w):
+  def body(carry):
+    i, y = carry
+    return i + 1, y @ w.astype(y.dtype)
+  return jax.lax.while_loop(lambda c: c[0] < 400, body, (jnp.int32(0), x))[1]
+
+
+def _repeated_fwd(x, w):
+  return _repeated_matmul(x, w), (x, w)
+
+
+def _repeated_bwd(res, g):  # a cheap backward: as if the loop were one multiplication
+  x, w = res
+  gw = jnp.einsum("...i,...j->ij", x.astype(jnp.float32), g.astype(jnp.float32)).astype(w.dtype)
+  return (g @ w.T.astype(g.dtype), gw)
+
+
+_repeated_matmul.defvjp(_repeated_fwd, _repeated_bwd)
+
+
 class WhileLoopMatmuls(UnitModule):
-  """Multiplies by the same d x d matrix 24 times inside a while_loop (XLA counts the body once)."""
+  """Multiplies by the same d x d matrix 400 times inside a while_loop (XLA counts a loop body once;
+  a custom VJP makes it trainable)."""
   @nn.compact
   def __call__(self, x, z):
     w = self.param("w", nn.initializers.orthogonal(), (x.shape[-1], x.shape[-1]), jnp.float32)
-
-    def body(carry):
-      i, y = carry
-      return i + 1, y @ w.astype(y.dtype)
-    _, y = jax.lax.while_loop(lambda c: c[0] < 24, body, (jnp.int32(0), x))
-    return y, z
+    return _repeated_matmul(x, w), z
 
 
 class LongDepthwiseConv(UnitModule):

@@ -117,3 +117,20 @@ def test_design_that_hangs_is_stopped_by_the_timeout_and_fails_the_check():
   cfg.timeout_s = 5.0
   report = checker.check(gpt_with_mixer("Hang"), cfg)
   assert_fails(report, "init", "did not finish within its timeout of 5 s")
+
+
+def pre_norm_residual(kind: str) -> Unit:
+  return U("Residual", [U("Sequence", [U("RMSNorm"), U(kind)])])
+
+
+def test_cost_hidden_in_a_while_loop_fails_efficiency_naming_the_unit():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [*gpt.children, pre_norm_residual("WhileLoopMatmuls")])
+  report = checker.check(tree)
+  assert_fails(report, "efficiency", "step time", "WhileLoopMatmuls at [2, 0, 1] does")
+
+
+def test_long_causal_depthwise_conv_is_not_rejected_for_cost():
+  report = checker.check(gpt_with_mixer("LongDepthwiseConv"))
+  assert report.passed, report.summary()
+  assert report.sizing["flops_vs_gpt"] < 1.5
