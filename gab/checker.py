@@ -149,6 +149,8 @@ def main(argv: list[str]) -> int:
       return 2
     rung = ml_collections.ConfigDict(config.rungs[FLAGS.rung].to_dict())
     rung.seq_len = config.data.seq_len
+    if "train" in config and config.train.get("dtype"):
+      rung.dtype = config.train.dtype  # the compute dtype the design will train in
   report = check(tree, cfg, rung)
   print(report.to_json(), flush=True)
   if any("did not finish within its timeout" in c.message for c in report.checks):

@@ -115,12 +115,38 @@ def check_forward(ctx: Context) -> Check:
     return Check("forward", FAIL, f"forward pass produced NaN or Inf, first in {where}",
                  "look for divisions, exp or log without stabilisation")
   ctx.forward_out = (logits, z)
+  fail = compute_dtype_failure(ctx)
+  if fail:
+    return fail
   fail = dataflow_failure(ctx)
   if fail:
     return fail
   return Check("forward", PASS, f"logits float32{list(want)}, finite; every unit keeps its input's "
                f"shape and dtype and uses only the Z entries it declares; the logits depend on the "
                f"tokens and every sequence mixer mixes positions")
+
+
+def compute_dtype_failure(ctx: Context) -> Check | None:
+  """The forward pass in the rung's compute dtype (bfloat16 on the paper ladder) is finite too."""
+  dtype = ctx.compute_dtype()
+  if dtype == jnp.float32:
+    return None
+  model = ctx.model_in(dtype)
+
+  def forward(params, tokens):
+    with Probe(ctx.tree):
+      return model.apply(params, tokens)
+  try:
+    logits = jax.device_get(jit(forward)(ctx.params, ctx.causal_tokens))
+  except Exception as e:  # noqa: BLE001
+    return Check("forward", FAIL, f"forward pass in {dtype.name} failed: {error_text(e)}", CONTRACT_HINT)
+  if not np.all(np.isfinite(logits)):
+    where = first_nonfinite(ctx, ctx.causal_tokens, 1.0, dtype)
+    return Check("forward", FAIL, f"forward pass in {dtype.name} (the rung's compute dtype) produced "
+                 f"NaN or Inf, first in {where}; it is finite in float32",
+                 f"compute reductions, variances and exponentials in float32 (x.astype(jnp.float32)) "
+                 f"and cast back: {dtype.name} keeps only ~3 significant digits")
+  return None
 
 
 def dataflow_failure(ctx: Context) -> Check | None:
@@ -157,9 +183,10 @@ def dataflow_failure(ctx: Context) -> Check | None:
   return None
 
 
-def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float) -> str:
+def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float, dtype=None) -> str:
   """Where NaN/Inf first appears: the first unit call (children first) with a non-finite output."""
   found = []
+  model = ctx.model if dtype is None else ctx.model_in(dtype)
 
   def run(params, tokens, scale):
     values = []
@@ -173,7 +200,7 @@ def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float) ->
           values.append(bad.any(axis=(0, 2)))
 
     with Probe(ctx.tree, record), scale_embeddings(scale):
-      ctx.model.apply(params, tokens)
+      model.apply(params, tokens)
     return values
 
   values = jax.device_get(jit(run)(ctx.params, tokens_BxL, input_scale))

@@ -7,6 +7,8 @@ optimiser), the same step the efficiency check compiles at the rung's shapes and
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -92,6 +94,14 @@ def check_differentiability(ctx: Context) -> Check:
   if bad:
     return Check("differentiability", FAIL, f"gradient of {bad[0]} is NaN or Inf{_more(bad)}",
                  "stabilise the operations behind it (sqrt or log near 0, division, exp)")
+  step = compute_dtype_step(ctx)
+  if step is not None:
+    _, stats = step(run["initial_state"], ctx.tokens, 1.0)
+    bad = _failing(jax.device_get(stats["grad_finite"]), ctx.tree)
+    if bad:
+      return Check("differentiability", FAIL, f"gradient of {bad[0]} is NaN or Inf in "
+                   f"{ctx.compute_dtype().name} (the rung's compute dtype){_more(bad)}",
+                   "compute the operations behind it in float32 and cast back")
   dead = _failing(run["grad_nonzero"], ctx.tree)
   if dead:
     return Check("differentiability", FAIL, f"gradient of {dead[0]} is identically zero over "
@@ -101,13 +111,29 @@ def check_differentiability(ctx: Context) -> Check:
                f"within {ctx.cfg.train_steps} training steps")
 
 
+def compute_dtype_step(ctx: Context):
+  """The train step of the check-scale LM computing in the rung's compute dtype (None: float32)."""
+  dtype = ctx.compute_dtype()
+  if dtype == jnp.float32:
+    return None
+  if getattr(ctx, "compute_step", None) is None:
+    opt = optimizer(ctx.cfg.train_lr, ctx.cfg.train_steps)
+    ctx.compute_step = jit(make_train_step(ctx.model_in(dtype), opt, ctx.tree))
+  return ctx.compute_step
+
+
 def check_stability(ctx: Context) -> Check:
   length, scale = ctx.rung.seq_len, ctx.cfg.large_input_scale
   initial = training_run(ctx)["initial_state"]
-  for input_scale, label in ((1.0, f"at the full context length {length}"),
-                             (scale, f"at length {length} with embeddings scaled x{scale:g}")):
+  steps = [(ctx.train_step, None, "")]
+  if compute_dtype_step(ctx) is not None:
+    steps.append((compute_dtype_step(ctx), ctx.compute_dtype(), f" in {ctx.compute_dtype().name}"))
+  for (step, dtype, in_dtype), (input_scale, label) in itertools.product(steps, (
+      (1.0, f"at the full context length {length}"),
+      (scale, f"at length {length} with embeddings scaled x{scale:g}"))):
+    label += in_dtype
     try:
-      _, stats = ctx.train_step(initial, ctx.long_tokens, input_scale)
+      _, stats = step(initial, ctx.long_tokens, input_scale)
     except Exception as e:  # noqa: BLE001
       return Check("stability", FAIL, f"train step failed {label}: {error_text(e)}",
                    "make every unit work at any length up to the rung's context length")
@@ -117,7 +143,7 @@ def check_stability(ctx: Context) -> Check:
     hint = ("normalise before exponentials and divisions, bound decays and cumulative sums, and "
             "compute them in float32")
     if not np.isfinite(stats["loss"]):
-      where = first_nonfinite(ctx, ctx.long_tokens[:, :-1], input_scale)
+      where = first_nonfinite(ctx, ctx.long_tokens[:, :-1], input_scale, dtype)
       return Check("stability", FAIL, f"NaN or Inf {label}, first in {where}", hint)
     bad = _failing(stats["grad_finite"], ctx.tree)
     return Check("stability", FAIL, f"gradient of {bad[0]} is NaN or Inf {label}{_more(bad)}", hint)

@@ -8,6 +8,8 @@ import leaky_units
 import pytest
 
 from gab import checker, seeds
+from gab.checks.context import Context
+from gab.checks.structure import check_format, check_forward, check_init
 from gab.tree import Unit
 
 U = Unit.make
@@ -134,3 +136,13 @@ def test_long_causal_depthwise_conv_is_not_rejected_for_cost():
   report = checker.check(gpt_with_mixer("LongDepthwiseConv"))
   assert report.passed, report.summary()
   assert report.sizing["flops_vs_gpt"] < 1.5
+
+
+def test_unit_that_is_nan_only_in_bfloat16_fails_forward_in_the_compute_dtype():
+  cfg = checker.default_config()
+  cfg.dtype = "bfloat16"
+  tree = seeds.seed("gpt").replace((1, 0, 1), U("Bf16Variance"))
+  ctx = Context(tree, checker.default_config(), checker.resolve_rung(None, checker.default_config()))
+  assert [fn(ctx).status for fn in (check_format, check_init, check_forward)] == ["pass"] * 3
+  assert_fails(checker.check(tree, cfg), "forward", "forward pass in bfloat16",
+               "Bf16Variance at [1, 0, 1] (block 0)")
