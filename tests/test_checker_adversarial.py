@@ -210,9 +210,9 @@ def test_redundant_matmuls_fail_efficiency():
 
 def test_design_over_the_rung_memory_fails_efficiency():
   rung = ml_collections.ConfigDict(checker.default_config().rung.to_dict())
-  rung.memory_limit_gb = 0.005
+  rung.memory_limit_gb = 0.02  # over the check-scale step's ~9 MB (stability), under the rung's
   report = checker.check(seeds.seed("gpt"), rung=rung)
-  assert_fails_only(report, "efficiency", "over the rung's memory_limit_gb=0.005",
+  assert_fails_only(report, "efficiency", "over the rung's memory_limit_gb=0.02",
                     "Attention at [0, 0, 1] produces")
 
 

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
+from gab.checks import zrule
 from gab.checks.base import FAIL, PASS, Check, jit
 from gab.checks.context import Context
 from gab.checks.probe import Probe, by_unit, error_text, scale_embeddings, written
-from gab.model import LM, initial_z
+from gab.model import LM
 from gab.tree import Unit
 
 CONTRACT_HINT = ("every unit must return an array of its input's shape and dtype, and read or write "
@@ -18,27 +19,22 @@ CONTRACT_HINT = ("every unit must return an array of its input's shape and dtype
 
 
 def z_flow_errors(tree: Unit, n_blocks: int) -> list[str]:
-  """Z entries read before anything writes them, walking the units in execution order.
+  """Z entries read before anything writes them (the rule of `gab.checks.zrule`), as messages.
 
-  A pre-order walk is the execution order of every combinator (children run in order, Z threaded
-  through them). Blocks run one after another, and an entry written in block i stays readable in
-  block i + 1; the LM itself provides the entries of `gab.model.initial_z`.
+  Only the first block can break the rule (later blocks also see what earlier blocks wrote), so
+  `n_blocks` does not change the verdict; it is kept for callers.
   """
-  provided = sorted(initial_z(jnp.zeros((1, 1), jnp.int32)))
-  available = set(provided)
+  del n_blocks
+  provided = list(zrule.lm_provided())
   errors = []
-  for block in range(n_blocks):
-    for path, unit in tree.walk():
-      spec = registry.get(unit.kind)
-      for entry in spec.reads:
-        if entry not in available:
-          writers = [f"{u.kind} at {list(p)}" for p, u in tree.walk()
-                     if entry in registry.get(u.kind).writes]
-          why = (f"it is written only later, by {', '.join(writers)}" if writers
-                 else "no unit of the design writes it")
-          errors.append(f"{unit.kind} at {list(path)} (block {block}) reads Z[{entry!r}] before "
-                        f"anything writes it: {why}; the LM provides {provided}")
-      available.update(spec.writes)
+  for path, unit, missing in zrule.reads_before_writes(tree):
+    for entry in missing:
+      writers = [f"{u.kind} at {list(p)}" for p, u in tree.walk()
+                 if entry in registry.get(u.kind).writes]
+      why = (f"it is written only later, by {', '.join(writers)}" if writers
+             else "no unit of the design writes it")
+      errors.append(f"{unit.kind} at {list(path)} (block 0) reads Z[{entry!r}] before "
+                    f"anything writes it: {why}; the LM provides {provided}")
   return errors
 
 

@@ -122,18 +122,46 @@ def compute_dtype_step(ctx: Context):
   return ctx.compute_step
 
 
+def memory_failure(ctx: Context, compiled, where: str) -> Check | None:
+  """Fail before running a step whose ahead-of-time memory estimate is over the limit."""
+  from gab.checks.budget import memory_limit  # pylint: disable=g-import-not-at-top
+  limit, source = memory_limit(ctx)
+  m = compiled.memory_analysis()
+  if limit is None or m is None:
+    return None
+  need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+          - m.alias_size_in_bytes)
+  if need <= limit:
+    return None
+  return Check("stability", FAIL, f"the check-scale train step {where} would need {need / 1e9:.3g} "
+               f"GB, over {source} ({limit / 1e9:.3g} GB): not run",
+               "cut activation memory: avoid materialising [L, L] or per-head [d, d] tensors per "
+               "position, chunk long scans, shrink expansion factors")
+
+
 def check_stability(ctx: Context) -> Check:
   length, scale = ctx.rung.seq_len, ctx.cfg.large_input_scale
   initial = training_run(ctx)["initial_state"]
   steps = [(ctx.train_step, None, "")]
   if compute_dtype_step(ctx) is not None:
     steps.append((compute_dtype_step(ctx), ctx.compute_dtype(), f" in {ctx.compute_dtype().name}"))
+  compiled = {}
+  for step, _, in_dtype in steps:  # compiled ahead of time: the memory is known before it runs
+    try:
+      compiled[in_dtype] = step.lower(initial, ctx.long_tokens, jnp.float32(1.0)).compile()
+    except Exception as e:  # noqa: BLE001
+      return Check("stability", FAIL, f"train step failed to compile at the full context length "
+                   f"{length}{in_dtype}: {error_text(e)}",
+                   "make every unit work at any length up to the rung's context length")
+    fail = memory_failure(ctx, compiled[in_dtype], f"at length {length}{in_dtype}")
+    if fail:
+      return fail
   for (step, dtype, in_dtype), (input_scale, label) in itertools.product(steps, (
       (1.0, f"at the full context length {length}"),
       (scale, f"at length {length} with embeddings scaled x{scale:g}"))):
     label += in_dtype
     try:
-      _, stats = step(initial, ctx.long_tokens, input_scale)
+      _, stats = compiled[in_dtype](initial, ctx.long_tokens, jnp.float32(input_scale))
     except Exception as e:  # noqa: BLE001
       return Check("stability", FAIL, f"train step failed {label}: {error_text(e)}",
                    "make every unit work at any length up to the rung's context length")

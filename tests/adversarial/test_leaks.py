@@ -146,3 +146,10 @@ def test_unit_that_is_nan_only_in_bfloat16_fails_forward_in_the_compute_dtype():
   assert [fn(ctx).status for fn in (check_format, check_init, check_forward)] == ["pass"] * 3
   assert_fails(checker.check(tree, cfg), "forward", "forward pass in bfloat16",
                "Bf16Variance at [1, 0, 1] (block 0)")
+
+
+def test_memory_is_estimated_before_the_step_runs_at_the_rung_length():
+  rung = checker.default_config().rung
+  rung.memory_limit_gb = 0.0005
+  report = checker.check(seeds.seed("gpt"), rung=rung)
+  assert_fails(report, "stability", "would need", "over the rung's memory_limit_gb=0.0005", "not run")
