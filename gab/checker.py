@@ -5,19 +5,38 @@ the ones before it); a warning does not stop it. Every verdict names the unit to
 path, block) when there is one, and gives a hint for the repair.
 
   1. format             types (kinds, child roles, hyperparameter domains); every Z entry a unit
-                        reads is written before it, walking the units in execution order
+                        reads is written before it (the one rule of `gab.checks.zrule`)
   2. init               parameters initialise (float32, finite) at the check scale
-  3. forward            every unit returns its input's shape and dtype and uses only the Z entries
-                        its kind declares; logits float32 [batch, length, vocab], finite
-  4. causality          logits and Z at position t ignore every token after t (all t at once)
-  5. differentiability  every parameter gets a finite gradient, nonzero within a few steps
-  6. stability          loss and gradients finite at the rung's context length, and with the
-                        token embeddings scaled x`large_input_scale`
+  3. forward            every unit returns its input's shape and dtype, uses only the Z entries
+                        its kind declares (reads found by gradients, whatever the route: z.items(),
+                        copies) and never mutates the Z it is given; logits float32 [batch, length,
+                        vocab], finite, also in the compute dtype; the logits depend on the tokens
+                        and every sequence mixer mixes positions
+  4. causality          exact structural tests (`gab.checks.structural`): zero gradients of the
+                        logits, of every unit output and of every Z entry (any layout) at positions
+                        <= t w.r.t. the tokens after t, and of other sequences w.r.t. one sequence,
+                        at two prime lengths (one longer than the rung's context and than twice
+                        every declared chunk/window/kernel), two batch sizes, float32 and the
+                        compute dtype, at initial, perturbed, large-input and trained parameters;
+                        token replacement (non-differentiable leaks); a sequence equals itself run
+                        alone, and its prefix's outputs the prefix of its outputs
+  5. differentiability  every parameter gets a finite gradient (also in the compute dtype), nonzero
+                        within a few steps of the trainer's own train step
+  6. stability          the step compiled ahead of time at the rung's context length (failing if
+                        its memory is over the limit, before it runs), then loss and gradients
+                        finite there, and with token embeddings scaled x`large_input_scale`, in
+                        float32 and the compute dtype
   7. parameter_budget   a d_model/n_blocks within the rung's target_params +- size_tolerance
                         (`gab.sizing.fit`); the chosen sizing is `report.sizing`
-  8. efficiency         FLOPs and memory of the train step compiled ahead of time at the rung's
-                        shapes, relative to the GPT seed's; fits the memory limit
-  9. effectiveness      `train_steps` AdamW steps on a fixed batch lower the loss
+  8. efficiency         FLOPs (counted from the jaxpr: grouped convolutions per group, scan trip
+                        counts; a while_loop makes it time the step against GPT's) and memory of
+                        the train step compiled ahead of time at the rung's shapes, relative to the
+                        GPT seed's; fits the memory limit
+  9. effectiveness      `train_steps` steps of the trainer's step on a fixed batch lower the loss
+
+Each check runs under a wall-clock limit, `checker.timeout_s` (`gab.checks.timeout`): a design that
+hangs fails the check it hangs in. The compute dtype is the rung's `dtype`, else `checker.dtype`
+(bfloat16 in the paper ladder).
 
 `cfg` is the check scale (`default_config()`); `rung` is the rung a design will train at: a
 ConfigDict with d_model, n_blocks, target_params (0: the GPT seed's size at d_model/n_blocks),
