@@ -58,6 +58,7 @@ def in_gpt(unit: Unit) -> Unit:
   return seeds.seed("gpt").replace(path, unit)
 
 
+@pytest.mark.slow
 def test_sliding_window_longer_than_the_probe_passes():
   report = checker.check(in_gpt(U("SlidingWindowAttention", window=64)))
   assert report.passed, report.summary()

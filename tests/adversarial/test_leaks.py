@@ -1,5 +1,7 @@
 """Adversarial designs, one per class of leak the checker must catch, each naming its culprit.
 
+The default run keeps one design per class; the others are `slow` (each is a full check).
+
 Every design is the GPT seed with one unit swapped or added (so the checks before the one that must
 fail pass); the units are in `leaky_units`, registered for this module only.
 """
@@ -42,30 +44,32 @@ CULPRIT = "{} at [0, 0, 1] (block 0)"
 
 @pytest.mark.parametrize("kind, fragments", [
     # beyond the probe's length: > 32 ahead, chunks of 48, causal only while L <= 32
-    ("LookAhead40", ["length 131"]),
+    pytest.param("LookAhead40", ["length 131"], marks=pytest.mark.slow),
     ("NextChunk", ["length 131"]),
-    ("CausalWhileShort", ["length 37"]),
+    pytest.param("CausalWhileShort", ["length 37"], marks=pytest.mark.slow),
     # shaped for the probe: causal only at [L + 1, L]
     ("ProbeShaped", ["depend on the tokens after"]),
     # across the batch: statistics over batch and time; the batch mean at the same position
-    ("BatchTimeNorm", ["depend on the tokens after"]),
+    pytest.param("BatchTimeNorm", ["depend on the tokens after"], marks=pytest.mark.slow),
     ("BatchMeanNow", ["other sequences of the batch depend on sequence"]),
     # dormant at initialisation: a zero-initialised gate
     ("ZeroGateLeak", ["perturbed parameters"]),
     # below any tolerance: 1e-8 x the next token's features
     ("TinyLeak", ["a nonzero derivative"]),
     # through a function with zero derivative: the replacement test
-    ("StopGradLeak", ["changed when only the tokens after"]),
+    pytest.param("StopGradLeak", ["changed when only the tokens after"], marks=pytest.mark.slow),
 ])
 def test_leaks_fail_causality_and_name_the_unit(kind, fragments):
   assert_fails(checker.check(gpt_with_mixer(kind)), "causality", CULPRIT.format(kind), *fragments)
 
 
+@pytest.mark.slow
 def test_dependence_on_the_distance_to_the_end_fails_prefix_consistency():
   assert_fails(checker.check(gpt_with_mixer("DistanceToEnd")), "causality",
                "the logits of the first 37 tokens change when the sequence goes on to 131 tokens")
 
 
+@pytest.mark.slow
 def test_leak_that_fires_only_for_large_activations_fails_causality():
   gpt = seeds.seed("gpt")
   tree = U("Sequence", [U("Residual", [U("LargeActivationLeak")]), *gpt.children])
@@ -80,6 +84,7 @@ def test_time_major_z_entry_that_leaks_fails_causality_naming_its_writer():
                "in the Z['tm'] it writes")
 
 
+@pytest.mark.slow
 def test_time_major_z_read_by_a_later_block_names_writer_and_reader():
   gpt = seeds.seed("gpt")
   tree = U("Sequence", [U("Residual", [U("TimeMajorWriter")]), gpt.children[0],
@@ -96,6 +101,7 @@ def test_z_written_in_place_fails_forward_naming_the_writer():
                "mutates the Z it was given in place (entries ['hidden'])")
 
 
+@pytest.mark.slow
 def test_z_read_by_iterating_items_fails_forward_naming_the_reader():
   gpt = seeds.seed("gpt")
   tree = U("Sequence", [U("Residual", [U("HonestWriter")]), *gpt.children,
@@ -109,6 +115,7 @@ def test_block_that_ignores_its_input_fails_forward():
                "PositionBias at [] (block 0)")
 
 
+@pytest.mark.slow
 def test_mixer_that_does_not_mix_fails_forward():
   assert_fails(checker.check(gpt_with_mixer("PositionwiseMixer")), "forward",
                CULPRIT.format("PositionwiseMixer"), "does not mix positions")
@@ -125,6 +132,7 @@ def pre_norm_residual(kind: str) -> Unit:
   return U("Residual", [U("Sequence", [U("RMSNorm"), U(kind)])])
 
 
+@pytest.mark.slow
 def test_cost_hidden_in_a_while_loop_fails_efficiency_naming_the_unit():
   gpt = seeds.seed("gpt")
   tree = U("Sequence", [*gpt.children, pre_norm_residual("WhileLoopMatmuls")])
@@ -132,6 +140,7 @@ def test_cost_hidden_in_a_while_loop_fails_efficiency_naming_the_unit():
   assert_fails(report, "efficiency", "step time", "WhileLoopMatmuls at [2, 0, 1] does")
 
 
+@pytest.mark.slow
 def test_long_causal_depthwise_conv_is_not_rejected_for_cost():
   report = checker.check(gpt_with_mixer("LongDepthwiseConv"))
   assert report.passed, report.summary()
