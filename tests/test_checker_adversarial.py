@@ -128,7 +128,7 @@ KINDS = [
     KindSpec("FutureSummary", MIXER, FutureSummary, writes=("future",)),
     KindSpec("FutureReader", MIXER, FutureReader, reads=("future",)),
     KindSpec("OverflowAverage", MIXER, OverflowAverage, reads=("positions",)),
-    KindSpec("DeadParameter", MIXER, DeadParameter),
+    KindSpec("DeadParameter", CHANNEL, DeadParameter),  # position-wise: not a sequence mixer
     KindSpec("WideOutput", CHANNEL, WideOutput),
     KindSpec("RedundantMatmuls", CHANNEL, RedundantMatmuls),
 ]

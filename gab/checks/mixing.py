@@ -77,13 +77,21 @@ def dependence(model: LM, tree, params, tokens_2xL) -> tuple[float, Location | N
   return float(ratio), culprit
 
 
+def is_tested(spec) -> bool:
+  """Leaf sequence mixers, except those that write Z (they may mix into what they write) or read
+  Z entries other than the LM's (they may get mixed values from there)."""
+  from gab.checks.zrule import lm_provided  # pylint: disable=g-import-not-at-top
+  return (spec.role == registry.MIXER and spec.is_leaf and not spec.writes
+          and set(spec.reads) <= set(lm_provided()))
+
+
 def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[tuple[Location, float]]:
   """(unit, ratio) for each sequence-mixer call whose output at L - 1 barely depends on s < L - 1."""
   b, length = tokens_BxL.shape
   mixers: list[Location] = []
 
   def count(where, spec, x, y):
-    if spec.role == registry.MIXER and spec.is_leaf:
+    if is_tested(spec):
       mixers.append(where)
   jax.eval_shape(lambda p: _run(model, tree, p, tokens_BxL, count), params)
   if not mixers:
@@ -95,14 +103,14 @@ def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[t
       outs = []
 
       def inject(counter, where, spec, x):
-        if spec.role == registry.MIXER and spec.is_leaf:
+        if is_tested(spec):
           i = counter[0]
           counter[0] += 1
           return x + delta_NxBxLxD[i].astype(x.dtype)
         return x
 
       def record(where, spec, x, y):
-        if spec.role == registry.MIXER and spec.is_leaf:
+        if is_tested(spec):
           outs.append(y)
       with _units(tree, record, inject):
         model.apply(p, tokens_BxL)
@@ -110,14 +118,18 @@ def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[t
     zeros = jnp.zeros((n, b, length, model.d_model), jnp.float32)
     outs, pull = jax.vjp(f, zeros)  # reverse mode: units with custom VJPs are covered too
     ratios = []
-    for i in range(n):
-      # d y_i[L - 1] / d x_i[s]: a mixer depends on some s < L - 1, a position-wise unit on none
-      cot = [jnp.zeros(o.shape, o.dtype).at[:, -1].set(
-                 jax.random.normal(jax.random.fold_in(key, i), o[:, -1].shape).astype(o.dtype))
+    def grad_of(i, t):
+      cot = [jnp.zeros(o.shape, o.dtype).at[:, t].set(
+                 jax.random.normal(jax.random.fold_in(key, 2 * i + int(t != 0)), o[:, t].shape).astype(o.dtype))
              if j == i else jnp.zeros(o.shape, o.dtype) for j, o in enumerate(outs)]
       (g,) = pull(cot)
-      g = jnp.abs(g[i].astype(jnp.float32))
-      ratios.append(jnp.max(g[:, :-1]) / jnp.maximum(jnp.max(g), 1e-30))
+      return jnp.abs(g[i].astype(jnp.float32))
+    for i in range(n):
+      # d y_i[L - 1] / d x_i[s]: a mixer depends on some s < L - 1, a position-wise unit on none.
+      # A unit whose y[0] depends on later inputs mixes too (the wrong way: causality fails it).
+      last, first = grad_of(i, -1), grad_of(i, 0)
+      ratios.append(jnp.maximum(jnp.max(last[:, :-1]) / jnp.maximum(jnp.max(last), 1e-30),
+                                jnp.max(first[:, 1:]) / jnp.maximum(jnp.max(first), 1e-30)))
     return jnp.stack(ratios)
 
   ratios = jax.device_get(jit(program)(params, key))
