@@ -75,6 +75,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
     c.data.vocab = "spm"
     c.checker.min_d_model = 64
     c.train.dtype = "bfloat16"
+    c.checker.dtype = c.train.dtype  # the checker also checks numerics and causality in it
     c.train.save_every = 200
     c.evolution.n_proposals = 1000
     c.evolution.mode_probs = dict(scratch=0.05, mutation=0.75, crossover=0.20)

@@ -18,7 +18,7 @@ import numpy as np
 
 from evolution.canonical import canonical_id
 from gab import registry
-from gab.model import initial_z
+from gab.checks import zrule
 from gab.registry import MIXER, KindSpec, Slot
 from gab.tree import Path, Unit
 
@@ -91,7 +91,7 @@ def _count(rng: np.random.Generator, spec: KindSpec, n_max: int) -> int | None:
 @functools.cache
 def _lm_z() -> tuple[str, ...]:
   """The Z entries the LM gives every block."""
-  return tuple(initial_z(np.zeros((1, 1), np.int32)))
+  return zrule.lm_provided()
 
 
 def violations(tree: Unit, bounds: Bounds = Bounds()) -> list[str]:
@@ -105,12 +105,8 @@ def violations(tree: Unit, bounds: Bounds = Bounds()) -> list[str]:
     problems.append(f"depth {tree.depth()} > max_depth {bounds.max_depth}")
   if not _n_mixers(tree):
     problems.append("no sequence mixer")
-  available = list(_lm_z())
-  for path, unit in tree.walk():  # pre-order is execution order: children run in index order
-    missing = [name for name in _spec(unit).reads if name not in available]
-    if missing:
-      problems.append(f"{unit.kind} {_where(path)} reads Z {missing} before anything writes it")
-    available.extend(_spec(unit).writes)
+  for path, unit, missing in zrule.reads_before_writes(tree):  # the checker's rule, shared
+    problems.append(f"{unit.kind} {_where(path)} reads Z {missing} before anything writes it")
   return problems
 
 

@@ -5,19 +5,38 @@ the ones before it); a warning does not stop it. Every verdict names the unit to
 path, block) when there is one, and gives a hint for the repair.
 
   1. format             types (kinds, child roles, hyperparameter domains); every Z entry a unit
-                        reads is written before it, walking the units in execution order
+                        reads is written before it (the one rule of `gab.checks.zrule`)
   2. init               parameters initialise (float32, finite) at the check scale
-  3. forward            every unit returns its input's shape and dtype and uses only the Z entries
-                        its kind declares; logits float32 [batch, length, vocab], finite
-  4. causality          logits and Z at position t ignore every token after t (all t at once)
-  5. differentiability  every parameter gets a finite gradient, nonzero within a few steps
-  6. stability          loss and gradients finite at the rung's context length, and with the
-                        token embeddings scaled x`large_input_scale`
+  3. forward            every unit returns its input's shape and dtype, uses only the Z entries
+                        its kind declares (reads found by gradients, whatever the route: z.items(),
+                        copies) and never mutates the Z it is given; logits float32 [batch, length,
+                        vocab], finite, also in the compute dtype; the logits depend on the tokens
+                        and every sequence mixer mixes positions
+  4. causality          exact structural tests (`gab.checks.structural`): zero gradients of the
+                        logits, of every unit output and of every Z entry (any layout) at positions
+                        <= t w.r.t. the tokens after t, and of other sequences w.r.t. one sequence,
+                        at two prime lengths (one longer than the rung's context and than twice
+                        every declared chunk/window/kernel), two batch sizes, float32 and the
+                        compute dtype, at initial, perturbed, large-input and trained parameters;
+                        token replacement (non-differentiable leaks); a sequence equals itself run
+                        alone, and its prefix's outputs the prefix of its outputs
+  5. differentiability  every parameter gets a finite gradient (also in the compute dtype), nonzero
+                        within a few steps of the trainer's own train step
+  6. stability          the step compiled ahead of time at the rung's context length (failing if
+                        its memory is over the limit, before it runs), then loss and gradients
+                        finite there, and with token embeddings scaled x`large_input_scale`, in
+                        float32 and the compute dtype
   7. parameter_budget   a d_model/n_blocks within the rung's target_params +- size_tolerance
                         (`gab.sizing.fit`); the chosen sizing is `report.sizing`
-  8. efficiency         FLOPs and memory of the train step compiled ahead of time at the rung's
-                        shapes, relative to the GPT seed's; fits the memory limit
-  9. effectiveness      `train_steps` AdamW steps on a fixed batch lower the loss
+  8. efficiency         FLOPs (counted from the jaxpr: grouped convolutions per group, scan trip
+                        counts; a while_loop makes it time the step against GPT's) and memory of
+                        the train step compiled ahead of time at the rung's shapes, relative to the
+                        GPT seed's; fits the memory limit
+  9. effectiveness      `train_steps` steps of the trainer's step on a fixed batch lower the loss
+
+Each check runs under a wall-clock limit, `checker.timeout_s` (`gab.checks.timeout`): a design that
+hangs fails the check it hangs in. The compute dtype is the rung's `dtype`, else `checker.dtype`
+(bfloat16 in the paper ladder).
 
 `cfg` is the check scale (`default_config()`); `rung` is the rung a design will train at: a
 ConfigDict with d_model, n_blocks, target_params (0: the GPT seed's size at d_model/n_blocks),
@@ -46,6 +65,7 @@ from gab.checks.budget import check_efficiency, check_parameter_budget
 from gab.checks.causality import check_causality
 from gab.checks.context import Context
 from gab.checks.structure import check_forward, check_format, check_init
+from gab.checks.timeout import run_with_timeout
 from gab.checks.training import check_differentiability, check_effectiveness, check_stability
 from gab.tree import DesignError, Unit, load_design
 
@@ -62,6 +82,11 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       d_model=64, n_blocks=2, vocab_size=259, seq_len=32, batch=2, seed=0,
       causal_rtol=1e-5,             # see gab.checks.causality
+      prefix_rtol=1e-4,             # causality: a sequence alone / its prefix vs in the batch / whole
+      min_input_dependence=1e-3,    # forward: relative logit change per relative embedding change
+      min_mixing=1e-4,              # forward: a mixer's output at t vs inputs s < t, relative
+      timeout_s=300.0,              # wall-clock limit of each check (0: none)
+      dtype="float32",              # compute dtype, unless the rung names one ("bfloat16")
       large_input_scale=100.0,      # stability: token embeddings multiplied by this
       train_steps=10, train_lr=3e-3,  # differentiability and effectiveness
       size_tolerance=0.2, min_d_model=64, d_model_multiple=32,  # parameter_budget
@@ -102,7 +127,12 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None) -
   checks: list[Check] = []
   for name, fn in zip(NAMES, CHECKS):
     try:
-      checks.append(fn(ctx))
+      finished, result = run_with_timeout(lambda fn=fn: fn(ctx), cfg.timeout_s)
+      checks.append(result if finished else Check(
+          name, FAIL, f"the check did not finish within its timeout of {cfg.timeout_s:g} s "
+          f"(checker.timeout_s): the design hangs or is far too slow at the check scale",
+          "look for loops that never end (a while_loop whose condition stays true, Python loops "
+          "over traced values) or work that grows much faster than the sequence length"))
     except Exception as e:  # noqa: BLE001 - a design must never crash the loop that checks it
       checks.append(Check(name, FAIL, f"the check crashed: {one_line(e)}",
                           "if the design looks right, this is a checker bug: report it"))
@@ -138,8 +168,12 @@ def main(argv: list[str]) -> int:
       return 2
     rung = ml_collections.ConfigDict(config.rungs[FLAGS.rung].to_dict())
     rung.seq_len = config.data.seq_len
+    if "train" in config and config.train.get("dtype"):
+      rung.dtype = config.train.dtype  # the compute dtype the design will train in
   report = check(tree, cfg, rung)
-  print(report.to_json())
+  print(report.to_json(), flush=True)
+  if any("did not finish within its timeout" in c.message for c in report.checks):
+    os._exit(1)  # a computation that hangs cannot be joined: leave without waiting for it
   return 0 if report.passed else 1
 
 

@@ -128,7 +128,7 @@ KINDS = [
     KindSpec("FutureSummary", MIXER, FutureSummary, writes=("future",)),
     KindSpec("FutureReader", MIXER, FutureReader, reads=("future",)),
     KindSpec("OverflowAverage", MIXER, OverflowAverage, reads=("positions",)),
-    KindSpec("DeadParameter", MIXER, DeadParameter),
+    KindSpec("DeadParameter", CHANNEL, DeadParameter),  # position-wise: not a sequence mixer
     KindSpec("WideOutput", CHANNEL, WideOutput),
     KindSpec("RedundantMatmuls", CHANNEL, RedundantMatmuls),
 ]
@@ -169,7 +169,7 @@ def assert_fails_only(report, name: str, *fragments: str):
     ("ReverseCumsum", "ReverseCumsum at [0, 0, 1] (block 0)"),
 ])
 def test_leaky_mixers_fail_causality(kind, where):
-  assert_fails_only(checker.check(gpt_with_mixer(kind)), "causality", where, "tolerance 1e-05")
+  assert_fails_only(checker.check(gpt_with_mixer(kind)), "causality", where)
 
 
 def test_future_read_through_z_from_an_earlier_block_fails_causality():
@@ -210,9 +210,9 @@ def test_redundant_matmuls_fail_efficiency():
 
 def test_design_over_the_rung_memory_fails_efficiency():
   rung = ml_collections.ConfigDict(checker.default_config().rung.to_dict())
-  rung.memory_limit_gb = 0.005
+  rung.memory_limit_gb = 0.02  # over the check-scale step's ~9 MB (stability), under the rung's
   report = checker.check(seeds.seed("gpt"), rung=rung)
-  assert_fails_only(report, "efficiency", "over the rung's memory_limit_gb=0.005",
+  assert_fails_only(report, "efficiency", "over the rung's memory_limit_gb=0.02",
                     "Attention at [0, 0, 1] produces")
 
 

@@ -73,8 +73,12 @@ def token_nll(model: LM, params, tokens_BxL1):
   return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
 
 
-def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1):
-  """`step(state, tokens_BxL1) -> (state, metrics)`; B splits into `grad_accum` micro-batches."""
+def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1,
+                    grad_stats: bool = False):
+  """`step(state, tokens_BxL1) -> (state, metrics)`; B splits into `grad_accum` micro-batches.
+
+  With `grad_stats`, metrics also hold per parameter array whether its gradient is finite
+  ("grad_finite") and nonzero ("grad_nonzero"): the checker trains through this same step."""
   grad_fn = jax.value_and_grad(lambda p, t: token_nll(model, p, t).mean())
 
   def train_step(state: TrainState, tokens_BxL1):
@@ -93,6 +97,9 @@ def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_acc
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     out = {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
+    if grad_stats:
+      out["grad_finite"] = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+      out["grad_nonzero"] = jax.tree.map(lambda g: jnp.any(g != 0), grads)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
   return train_step
 

@@ -186,12 +186,23 @@ class Probe:
       return next_fun(*args, **kwargs)
     where = self._where(module)
     x, z_in = args[0], TrackedZ(args[1])
+    snapshot = dict(z_in)
     try:
       out = next_fun(x, z_in, *args[2:], **kwargs)
     except UnitError:
       raise
     except Exception as e:  # noqa: BLE001 - tag it with the unit, whatever it is
       raise UnitError(where, e) from e
+    mutated = sorted(k for k in set(snapshot) | set(dict.keys(z_in))
+                     if k not in snapshot or not dict.__contains__(z_in, k)
+                     or dict.__getitem__(z_in, k) is not snapshot[k])
+    if mutated:  # the writes count as writes (below), from the Z as it was passed in
+      self.violations.append((where, f"mutates the Z it was given in place (entries {mutated}); "
+                                     f"return a new dict instead"))
+      if isinstance(out, tuple) and len(out) == 2 and out[1] is z_in:
+        out = (out[0], dict(z_in))
+      dict.clear(z_in)
+      dict.update(z_in, snapshot)
     y, z_out = self._check(where, module.unit, x, z_in, out)
     if self.record is not None:
       self.record(where, x, y, z_in, z_out)

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
+from gab.checks import zrule
 from gab.checks.base import FAIL, PASS, Check, jit
 from gab.checks.context import Context
 from gab.checks.probe import Probe, by_unit, error_text, scale_embeddings, written
-from gab.model import LM, initial_z
+from gab.model import LM
 from gab.tree import Unit
 
 CONTRACT_HINT = ("every unit must return an array of its input's shape and dtype, and read or write "
@@ -18,27 +19,22 @@ CONTRACT_HINT = ("every unit must return an array of its input's shape and dtype
 
 
 def z_flow_errors(tree: Unit, n_blocks: int) -> list[str]:
-  """Z entries read before anything writes them, walking the units in execution order.
+  """Z entries read before anything writes them (the rule of `gab.checks.zrule`), as messages.
 
-  A pre-order walk is the execution order of every combinator (children run in order, Z threaded
-  through them). Blocks run one after another, and an entry written in block i stays readable in
-  block i + 1; the LM itself provides the entries of `gab.model.initial_z`.
+  Only the first block can break the rule (later blocks also see what earlier blocks wrote), so
+  `n_blocks` does not change the verdict; it is kept for callers.
   """
-  provided = sorted(initial_z(jnp.zeros((1, 1), jnp.int32)))
-  available = set(provided)
+  del n_blocks
+  provided = list(zrule.lm_provided())
   errors = []
-  for block in range(n_blocks):
-    for path, unit in tree.walk():
-      spec = registry.get(unit.kind)
-      for entry in spec.reads:
-        if entry not in available:
-          writers = [f"{u.kind} at {list(p)}" for p, u in tree.walk()
-                     if entry in registry.get(u.kind).writes]
-          why = (f"it is written only later, by {', '.join(writers)}" if writers
-                 else "no unit of the design writes it")
-          errors.append(f"{unit.kind} at {list(path)} (block {block}) reads Z[{entry!r}] before "
-                        f"anything writes it: {why}; the LM provides {provided}")
-      available.update(spec.writes)
+  for path, unit, missing in zrule.reads_before_writes(tree):
+    for entry in missing:
+      writers = [f"{u.kind} at {list(p)}" for p, u in tree.walk()
+                 if entry in registry.get(u.kind).writes]
+      why = (f"it is written only later, by {', '.join(writers)}" if writers
+             else "no unit of the design writes it")
+      errors.append(f"{unit.kind} at {list(path)} (block 0) reads Z[{entry!r}] before "
+                    f"anything writes it: {why}; the LM provides {provided}")
   return errors
 
 
@@ -96,8 +92,9 @@ def check_forward(ctx: Context) -> Check:
     with probe:
       return ctx.model.apply(params, tokens, method=LM.with_z)
 
+  ctx.forward_fn = jit(forward)
   try:
-    logits, z = jit(forward)(ctx.params, ctx.causal_tokens)
+    logits, z = ctx.forward_fn(ctx.params, ctx.causal_tokens)
   except Exception as e:  # noqa: BLE001
     return Check("forward", FAIL, f"forward pass failed: {error_text(e)}", CONTRACT_HINT)
   if probe.violations:
@@ -114,13 +111,78 @@ def check_forward(ctx: Context) -> Check:
     return Check("forward", FAIL, f"forward pass produced NaN or Inf, first in {where}",
                  "look for divisions, exp or log without stabilisation")
   ctx.forward_out = (logits, z)
+  fail = compute_dtype_failure(ctx)
+  if fail:
+    return fail
+  fail = dataflow_failure(ctx)
+  if fail:
+    return fail
   return Check("forward", PASS, f"logits float32{list(want)}, finite; every unit keeps its input's "
-               f"shape and dtype and uses only the Z entries it declares")
+               f"shape and dtype and uses only the Z entries it declares; the logits depend on the "
+               f"tokens and every sequence mixer mixes positions")
 
 
-def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float) -> str:
+def compute_dtype_failure(ctx: Context) -> Check | None:
+  """The forward pass in the rung's compute dtype (bfloat16 on the paper ladder) is finite too."""
+  dtype = ctx.compute_dtype()
+  if dtype == jnp.float32:
+    return None
+  model = ctx.model_in(dtype)
+
+  def forward(params, tokens):
+    with Probe(ctx.tree):
+      return model.apply(params, tokens)
+  try:
+    logits = jax.device_get(jit(forward)(ctx.params, ctx.causal_tokens))
+  except Exception as e:  # noqa: BLE001
+    return Check("forward", FAIL, f"forward pass in {dtype.name} failed: {error_text(e)}", CONTRACT_HINT)
+  if not np.all(np.isfinite(logits)):
+    where = first_nonfinite(ctx, ctx.causal_tokens, 1.0, dtype)
+    return Check("forward", FAIL, f"forward pass in {dtype.name} (the rung's compute dtype) produced "
+                 f"NaN or Inf, first in {where}; it is finite in float32",
+                 f"compute reductions, variances and exponentials in float32 (x.astype(jnp.float32)) "
+                 f"and cast back: {dtype.name} keeps only ~3 significant digits")
+  return None
+
+
+def dataflow_failure(ctx: Context) -> Check | None:
+  """Undeclared Z reads (by any route), logits that ignore the tokens, mixers that do not mix."""
+  from gab.checks import mixing, zflow  # pylint: disable=g-import-not-at-top
+  from gab.checks.structural import perturb  # pylint: disable=g-import-not-at-top
+  cfg, tokens = ctx.cfg, ctx.tokens[:1, :-1]
+  bad = zflow.undeclared_reads(ctx.model, ctx.tree, ctx.params, tokens)
+  if bad:
+    where, entries = bad[0]
+    more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+    return Check("forward", FAIL, f"{where} reads Z entries among {entries} its kind does not declare "
+                 f"(its outputs depend on them; reads="
+                 f"{list(registry.get(where.kind).reads)}){more}", CONTRACT_HINT)
+  opened = perturb(ctx.params, jax.random.fold_in(ctx.key, 11))
+  ratio, culprit = mixing.dependence(ctx.model, ctx.tree, opened, ctx.causal_tokens[:2])
+  if not ratio >= cfg.min_input_dependence:
+    blame = f"; the dependence is cut by {culprit}" if culprit else ""
+    return Check("forward", FAIL, f"the logits do not depend on the tokens: relative change "
+                 f"{ratio:.1e} per relative change of the token embeddings (at least "
+                 f"{cfg.min_input_dependence:g} expected){blame}",
+                 "the block's output must depend on its input (keep a residual path or make the "
+                 "units' outputs functions of their inputs, not of positions or constants)")
+  lazy = mixing.mixing(ctx.model, ctx.tree, opened, tokens, jax.random.fold_in(ctx.key, 13),
+                       cfg.min_mixing)
+  if lazy:
+    where, r = lazy[0]
+    more = f" (+{len(lazy) - 1} more)" if len(lazy) > 1 else ""
+    return Check("forward", FAIL, f"{where} is registered as a sequence mixer but does not mix "
+                 f"positions: its output at the last position moves by {r:.1e} of its response to "
+                 f"its inputs at earlier positions (at least {cfg.min_mixing:g} expected){more}",
+                 "a sequence_mixer's output at t must depend on inputs at some s < t; register a "
+                 "position-wise unit as a channel_mixer or norm")
+  return None
+
+
+def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float, dtype=None) -> str:
   """Where NaN/Inf first appears: the first unit call (children first) with a non-finite output."""
   found = []
+  model = ctx.model if dtype is None else ctx.model_in(dtype)
 
   def run(params, tokens, scale):
     values = []
@@ -134,7 +196,7 @@ def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float) ->
           values.append(bad.any(axis=(0, 2)))
 
     with Probe(ctx.tree, record), scale_embeddings(scale):
-      ctx.model.apply(params, tokens)
+      model.apply(params, tokens)
     return values
 
   values = jax.device_get(jit(run)(ctx.params, tokens_BxL, input_scale))

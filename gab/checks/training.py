@@ -1,14 +1,17 @@
 """Checks 5, 6 and 9: gradients reach every parameter, nothing overflows, and a few steps learn.
 
-All three use one train step (`make_train_step`: value_and_grad of the next-token loss, then an
-AdamW update), the same step the efficiency check compiles at the rung's shapes. It takes an
+All three use the trainer's own train step (`train.trainer.make_train_step`, its loss and its
+optimiser), the same step the efficiency check compiles at the rung's shapes and the verifier runs. It takes an
 `input_scale` that multiplies the token embeddings, for the large-input probe.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -20,45 +23,51 @@ from gab.model import LM
 from gab.tree import Unit
 
 
-def optimizer(learning_rate: float) -> optax.GradientTransformation:
-  return optax.adamw(learning_rate, b1=0.9, b2=0.95, weight_decay=0.1)
+def optimizer(learning_rate: float, steps: int = 10) -> optax.GradientTransformation:
+  """The trainer's optimiser (`train.trainer.make_optimizer`: clipping, AdamW with weight decay on
+  matrices) at a constant learning rate after a one-step warm-up."""
+  from train import trainer  # pylint: disable=g-import-not-at-top
+  rung = ml_collections.ConfigDict(dict(lr=learning_rate, warmup_frac=0.0, min_lr_ratio=1.0,
+                                        grad_clip=1.0, weight_decay=0.1))
+  return trainer.make_optimizer(rung, steps)
 
 
 def make_train_step(model: LM, opt: optax.GradientTransformation, tree: Unit):
-  """`step(params, opt_state, tokens_BxL1, input_scale) -> (params, opt_state, stats)`.
+  """`step(state, tokens_BxL1, input_scale) -> (state, metrics)`: the trainer's own train step
+  (`train.trainer.make_train_step`, loss `token_nll`), traced with the embeddings scaled by
+  `input_scale` (the large-input probe) and the units instrumented (errors name the unit).
 
-  stats: the loss, and per parameter array whether its gradient is finite and whether it is nonzero.
+  metrics: the loss, the gradient norm, and per parameter array whether its gradient is finite and
+  whether it is nonzero.
   """
-  def loss_fn(params, tokens_BxL1, input_scale):
+  from train import trainer  # pylint: disable=g-import-not-at-top
+  inner = trainer.make_train_step(model, opt, grad_stats=True)
+
+  def step(state, tokens_BxL1, input_scale):
     with Probe(tree), scale_embeddings(input_scale):
-      logits_BxLxV = model.apply(params, tokens_BxL1[:, :-1])
-    logp = jax.nn.log_softmax(logits_BxLxV, axis=-1)
-    return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1).mean()
-
-  def step(params, opt_state, tokens_BxL1, input_scale):
-    loss, grads = jax.value_and_grad(loss_fn)(params, tokens_BxL1, input_scale)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    stats = {"loss": loss,
-             "grad_finite": jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads),
-             "grad_nonzero": jax.tree.map(lambda g: jnp.any(g != 0), grads)}
-    return optax.apply_updates(params, updates), opt_state, stats
-
+      return inner(state, tokens_BxL1)
   return step
 
 
+def initial_state(params, opt: optax.GradientTransformation):
+  from train import trainer  # pylint: disable=g-import-not-at-top
+  return trainer.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
+                            jax.random.key_data(jax.random.key(0)))
+
+
 def training_run(ctx: Context) -> dict:
-  """`train_steps` AdamW steps on the fixed batch, run once and shared by the checks."""
+  """`train_steps` steps on the fixed batch, run once and shared by the checks."""
   if ctx.run is None:
-    opt = optimizer(ctx.cfg.train_lr)
+    opt = optimizer(ctx.cfg.train_lr, ctx.cfg.train_steps)
     ctx.train_step = jit(make_train_step(ctx.model, opt, ctx.tree))
-    params, opt_state = ctx.params, opt.init(ctx.params)
-    initial_opt_state, stats = opt_state, []
+    state = initial = initial_state(ctx.params, opt)
+    stats = []
     for _ in range(ctx.cfg.train_steps):
-      params, opt_state, step_stats = ctx.train_step(params, opt_state, ctx.tokens, 1.0)
+      state, step_stats = ctx.train_step(state, ctx.tokens, 1.0)
       stats.append(step_stats)
     stats = jax.device_get(stats)
     ctx.run = dict(
-        opt_state=initial_opt_state, losses=[float(s["loss"]) for s in stats],
+        params=state.params, initial_state=initial, losses=[float(s["loss"]) for s in stats],
         grad_finite=stats[0]["grad_finite"],
         grad_nonzero=jax.tree.map(lambda *flags: bool(np.any(flags)),
                                   *[s["grad_nonzero"] for s in stats]))
@@ -85,6 +94,14 @@ def check_differentiability(ctx: Context) -> Check:
   if bad:
     return Check("differentiability", FAIL, f"gradient of {bad[0]} is NaN or Inf{_more(bad)}",
                  "stabilise the operations behind it (sqrt or log near 0, division, exp)")
+  step = compute_dtype_step(ctx)
+  if step is not None:
+    _, stats = step(run["initial_state"], ctx.tokens, 1.0)
+    bad = _failing(jax.device_get(stats["grad_finite"]), ctx.tree)
+    if bad:
+      return Check("differentiability", FAIL, f"gradient of {bad[0]} is NaN or Inf in "
+                   f"{ctx.compute_dtype().name} (the rung's compute dtype){_more(bad)}",
+                   "compute the operations behind it in float32 and cast back")
   dead = _failing(run["grad_nonzero"], ctx.tree)
   if dead:
     return Check("differentiability", FAIL, f"gradient of {dead[0]} is identically zero over "
@@ -94,13 +111,57 @@ def check_differentiability(ctx: Context) -> Check:
                f"within {ctx.cfg.train_steps} training steps")
 
 
+def compute_dtype_step(ctx: Context):
+  """The train step of the check-scale LM computing in the rung's compute dtype (None: float32)."""
+  dtype = ctx.compute_dtype()
+  if dtype == jnp.float32:
+    return None
+  if getattr(ctx, "compute_step", None) is None:
+    opt = optimizer(ctx.cfg.train_lr, ctx.cfg.train_steps)
+    ctx.compute_step = jit(make_train_step(ctx.model_in(dtype), opt, ctx.tree))
+  return ctx.compute_step
+
+
+def memory_failure(ctx: Context, compiled, where: str) -> Check | None:
+  """Fail before running a step whose ahead-of-time memory estimate is over the limit."""
+  from gab.checks.budget import memory_limit  # pylint: disable=g-import-not-at-top
+  limit, source = memory_limit(ctx)
+  m = compiled.memory_analysis()
+  if limit is None or m is None:
+    return None
+  need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+          - m.alias_size_in_bytes)
+  if need <= limit:
+    return None
+  return Check("stability", FAIL, f"the check-scale train step {where} would need {need / 1e9:.3g} "
+               f"GB, over {source} ({limit / 1e9:.3g} GB): not run",
+               "cut activation memory: avoid materialising [L, L] or per-head [d, d] tensors per "
+               "position, chunk long scans, shrink expansion factors")
+
+
 def check_stability(ctx: Context) -> Check:
   length, scale = ctx.rung.seq_len, ctx.cfg.large_input_scale
-  opt_state = training_run(ctx)["opt_state"]
-  for input_scale, label in ((1.0, f"at the full context length {length}"),
-                             (scale, f"at length {length} with embeddings scaled x{scale:g}")):
+  initial = training_run(ctx)["initial_state"]
+  steps = [(ctx.train_step, None, "")]
+  if compute_dtype_step(ctx) is not None:
+    steps.append((compute_dtype_step(ctx), ctx.compute_dtype(), f" in {ctx.compute_dtype().name}"))
+  compiled = {}
+  for step, _, in_dtype in steps:  # compiled ahead of time: the memory is known before it runs
     try:
-      _, _, stats = ctx.train_step(ctx.params, opt_state, ctx.long_tokens, input_scale)
+      compiled[in_dtype] = step.lower(initial, ctx.long_tokens, jnp.float32(1.0)).compile()
+    except Exception as e:  # noqa: BLE001
+      return Check("stability", FAIL, f"train step failed to compile at the full context length "
+                   f"{length}{in_dtype}: {error_text(e)}",
+                   "make every unit work at any length up to the rung's context length")
+    fail = memory_failure(ctx, compiled[in_dtype], f"at length {length}{in_dtype}")
+    if fail:
+      return fail
+  for (step, dtype, in_dtype), (input_scale, label) in itertools.product(steps, (
+      (1.0, f"at the full context length {length}"),
+      (scale, f"at length {length} with embeddings scaled x{scale:g}"))):
+    label += in_dtype
+    try:
+      _, stats = compiled[in_dtype](initial, ctx.long_tokens, jnp.float32(input_scale))
     except Exception as e:  # noqa: BLE001
       return Check("stability", FAIL, f"train step failed {label}: {error_text(e)}",
                    "make every unit work at any length up to the rung's context length")
@@ -110,7 +171,7 @@ def check_stability(ctx: Context) -> Check:
     hint = ("normalise before exponentials and divisions, bound decays and cumulative sums, and "
             "compute them in float32")
     if not np.isfinite(stats["loss"]):
-      where = first_nonfinite(ctx, ctx.long_tokens[:, :-1], input_scale)
+      where = first_nonfinite(ctx, ctx.long_tokens[:, :-1], input_scale, dtype)
       return Check("stability", FAIL, f"NaN or Inf {label}, first in {where}", hint)
     bad = _failing(stats["grad_finite"], ctx.tree)
     return Check("stability", FAIL, f"gradient of {bad[0]} is NaN or Inf {label}{_more(bad)}", hint)

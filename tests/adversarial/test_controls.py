@@ -1,0 +1,122 @@
+"""Controls: legitimate designs the hardened checker must still accept.
+
+The default run keeps one cheap representative of each sweep; the full sweeps (every seed's
+causality on 5 keys in float32 and bfloat16, every registered kind, 20 random scratch designs) are
+`slow`.
+"""
+
+import jax
+import leaky_units
+import pytest
+
+from evolution import growth
+from gab import checker, registry, seeds
+from gab.checks.causality import check_causality
+from gab.checks.context import Context
+from gab.checks.structure import check_format, check_forward, check_init
+from gab.registry import CHANNEL, MIXER, NORM
+from gab.tree import Unit
+
+U = Unit.make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kinds():
+  leaky_units.register()
+  yield
+  leaky_units.unregister()
+
+
+def causality_verdict(tree: Unit, seed: int, dtype: str):
+  cfg = checker.default_config()
+  cfg.seed, cfg.dtype = seed, dtype
+  ctx = Context(tree, cfg, checker.resolve_rung(None, cfg))
+  for fn in (check_format, check_init, check_forward):
+    c = fn(ctx)
+    assert c.status == "pass", c.message
+  return check_causality(ctx)
+
+
+def test_gpt_causality_in_float32_and_bfloat16_on_another_key():
+  c = causality_verdict(seeds.seed("gpt"), 3, "bfloat16")
+  assert c.status == "pass", c.message
+  assert "in float32 and bfloat16" in c.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", list(seeds.SEEDS))
+def test_every_seed_causality_float32_and_bfloat16_on_five_keys(seed):
+  for key in range(5):
+    c = causality_verdict(seeds.seed(seed), key, "bfloat16")
+    assert c.status == "pass", (seed, key, c.message)
+
+
+def in_gpt(unit: Unit) -> Unit:
+  """The GPT seed with `unit` in the slot of its role."""
+  role = registry.get(unit.kind).role
+  path = {MIXER: (0, 0, 1), CHANNEL: (1, 0, 1), NORM: (0, 0, 0)}[role]
+  return seeds.seed("gpt").replace(path, unit)
+
+
+@pytest.mark.slow
+def test_sliding_window_longer_than_the_probe_passes():
+  report = checker.check(in_gpt(U("SlidingWindowAttention", window=64)))
+  assert report.passed, report.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", [
+    U("MultiScaleRetention", chunk_size=128),           # chunks longer than both probe lengths' halves
+    U("RWKV6TimeMix", chunk_size=64),
+    U("SlidingWindowAttention", window=128),
+    U("LongDepthwiseConv"),                             # kernel 160 > the rung's context 128
+], ids=lambda u: u.render())
+def test_chunked_windowed_and_long_kernel_units_pass(unit):
+  report = checker.check(in_gpt(unit))
+  assert report.passed, report.summary()
+
+
+BUILT_IN = sorted(n for n, s in registry.kinds().items()
+                  if s.role != registry.BLOCK and n not in {k.name for k in leaky_units.KINDS})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", BUILT_IN)
+def test_every_registered_kind_passes_in_the_gpt_seed(kind):
+  report = checker.check(in_gpt(U(kind)))
+  assert report.passed, report.summary()
+
+
+# Random scratch designs may be genuinely broken; these are the checks that may reject one, and why.
+ALLOWED_FAILURES = {
+    "init": "hyperparameters that do not fit the check scale's width (heads not dividing d_model)",
+    "forward": "an output that ignores its input (e.g. a Gate of a zero branch) or a mixer whose "
+               "mixing is cut (e.g. behind an identically-zero gate)",
+    "differentiability": "a parameter whose gradient is zero (a branch multiplied by zero)",
+    "effectiveness": "a block whose loss does not fall in 10 steps",
+    "parameter_budget": "a block too large or small for the rung at any width",
+    "efficiency": "a block far more expensive than a transformer block",
+}
+
+
+def scratch_designs(n):
+  key = jax.random.key(2024)
+  return [growth.scratch(jax.random.fold_in(key, i))[0] for i in range(n)]
+
+
+def check_scratch(tree):
+  report = checker.check(tree)
+  for c in report.failed():
+    assert c.name in ALLOWED_FAILURES, (tree.render(), c.name, c.message)
+    assert "crashed" not in c.message, (tree.render(), c.message)
+  return report
+
+
+def test_a_random_scratch_design_is_checked_without_a_false_leak():
+  check_scratch(scratch_designs(1)[0])
+
+
+@pytest.mark.slow
+def test_twenty_random_scratch_designs():
+  reports = [check_scratch(t) for t in scratch_designs(20)]
+  assert sum(r.passed for r in reports) >= 10, [r.summary() for r in reports]
