@@ -75,7 +75,7 @@ def prepared(data_cfg) -> tuple[str, dict]:
       _notice(f"data: preparing {data_cfg.corpus} ({data_cfg.vocab}) into {directory}")
     else:
       _notice(f"data: cache does not match its manifest: {e}; rebuilding it")
-    prepare_lib.prepare(data_cfg)
+    prepare_lib.prepare(data_cfg, notice=lambda line: None)  # one notice is enough
   return directory, shards.read_manifest(directory)
 
 

@@ -232,7 +232,7 @@ def _notice(line: str) -> None:
 
 def prepare(data_cfg, *, workers: int | None = None, progress: bool | None = None,
             chunk_bytes: int = CHUNK_BYTES, part_chunks: int = PART_CHUNKS,
-            fresh: bool = False) -> str:
+            fresh: bool = False, notice=None) -> str:
   """Prepares (or finishes preparing) the shards of `data_cfg`; returns their directory."""
   source = sources.make_source(data_cfg)
   vocab = vocab_lib.make_vocabulary(data_cfg)
@@ -253,7 +253,7 @@ def prepare(data_cfg, *, workers: int | None = None, progress: bool | None = Non
     if fresh:
       for path in glob.glob(os.path.join(directory, "part-*")):
         os.unlink(path)
-    parts = _committed_parts(directory, _notice)
+    parts = _committed_parts(directory, notice or _notice)
     skip = parts[-1]["items"][1] if parts else 0
     chunks = _chunks(source.items(), skip, data_cfg, chunk_bytes)
     writer, in_part = None, 0

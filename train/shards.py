@@ -29,7 +29,8 @@ FORMAT = "genesys_jax.shards/1"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 _QUICK = 1 << 16           # bytes hashed at each end of a file for the quick check
-_DROP_EVERY = 64 << 20     # bytes read from the maps before their pages are released
+_DROP_EVERY = 64 << 20     # bytes mapped in before the maps' pages are released
+_FAULT_AROUND = 64 << 10   # a page fault maps this much around it (Linux fault_around_bytes)
 
 
 class CacheMismatch(Exception):
@@ -113,8 +114,9 @@ def read_manifest(directory: str, full: bool = False) -> dict:
 class TokenStream:
   """One split's token stream across parts, memory-mapped; reads are copies (int32).
 
-  Pages of the maps are released (`madvise(MADV_DONTNEED)`) after every 64 MiB read, so a
-  process iterating a corpus of any size keeps only a small part of it resident.
+  Pages of the maps are released (`madvise(MADV_DONTNEED)`) after every 64 MiB mapped in
+  (counting the 64 KiB a page fault maps around each window), so a process iterating a corpus
+  of any size keeps only a small part of it resident.
   """
 
   def __init__(self, directory: str, manifest: dict, split: str):
@@ -152,7 +154,7 @@ class TokenStream:
       take = min(start + n - pos, int(self.starts[i + 1]) - pos)
       out.append(self._maps[i][lo:lo + take])
       pos += take
-    self._account(n * self.dtype.itemsize)
+    self._account(max(n * self.dtype.itemsize, _FAULT_AROUND))
     return np.concatenate(out).astype(np.int32) if len(out) > 1 else out[0].astype(np.int32)
 
   def gather(self, starts_B: np.ndarray, n: int) -> np.ndarray:
@@ -167,7 +169,7 @@ class TokenStream:
       out_BxN[rows] = self._maps[i][offsets_RxN]
     for b in np.nonzero(~inside_B)[0]:
       out_BxN[b] = self.read(int(starts_B[b]), n)
-    self._account(int(inside_B.sum()) * n * self.dtype.itemsize)
+    self._account(int(inside_B.sum()) * max(n * self.dtype.itemsize, _FAULT_AROUND))
     return out_BxN
 
 
