@@ -239,6 +239,7 @@ def prepare(data_cfg, *, workers: int | None = None, progress: bool | None = Non
   if isinstance(source, sources.Seqio) and source.vocabulary() != vocab:
     raise ValueError(f"seqio task {source.task!r} has another vocabulary than data.vocab "
                      f"{data_cfg.vocab!r} (set data.vocab / data.spm_model to the task's)")
+  fingerprint = source.fingerprint()  # a source that is not there fails here, in one line
   directory = shards_dir(data_cfg, source, vocab)
   os.makedirs(directory, exist_ok=True)
   workers = workers or int(data_cfg.get("prepare_workers", 0) or 0) or (os.cpu_count() or 1)
@@ -256,28 +257,26 @@ def prepare(data_cfg, *, workers: int | None = None, progress: bool | None = Non
     parts = _committed_parts(directory, notice or _notice)
     skip = parts[-1]["items"][1] if parts else 0
     chunks = _chunks(source.items(), skip, data_cfg, chunk_bytes)
-    writer, in_part = None, 0
-    bar = tqdm(desc=f"prepare {data_cfg.corpus}", unit="doc", initial=skip, dynamic_ncols=True,
-               disable=(not sys.stderr.isatty()) if progress is None else not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 10.0)
-    tokens = 0
-    for n, result in _ordered_map(chunks, vocab, workers):
-      if writer is None:
-        writer = _PartWriter(directory, len(parts), parts[-1]["items"][1] if parts else 0)
-      tokens += writer.add(n, result)
-      bar.update(n)
-      bar.set_postfix(tokens=f"{tokens:,}")
-      in_part += 1
-      if in_part == part_chunks:
+    writer, in_part, tokens = None, 0, 0
+    with tqdm(desc=f"prepare {data_cfg.corpus}", unit="doc", initial=skip, dynamic_ncols=True,
+              disable=(not sys.stderr.isatty()) if progress is None else not progress,
+              mininterval=1.0 if sys.stderr.isatty() else 10.0) as bar:
+      for n, result in _ordered_map(chunks, vocab, workers):
+        if writer is None:
+          writer = _PartWriter(directory, len(parts), parts[-1]["items"][1] if parts else 0)
+        tokens += writer.add(n, result)
+        bar.update(n)
+        bar.set_postfix(tokens=f"{tokens:,}")
+        in_part += 1
+        if in_part == part_chunks:
+          parts.append(writer.commit())
+          writer, in_part = None, 0
+      if writer is not None:
         parts.append(writer.commit())
-        writer, in_part = None, 0
-    if writer is not None:
-      parts.append(writer.commit())
-    bar.close()
-    return _write_manifest(directory, data_cfg, source, vocab, parts)
+    return _write_manifest(directory, data_cfg, vocab, parts, fingerprint)
 
 
-def _write_manifest(directory, data_cfg, source, vocab, parts) -> str:
+def _write_manifest(directory, data_cfg, vocab, parts, fingerprint) -> str:
   totals = {s: {"tokens": sum(p[s]["tokens"] for p in parts),
                 "docs": sum(p[s]["docs"] for p in parts)} for s in shards.SPLITS}
   for split, t in totals.items():
@@ -286,8 +285,9 @@ def _write_manifest(directory, data_cfg, source, vocab, parts) -> str:
                        f"({totals['train']['docs'] + totals['validation']['docs']} documents, "
                        f"data.val_fraction={data_cfg.val_fraction}): add documents or change "
                        "data.val_fraction")
-  manifest = {"format": shards.FORMAT, "spec": cache_spec(data_cfg, source, vocab),
-              "corpus": str(data_cfg.corpus), "source_fingerprint": source.fingerprint(),
+  manifest = {"format": shards.FORMAT, "spec": cache_spec(data_cfg, sources.make_source(data_cfg),
+                                                         vocab),
+              "corpus": str(data_cfg.corpus), "source_fingerprint": fingerprint,
               "vocab": {"kind": vocab.kind, "size": int(vocab.vocab_size),
                         "fingerprint": vocab.fingerprint()},
               "dtype": vocab_lib.token_dtype(vocab.vocab_size).name, "splits": totals,
