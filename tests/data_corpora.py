@@ -1,51 +1,8 @@
-"""Test corpora written on the fly from several sources: KJV chapters (plain text, one per file
-and blank-line blocks), JSONL and JSONL.gz records of shuffled KJV verses and seeded random
-"words". Real text, generated in the test, nothing downloaded."""
+"""Test corpora written on the fly (train/bench_data.py's mixed corpus: KJV chapters as text
+files, JSONL and JSONL.gz records of seeded random words and shuffled verses) and their config."""
 
-import gzip
-import json
-import os
-
-import numpy as np
-
-from train import data, kjv
-
-
-def write_mixed_corpus(root, target_bytes: int, seed: int = 0) -> str:
-  """Writes about `target_bytes` of text under `root`; returns the files: GLOB for it."""
-  rng = np.random.default_rng(seed)
-  docs = kjv.corpus_documents("kjv")
-  os.makedirs(root, exist_ok=True)
-  written, part = 0, 0
-  words = np.array(["alpha", "beta", "gamma", "delta", "λόγος", "über", "naïve", "東京", "x"])
-  while written < target_bytes:
-    kind = part % 4
-    if kind == 0:  # one chapter per plain text file
-      text = docs[int(rng.integers(len(docs)))]
-      path = os.path.join(root, f"p{part:05d}.txt")
-      with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    elif kind == 1:  # chapters as blank-line separated blocks: still one doc per file here
-      text = "\n\n".join(docs[int(i)] for i in rng.integers(len(docs), size=3))
-      path = os.path.join(root, f"b{part:05d}.txt")
-      with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    elif kind == 2:  # JSONL of random-word documents
-      path = os.path.join(root, f"j{part:05d}.jsonl")
-      with open(path, "w", encoding="utf-8") as f:
-        for _ in range(20):
-          doc = " ".join(rng.choice(words, size=int(rng.integers(20, 400))))
-          f.write(json.dumps({"text": doc, "id": part}) + "\n")
-    else:  # gzipped JSONL of shuffled verses
-      path = os.path.join(root, f"g{part:05d}.jsonl.gz")
-      verses = docs[int(rng.integers(len(docs)))].split(". ")
-      rng.shuffle(verses)
-      with gzip.open(path, "wt", encoding="utf-8") as f:
-        for i in range(0, len(verses), 4):
-          f.write(json.dumps({"text": ". ".join(verses[i:i + 4])}) + "\n")
-    written += os.path.getsize(path)
-    part += 1
-  return os.path.join(str(root), "*")
+from train import data
+from train.bench_data import write_mixed_corpus  # noqa: F401  (re-exported)
 
 
 def files_cfg(data_dir, pattern, **overrides):

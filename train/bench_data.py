@@ -9,29 +9,65 @@ mapped shards. Prints one JSON line per measurement (tokens/s).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
-import sys
 import tempfile
 import time
 
+import numpy as np
 from absl import app, flags
 
-_MB = flags.DEFINE_integer("megabytes", 50, "Size of the generated corpus.")
-_WORKERS = flags.DEFINE_integer("workers", 0, "Tokeniser processes (0: all CPUs).")
-_SECONDS = flags.DEFINE_float("seconds", 5.0, "Time spent reading batches per shape.")
+from train import kjv
+
+
+
+def write_mixed_corpus(root, target_bytes: int, seed: int = 0) -> str:
+  """Writes about `target_bytes` of text under `root`; returns the files: GLOB for it."""
+  rng = np.random.default_rng(seed)
+  docs = kjv.corpus_documents("kjv")
+  os.makedirs(root, exist_ok=True)
+  written, part = 0, 0
+  words = np.array(["alpha", "beta", "gamma", "delta", "λόγος", "über", "naïve", "東京", "x"])
+  while written < target_bytes:
+    kind = part % 4
+    if kind == 0:  # one chapter per plain text file
+      text = docs[int(rng.integers(len(docs)))]
+      path = os.path.join(root, f"p{part:05d}.txt")
+      with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    elif kind == 1:  # chapters as blank-line separated blocks: still one doc per file here
+      text = "\n\n".join(docs[int(i)] for i in rng.integers(len(docs), size=3))
+      path = os.path.join(root, f"b{part:05d}.txt")
+      with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    elif kind == 2:  # JSONL of random-word documents
+      path = os.path.join(root, f"j{part:05d}.jsonl")
+      with open(path, "w", encoding="utf-8") as f:
+        for _ in range(20):
+          doc = " ".join(rng.choice(words, size=int(rng.integers(20, 400))))
+          f.write(json.dumps({"text": doc, "id": part}) + "\n")
+    else:  # gzipped JSONL of shuffled verses
+      path = os.path.join(root, f"g{part:05d}.jsonl.gz")
+      verses = docs[int(rng.integers(len(docs)))].split(". ")
+      rng.shuffle(verses)
+      with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i in range(0, len(verses), 4):
+          f.write(json.dumps({"text": ". ".join(verses[i:i + 4])}) + "\n")
+    written += os.path.getsize(path)
+    part += 1
+  return os.path.join(str(root), "*")
 
 
 def main(argv):
   del argv
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
-  from data_corpora import files_cfg, write_mixed_corpus  # pylint: disable=g-import-not-at-top
   from train import data, prepare  # pylint: disable=g-import-not-at-top
 
   with tempfile.TemporaryDirectory() as tmp:
     pattern = write_mixed_corpus(os.path.join(tmp, "text"), _MB.value << 20)
-    cfg = files_cfg(os.path.join(tmp, "data"), pattern,
-                    prepare_workers=_WORKERS.value or os.cpu_count() or 1)
+    cfg = data.default_data_config()
+    cfg.corpus, cfg.data_dir = f"files:{pattern}", os.path.join(tmp, "data")
+    cfg.prepare_workers = _WORKERS.value or os.cpu_count() or 1
     text_bytes = sum(os.path.getsize(os.path.join(tmp, "text", f))
                      for f in os.listdir(os.path.join(tmp, "text")))
     t0 = time.perf_counter()
@@ -57,4 +93,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _MB = flags.DEFINE_integer("megabytes", 50, "Size of the generated corpus.")
+  _WORKERS = flags.DEFINE_integer("workers", 0, "Tokeniser processes (0: all CPUs).")
+  _SECONDS = flags.DEFINE_float("seconds", 5.0, "Time spent reading batches per shape.")
   app.run(main)
