@@ -118,7 +118,8 @@ def _ordered_map(chunks: Iterator[list], vocab, workers: int) -> Iterator[tuple[
   if first is None:
     return
   head = [first] + ([second] if second is not None else [])
-  if workers <= 1 or second is None:
+  pretokenised = not isinstance(first[0][1], str)  # nothing to parallelise but a copy
+  if workers <= 1 or second is None or pretokenised:
     _init_worker(_vocab_spec(vocab))
     for c in itertools.chain(head, chunks):
       yield len(c), _tokenize_chunk(c)
