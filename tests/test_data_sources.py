@@ -12,7 +12,7 @@ import pytest
 
 from data_corpora import files_cfg, write_mixed_corpus
 from gab import seeds
-from train import data, prepare, sources, tokenizer, trainer
+from train import data, sources, tokenizer, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO}/tests", "JAX_PLATFORMS": "cpu"}

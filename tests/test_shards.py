@@ -1,7 +1,6 @@
 """Preparation into token shards and reading windows from them: files: corpora, parts, parallel
 workers, kill + resume, memory while iterating a 2 GB shard."""
 
-import json
 import os
 import signal
 import subprocess

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class ByteVocabulary:
   _NUM_SPECIAL = 3
 
   def encode(self, s: str | bytes) -> list[int]:
-    return (self.encode_np(s)).tolist()
+    return self.encode_np(s).tolist()
 
   def encode_np(self, s: str | bytes) -> np.ndarray:
     """int32 ids of `s`, vectorised (what preparation uses)."""
@@ -150,7 +150,3 @@ def token_bytes(vocab) -> np.ndarray:
 def token_dtype(vocab_size: int) -> np.dtype:
   """The smallest unsigned dtype that holds every id: uint16 up to 65536 ids, else uint32."""
   return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
-def as_ids(seq: Sequence[int] | np.ndarray) -> np.ndarray:
-  return np.asarray(seq, np.int64)
