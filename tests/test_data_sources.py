@@ -37,6 +37,7 @@ def test_tfds_not_prepared_is_one_line(tmp_path):
   assert lines[0].startswith("error: tfds:c4/en:3.0.1 is not prepared") and str(tmp_path) in lines[0]
 
 
+@pytest.mark.slow
 def test_tfds_prepared_dataset_is_read_from_its_directory(tmp_path):
   from train import corpus  # pylint: disable=g-import-not-at-top  (TFDS: preparation only)
   kjv = data.default_data_config()
@@ -147,20 +148,27 @@ _BLOCK = textwrap.dedent("""
 """)
 
 
-def test_training_path_runs_without_tensorflow(small, tmp_path):
+def _run_blocked(*args):
+  return subprocess.run([sys.executable, "-c", _BLOCK, *args], cwd=REPO, env=ENV,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("with_bench", [pytest.param(True, marks=pytest.mark.slow), False])
+def test_training_path_runs_without_tensorflow(small, tmp_path, with_bench):
+  """`train.train` on prepared shards (and, in the slow run, `train.bench`) where importing
+  tensorflow, seqio or tensorflow_datasets raises, as on GPU images without them."""
   _, cfg = small
-  bench = subprocess.run([sys.executable, "-c", _BLOCK, "train.bench", "--designs=gpt",
-                          "--shape=tiny", "--steps=1", "--windows=1"], cwd=REPO, env=ENV,
-                         capture_output=True, text=True, timeout=600)
-  assert bench.returncode == 0, bench.stderr[-2000:]
-  assert json.loads(bench.stdout.splitlines()[-1])["tokens_per_s"] > 0
+  if with_bench:
+    bench = _run_blocked("train.bench", "--designs=gpt", "--shape=tiny", "--steps=1",
+                         "--windows=1")
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    assert json.loads(bench.stdout.splitlines()[-1])["tokens_per_s"] > 0
   design = [p for p in seeds.write_seeds(str(tmp_path)) if p.endswith("gpt.json")][0]
-  train = subprocess.run(
-      [sys.executable, "-c", _BLOCK, "train.train", "--config=configs/ladder.py:smoke",
-       f"--design={design}", f"--workdir={tmp_path / 'w'}", f"--config.data.corpus={cfg.corpus}",
-       f"--config.data.data_dir={cfg.data_dir}", "--config.rungs.tiny.train_tokens=2000",
-       "--config.rungs.tiny.eval_batches=1"],
-      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+  train = _run_blocked(
+      "train.train", "--config=configs/ladder.py:smoke", f"--design={design}",
+      f"--workdir={tmp_path / 'w'}", f"--config.data.corpus={cfg.corpus}",
+      f"--config.data.data_dir={cfg.data_dir}", "--config.rungs.tiny.train_tokens=2000",
+      "--config.rungs.tiny.eval_batches=1")
   assert train.returncode == 0, train.stderr[-2000:]
   metrics = json.loads(train.stdout.splitlines()[-1])
   assert np.isfinite(metrics["val_bpb"]) and metrics["steps"] >= 1
