@@ -64,7 +64,7 @@ def test_unknown_corpus_and_vocab(tmp_path):
   with pytest.raises(ValueError, match=r"^unknown corpus 'x': expected one "
                      r"of \['kjv'\]$"):
     data.corpus_documents("x")
-  with pytest.raises(ValueError, match=r"^unknown corpus 'x': expected 'kjv', 'files:GLOB'"):
+  with pytest.raises(ValueError, match=r"^unknown corpus 'x': expected one of 'kjv', 'files:GLOB'"):
     data.load_corpus(_cfg(tmp_path, corpus="x"))
   with pytest.raises(ValueError, match=r"unknown vocab 'wordpiece'.*'byte'"):
     data.make_vocabulary(_cfg(tmp_path, vocab="wordpiece"))

@@ -269,5 +269,5 @@ def make_source(data_cfg):
     return Tfds(rest, data_cfg)
   if sep and rest and kind == "seqio":
     return Seqio(rest, data_cfg)
-  raise ValueError(f"unknown corpus {spec!r}: expected 'kjv', 'files:GLOB', "
+  raise ValueError(f"unknown corpus {spec!r}: expected one of 'kjv', 'files:GLOB', "
                    "'tfds:NAME[/CONFIG][:VERSION]' or 'seqio:TASK'")
