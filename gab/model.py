@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from gab import registry
 from gab.tree import DesignError, Unit
+from gab.units import attention_impl
 from gab.units.base import build, dense_init
 from gab.units.norm import rms_norm
 
@@ -46,20 +47,43 @@ def initial_z(tokens_BxL) -> dict[str, jax.Array]:
   return {"positions": jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))}
 
 
+REMAT_POLICIES = {
+    "full": None,  # save only each block's input; recompute the rest in the backward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep projections' outputs
+    "dots_all": jax.checkpoint_policies.dots_saveable,  # ... and attention's batched matmuls too
+}
+
+
+def remat_policy(remat: bool | str):
+  """(use remat, jax.checkpoint policy) for LM.remat: False/"none", True/"full", "dots", "dots_all"."""
+  if remat in (False, None, "", "none"):
+    return False, None
+  key = "full" if remat is True else remat
+  if key not in REMAT_POLICIES:
+    raise ValueError(f"train.remat_policy {remat!r}: expected one of {sorted(REMAT_POLICIES)}")
+  return True, REMAT_POLICIES[key]
+
+
 class LM(nn.Module):
-  """Token embedding -> n_blocks x GAB -> final RMSNorm -> head tied to the embedding."""
+  """Token embedding -> n_blocks x GAB -> final RMSNorm -> head tied to the embedding.
+
+  `remat`: False, True (= "full") or a policy name of REMAT_POLICIES; `attention`: the softmax
+  attention implementation of gab/units/attention_impl.py ("auto", "xla", "cudnn", "pallas").
+  """
   block: Unit
   vocab_size: int
   d_model: int
   n_blocks: int
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
+  attention: str = "auto"
 
   def setup(self):
     tree = registry.check_types(self.block)
     self.embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=dense_init(),
                           param_dtype=jnp.float32, dtype=self.dtype)
-    gab_cls = nn.remat(GAB) if self.remat else GAB
+    use_remat, policy = remat_policy(self.remat)
+    gab_cls = nn.remat(GAB, policy=policy) if use_remat else GAB
     self.blocks = [gab_cls(tree, layer=i, n_layers=self.n_blocks, dtype=self.dtype)
                    for i in range(self.n_blocks)]
     self.norm_scale = self.param("final_norm", nn.initializers.ones, (self.d_model,), jnp.float32)
@@ -71,12 +95,22 @@ class LM(nn.Module):
 
   def with_z(self, tokens_BxL):
     """Logits and the final Z (for the checker, which looks for leaks carried through Z)."""
+    x_BxLxD, z = self.features(tokens_BxL)
+    return self.head(x_BxLxD), z
+
+  def features(self, tokens_BxL):
+    """The final normed hidden state [batch, length, d_model] (compute dtype) and the final Z:
+    what the head reads, so a loss can apply the head to a few positions at a time."""
     x_BxLxD = self.embed(tokens_BxL).astype(self.dtype)
     z = initial_z(tokens_BxL)
-    for block in self.blocks:
-      x_BxLxD, z = block(x_BxLxD, z)
-    x_BxLxD = rms_norm(x_BxLxD, self.norm_scale)
-    return self.embed.attend(x_BxLxD).astype(jnp.float32), z
+    with attention_impl.use(self.attention):
+      for block in self.blocks:
+        x_BxLxD, z = block(x_BxLxD, z)
+    return rms_norm(x_BxLxD, self.norm_scale), z
+
+  def head(self, x_BxLxD):
+    """Float32 logits [..., vocab] of hidden states (the head tied to the embedding)."""
+    return self.embed.attend(x_BxLxD).astype(jnp.float32)
 
 
 def count_params(params) -> int:

@@ -1,4 +1,6 @@
-"""Tests for train/data.py on the real (local) KJV corpus, small seq_len."""
+"""Tests for train/data.py on the real (local) KJV corpus, small seq_len: the TFDS split, the
+shards prepared through seqio (windows equal to the former packed caches), TF-free vocabularies
+equal to seqio's, batches, and a damaged TFDS cache rebuilt."""
 
 import os
 
@@ -7,7 +9,7 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from train import data
+from train import corpus, data
 
 SEQ_LEN = 64
 
@@ -62,6 +64,8 @@ def test_unknown_corpus_and_vocab(tmp_path):
   with pytest.raises(ValueError, match=r"^unknown corpus 'x': expected one "
                      r"of \['kjv'\]$"):
     data.corpus_documents("x")
+  with pytest.raises(ValueError, match=r"^unknown corpus 'x': expected one of 'kjv', 'files:GLOB'"):
+    data.load_corpus(_cfg(tmp_path, corpus="x"))
   with pytest.raises(ValueError, match=r"unknown vocab 'wordpiece'.*'byte'"):
     data.make_vocabulary(_cfg(tmp_path, vocab="wordpiece"))
   with pytest.raises(FileNotFoundError, match="spm_model"):
@@ -72,7 +76,7 @@ def test_unknown_corpus_and_vocab(tmp_path):
 
 
 def test_split_disjoint_and_covering(cfg, docs):
-  builder = data.build_tfds(cfg)
+  builder = corpus.build_tfds(cfg)
   train_ids, train_texts = _split_docs(builder, "train")
   val_ids, val_texts = _split_docs(builder, "validation")
   assert not set(train_ids) & set(val_ids)
@@ -84,9 +88,9 @@ def test_split_disjoint_and_covering(cfg, docs):
 
 
 def test_split_deterministic_and_seeded(cfg, tmp_path):
-  again = _split_docs(data.build_tfds(_cfg(tmp_path / "a")), "validation")
-  assert again == _split_docs(data.build_tfds(cfg), "validation")
-  other = _split_docs(data.build_tfds(_cfg(tmp_path / "b", split_seed=1)),
+  again = _split_docs(corpus.build_tfds(_cfg(tmp_path / "a")), "validation")
+  assert again == _split_docs(corpus.build_tfds(cfg), "validation")
+  other = _split_docs(corpus.build_tfds(_cfg(tmp_path / "b", split_seed=1)),
                       "validation")
   assert other[0] != again[0]
   assert os.path.isdir(tmp_path / "b" / "tfds" / "genesys_corpus" /
@@ -99,12 +103,20 @@ def test_load_split_shapes_and_text(cfg, packed, docs):
     assert tokens_NxL1.dtype == np.int32
     assert tokens_NxL1.ndim == 2 and tokens_NxL1.shape[1] == SEQ_LEN + 1
     assert len(tokens_NxL1) > 0
-    assert (tokens_NxL1 == vocab.eos_id).any()
+    assert (tokens_NxL1[:] == vocab.eos_id).any()
   assert len(packed["train"]) > 10 * len(packed["validation"])
+  # Exactly the windows the packed caches had: seqio's tokens, documents concatenated, cut.
+  task = corpus.get_task(cfg)
+  for split, windows in packed.items():
+    ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False,
+                          num_epochs=1)
+    stream_T = np.concatenate([ex["targets"] for ex in ds.as_numpy_iterator()])
+    n = len(stream_T) // (SEQ_LEN + 1)
+    np.testing.assert_array_equal(windows[:], stream_T[:n * (SEQ_LEN + 1)].reshape(n, -1))
   # The stream starts with the first train document, then EOS.
-  builder = data.build_tfds(cfg)
+  builder = corpus.build_tfds(cfg)
   first_id = _split_docs(builder, "train")[0][0]
-  stream_T = packed["train"].reshape(-1)
+  stream_T = packed["train"][:].reshape(-1)
   eos = int(np.argmax(stream_T == vocab.eos_id))
   assert vocab.decode(stream_T[:eos].tolist()) == docs[first_id]
   num_eos = int((stream_T == vocab.eos_id).sum())
@@ -114,21 +126,42 @@ def test_load_split_shapes_and_text(cfg, packed, docs):
 
 
 def test_cache_hit(cfg, packed):
-  path = data.packed_cache_path(cfg, "validation")
-  assert os.path.isfile(path)
+  directory, manifest = data.prepared(cfg)
+  path = os.path.join(directory, "manifest.json")
   mtime = os.stat(path).st_mtime_ns
   again = data.load_split(cfg, "validation")
-  np.testing.assert_array_equal(again, packed["validation"])
+  np.testing.assert_array_equal(again[:], packed["validation"][:])
   assert os.stat(path).st_mtime_ns == mtime
-  assert not [f for f in os.listdir(os.path.dirname(path))
-              if not f.endswith(".npy")]
-  other = data.packed_cache_path(_cfg(cfg.data_dir, seq_len=32), "validation")
-  assert other != path
+  assert manifest["splits"]["train"]["docs"] == 1130 and manifest["dtype"] == "uint16"
+  assert not [f for f in os.listdir(directory) if "tmp" in f]
+  other = data.load_split(_cfg(cfg.data_dir, seq_len=32), "validation")  # same shards
+  assert other.shape[1] == 33 and data.prepared(_cfg(cfg.data_dir, seq_len=32))[0] == directory
 
 
 def test_get_task_registered_once(cfg):
-  assert data.get_task(cfg) is data.get_task(cfg)
-  assert data.task_name(cfg) in seqio.TaskRegistry.names()
+  assert corpus.get_task(cfg) is corpus.get_task(cfg)
+  assert corpus.task_name(cfg) in seqio.TaskRegistry.names()
+
+
+def test_damaged_tfds_cache_is_rebuilt(tmp_path, capfd):
+  cfg = _cfg(tmp_path)
+  builder = corpus.build_tfds(cfg)
+  shard = os.path.join(builder.data_dir, builder.info.splits["validation"].filenames[0])
+  os.unlink(shard)
+  capfd.readouterr()
+  docs = corpus.kjv_token_docs(cfg)
+  err = capfd.readouterr().err
+  assert "data: TFDS cache" in err and "is missing); rebuilding" in err and err.count("\n") == 1
+  assert len(docs["validation"]) == 59 and os.path.isfile(shard)
+
+
+def test_vocabularies_equal_seqio(tmp_path, docs):
+  ours, theirs = data.ByteVocabulary(), seqio.ByteVocabulary()
+  text = docs[3][:300] + " \u00e6ons \u6771\u4eac"
+  assert ours.vocab_size == theirs.vocab_size and ours.eos_id == theirs.eos_id
+  assert ours.encode(text) == list(theirs.encode(text))
+  ids = ours.encode(text) + [1, 50, 51]
+  assert ours.decode(ids) == theirs.decode(ids)
 
 
 def test_batch_iterator_deterministic_resume(packed):
@@ -208,7 +241,13 @@ def test_sentencepiece_vocab(tmp_path, docs):
       minloglevel=2)
   cfg = _cfg(tmp_path / "d", vocab="spm", spm_model=prefix + ".model")
   vocab = data.make_vocabulary(cfg)
+  theirs = seqio.SentencePieceVocabulary(prefix + ".model")
+  sample = docs[7][:500] + " \u00e6ons"
+  assert vocab.encode(sample) == list(theirs.encode(sample))
+  assert vocab.decode(vocab.encode(sample)) == theirs.decode(theirs.encode(sample))
+  assert vocab.vocab_size == theirs.vocab_size
   nbytes_V = data.token_bytes(vocab)
+  np.testing.assert_array_equal(nbytes_V, data.token_bytes(theirs))
   assert nbytes_V.shape == (vocab.vocab_size,)
   assert list(nbytes_V[:3]) == [0, 0, 0]
   assert nbytes_V[vocab.tokenizer.piece_to_id("<0x41>")] == 1
@@ -218,3 +257,4 @@ def test_sentencepiece_vocab(tmp_path, docs):
   tokens_NxL1 = data.load_split(cfg, "validation")
   assert tokens_NxL1.shape[1] == SEQ_LEN + 1 and tokens_NxL1.dtype == np.int32
   assert vocab.decode(tokens_NxL1[0].tolist())[:30] in "\n".join(docs)
+  assert tokens_NxL1.stream.dtype == np.uint16

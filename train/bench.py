@@ -23,6 +23,7 @@ from absl import app, flags, logging
 
 from gab import seeds
 from gab.model import LM
+from gab.units import attention_impl
 from train import metrics, trainer
 from train.reference_gpt import ReferenceGPT
 
@@ -55,6 +56,8 @@ _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows per model; the medi
 _MEASURE_PEAK = flags.DEFINE_bool("measure_peak", False, "Time a large bf16 matmul and use it as the "
                                   "peak for MFU instead of the device's nominal peak.")
 _SEED = flags.DEFINE_integer("seed", 0, "Init and token seed.")
+_ATTENTION = flags.DEFINE_enum("attention", "auto", attention_impl.IMPLEMENTATIONS,
+                               "Softmax attention kernel (gab/units/attention_impl.py).")
 
 
 def bench_optimizer(total_steps: int):
@@ -144,11 +147,13 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
   tokens_BxL1 = jax.random.randint(jax.random.key(seed + 1), (shape.batch, shape.seq_len + 1), 0,
                                    shape.vocab, jnp.int32)
   optimizer = bench_optimizer(WARMUP_STEPS + steps * windows)
-  runners = [Runner(LM(tree, shape.vocab, shape.d_model, shape.n_blocks, dtype=dtype), tokens_BxL1,
-                    optimizer, seed)]
+  impl = _ATTENTION.value if flags.FLAGS.is_parsed() else "auto"
+  runners = [Runner(LM(tree, shape.vocab, shape.d_model, shape.n_blocks, dtype=dtype, attention=impl),
+                    tokens_BxL1, optimizer, seed)]
   if name == "gpt":
     reference = ReferenceGPT(shape.vocab, shape.d_model, shape.n_blocks, dtype=dtype, **_design_facts(tree))
-    runners.append(Runner(reference, tokens_BxL1, optimizer, seed))
+    with attention_impl.use(impl):  # the reference traces (and compiles) here
+      runners.append(Runner(reference, tokens_BxL1, optimizer, seed))
   seconds = time_interleaved(runners, steps, windows)
   window_s = [statistics.median(s) for s in seconds]
   tokens_per_window = shape.batch * shape.seq_len * steps
@@ -162,7 +167,7 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
       "windows": windows, "tokens_per_s": tok_s, "step_s": window_s[0] / steps,
       "mfu": flops_per_token * tok_s / peak if peak else None,
       "model_flops_per_token": flops_per_token, "xla_flops_per_step": design.xla_flops_per_step,
-      "compile_s": design.compile_s, "device": jax.devices()[0].device_kind,
+      "compile_s": design.compile_s, "device": jax.devices()[0].device_kind, "attention": impl,
   }
   if len(runners) > 1:
     ref = runners[1]

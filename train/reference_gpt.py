@@ -3,8 +3,8 @@
 No unit tree and no registry: token embedding -> n_blocks x [x + attn(rmsnorm(x)),
 x + swiglu(rmsnorm(x))] -> final RMSNorm -> head tied to the embedding. The math, parameter count
 and init scheme are exactly those of the GPT seed compiled from its tree (`gab.seeds.gpt`): fused
-qkv and gate/up projections, rotary (rotate-half) attention through `jax.nn.dot_product_attention`,
-normal(0.02) init with residual-stream output projections scaled by (2 * n_blocks) ** -0.5, float32
+qkv and gate/up projections, rotary (rotate-half) attention through `gab.units.attention_impl` (the
+seed's kernel selection), normal(0.02) init with residual-stream output projections scaled by (2 * n_blocks) ** -0.5, float32
 parameters and norms with matmuls in the compute dtype. Any throughput gap between the two is then
 the cost of building a model from a tree, not of a different model.
 """
@@ -17,6 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from gab.units import attention_impl
 
 
 def mlp_hidden(d_model: int, expansion: float, multiple: int = 8) -> int:
@@ -59,7 +61,7 @@ class Block(nn.Module):
     qkv_BxLx3xHxK = self.dense(3 * d, "qkv")(a_BxLxD).reshape(b, l, 3, h, k)
     q_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 0], positions_BxL)
     k_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 1], positions_BxL)
-    o_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, qkv_BxLx3xHxK[:, :, 2], is_causal=True)
+    o_BxLxHxK = attention_impl.dot_product_attention(q_BxLxHxK, k_BxLxHxK, qkv_BxLx3xHxK[:, :, 2])
     x_BxLxD = x_BxLxD + self.dense(d, "out", out=True)(o_BxLxHxK.reshape(b, l, d))
 
     m_BxLxD = rmsnorm(x_BxLxD, self.param("mlp_norm", ones, (d,), jnp.float32))

@@ -19,11 +19,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from tqdm import tqdm
 
 from gab.model import LM, count_params
 from gab.tree import Unit
 from train import data as data_lib
+from train import loss as loss_lib
 from train import metrics as metrics_lib
 from train import sharding
 from train import zeroshot
@@ -39,7 +41,9 @@ def default_train_config() -> ml_collections.ConfigDict:
       save_every=0,             # steps between checkpoints (0: only the final one)
       max_to_keep=2,
       log_every=10,
-      remat=False))
+      remat=False,              # rematerialise each block in the backward pass (saves memory)
+      remat_policy="full",      # with remat: "full" (save block inputs only), "dots", "dots_all"
+      attention="auto"))        # softmax attention kernel: auto | xla | cudnn | pallas
 
 
 @flax.struct.dataclass
@@ -67,10 +71,17 @@ def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.G
 
 
 def token_nll(model: LM, params, tokens_BxL1):
-  """Per-token negative log-likelihood (nats) of tokens[:, 1:] given tokens[:, :-1]."""
-  logits_BxLxV = model.apply(params, tokens_BxL1[:, :-1])
-  logp = jax.nn.log_softmax(logits_BxLxV, axis=-1)
-  return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
+  """Per-token negative log-likelihood (nats) of tokens[:, 1:] given tokens[:, :-1].
+
+  For an `LM` the head and cross-entropy run a chunk of positions at a time (train/loss.py), so
+  float32 logits of the whole batch never exist at once; other models give logits directly."""
+  if not isinstance(model, LM):
+    logits_BxLxV = model.apply(params, tokens_BxL1[:, :-1])
+    logp = jax.nn.log_softmax(logits_BxLxV, axis=-1)
+    return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
+  x_BxLxD, _ = model.apply(params, tokens_BxL1[:, :-1], method=LM.features)
+  head = lambda x: model.apply(params, x, method=LM.head)  # noqa: E731
+  return loss_lib.chunked_nll(head, x_BxLxD, tokens_BxL1[:, 1:], model.vocab_size)
 
 
 def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1,
@@ -141,7 +152,8 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   cfg = train_cfg or default_train_config()
   mesh = sharding.make_mesh(cfg.mesh)
   d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
-  model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype), remat=cfg.remat)
+  model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
+             remat=cfg.remat and cfg.get("remat_policy", "full"), attention=cfg.get("attention", "auto"))
   seq_len = data.train.shape[1] - 1
   grad_accum = int(rung.get("grad_accum", 1))
   if rung.batch_size % (grad_accum * jax.process_count()):
@@ -176,6 +188,10 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
     state = jax.jit(init_state, out_shardings=state_sh)(key)
   batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed, step=meta.get("data_step", start),
                                    process_index=jax.process_index(), process_count=jax.process_count())
+  epochs = batches.epochs_at(steps)
+  if epochs > 1 and jax.process_index() == 0:
+    logging.warning("data: %d steps of %d sequences cover %.2f epochs of the %d train windows "
+                    "(the data repeats)", steps, rung.batch_size, epochs, len(data.train))
   writer = metrics_lib.Writer(log_dir)
   flops = metrics_lib.model_flops_per_token(n_params, n_blocks, d_model, seq_len)
   losses: list[float] = list(meta.get("losses", []))
@@ -199,7 +215,8 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
         pending = []
         tok_s = timed_steps * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tok_s:,.0f}")
-        writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s})
+        writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s,
+                              "train/epochs": batches.epochs_at(done)})
         if not math.isfinite(losses[-1]):
           raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
       if ckpt and ckpt.should_save(done, steps):
@@ -215,7 +232,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       params=n_params, tokens=steps * tokens_per_step, steps=steps, steps_done=end,
       d_model=d_model, n_blocks=n_blocks, train_loss=float(np.mean(tail)),
       first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
-      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s))
+      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s), epochs=epochs)
   if zeroshot_cfg is not None and zeroshot_cfg.tasks:
     detail = zeroshot.evaluate_tasks(model.apply, state.params, zeroshot_cfg.tasks, data.vocab,
                                      min(zeroshot_cfg.max_len, seq_len), zeroshot_cfg.batch_size,

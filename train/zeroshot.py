@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import seqio
 
 from train.zeroshot_formats import Example, Task, load_task  # noqa: F401  (re-exported)
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
+Vocabulary = Any  # train.vocab's (or seqio's): .encode(str) -> ids, .eos_id
 MIN_BUCKET = 32
 
 
@@ -81,7 +81,7 @@ def _make_scorer(apply_fn: ApplyFn):
   return score
 
 
-def tokenize(requests: Sequence[tuple[str, str]], vocab: seqio.Vocabulary,
+def tokenize(requests: Sequence[tuple[str, str]], vocab: Vocabulary,
              max_len: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
   """Rows (int32, at most max_len + 1 tokens), scored targets per row, continuation lengths."""
   rows, n_scored, n_cont = [], [], []
@@ -135,7 +135,7 @@ def score_tokens(apply_fn: ApplyFn, params, rows: list[np.ndarray], n_scored: np
 
 
 def score_requests(apply_fn: ApplyFn, params, requests: Sequence[tuple[str, str]],
-                   vocab: seqio.Vocabulary, max_len: int,
+                   vocab: Vocabulary, max_len: int,
                    batch_size: int = 32) -> list[tuple[float, bool]]:
   """(log P(continuation | context), is_greedy) per (context, continuation) request.
 
@@ -196,7 +196,7 @@ def task_paths(paths: Sequence[str] | str) -> list[str]:
 
 
 def evaluate_tasks(apply_fn: ApplyFn, params, paths: Sequence[str] | str,
-                   vocab: seqio.Vocabulary, max_len: int, batch_size: int,
+                   vocab: Vocabulary, max_len: int, batch_size: int,
                    limit: int | None = None) -> dict[str, dict[str, Any]]:
   """{task name (file stem): {"acc", "acc_norm", "n", "truncated", "seconds", ...}}.
 

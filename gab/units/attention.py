@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from gab import registry
 from gab.registry import MIXER, KindSpec, Param
 from gab.tree import DesignError
+from gab.units import attention_impl
 from gab.units.base import UnitModule
 
 
@@ -40,7 +41,7 @@ class Attention(UnitModule):
     positions = z["positions"]
     q_BxLxHxK = rotary(q_BxLxHxK, positions)
     k_BxLxHxK = rotary(k_BxLxHxK, positions)
-    y_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True)
+    y_BxLxHxK = attention_impl.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK)
     return self.dense(d, "out", out=True)(y_BxLxHxK.reshape(b, l, d)), z
 
 

@@ -2,16 +2,16 @@
 
 All three share one projection-attend-project path (`attend`), so they differ only in what they
 are: how many key/value heads, how far back a query may look, and whether rotary positions apply.
-Masking and the softmax are left to `jax.nn.dot_product_attention`, which masks scores before the
-exponential and dispatches to fused kernels on accelerators.
+Masking and the softmax are left to `gab.units.attention_impl` (`jax.nn.dot_product_attention`
+with cuDNN on NVIDIA GPUs, a Pallas flash kernel on TPUs, XLA elsewhere).
 """
 
 import flax.linen as nn
-import jax
 
 from gab import registry
 from gab.registry import MIXER, KindSpec, Param
 from gab.tree import DesignError
+from gab.units import attention_impl
 from gab.units.attention import head_split, rotary
 from gab.units.base import UnitModule
 
@@ -34,9 +34,7 @@ def attend(unit: UnitModule, x_BxLxD, z, *, n_heads: int, n_kv_heads: int, use_r
   if use_rope:
     q_BxLxHxK = rotary(q_BxLxHxK, z["positions"])
     k_BxLxGxK = rotary(k_BxLxGxK, z["positions"])
-  y_BxLxHxK = jax.nn.dot_product_attention(
-      q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, is_causal=True,
-      local_window_size=None if window is None else (window - 1, 0))
+  y_BxLxHxK = attention_impl.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, window=window)
   return unit.dense(d, "out", out=True)(y_BxLxHxK.reshape(b, l, d))
 
 
