@@ -232,11 +232,20 @@ def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None
   if isinstance(doc, dict) and "tree" in doc:
     if doc.get("format", DESIGN_FORMAT) != DESIGN_FORMAT:
       raise DesignError(f"{where}: format {doc['format']!r} is not {DESIGN_FORMAT!r}")
-    return Unit.from_dict(doc["tree"], "tree"), doc.get("name")
+    return _encodable(Unit.from_dict(doc["tree"], "tree"), where), doc.get("name")
   if isinstance(doc, dict) and "kind" in doc:  # a bare unit tree is accepted too
-    return Unit.from_dict(doc, "tree"), None
+    return _encodable(Unit.from_dict(doc, "tree"), where), None
   raise DesignError(f"{where}: expected an object with 'tree' (a unit tree with 'kind', "
                     f"'params', 'children')")
+
+
+def _encodable(tree: Unit, where: str) -> Unit:
+  try:
+    json.dumps(tree.to_dict(), ensure_ascii=False).encode("utf-8")  # printable, storable text
+  except UnicodeEncodeError as e:
+    raise DesignError(f"{where}: text with a lone surrogate ({e.object[e.start:e.end]!a}) is not "
+                      f"valid Unicode") from None
+  return tree
 
 
 def load_design(path: str) -> tuple[Unit, str | None]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from evolution import canonical, operators, selection
+from evolution import canonical, integrity, operators, selection
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
@@ -73,6 +73,11 @@ class Evolution:
     os.makedirs(workdir, exist_ok=True)
     self.config_json = write_resolved_config(config, workdir, log)
     self.store = Store.open(workdir)
+    try:
+      integrity.check_workdir(self.store, workdir)  # history the store lost: stop, don't redo it
+    except BaseException:
+      self.store.close()
+      raise
     self.key = jax.random.key(config.seed)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self._data = None
