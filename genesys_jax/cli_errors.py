@@ -81,6 +81,15 @@ def validate_or_exit(config, rungs: Iterable[str] | None = None) -> None:
     fail(*errors)
 
 
+def lock_free_or_exit(workdir: str) -> None:
+  """Exit naming the holder if another live run holds the workdir (before any heavy import)."""
+  from genesys_jax import runlock  # pylint: disable=g-import-not-at-top
+  try:
+    runlock.check_free(workdir)
+  except runlock.LockedError as e:
+    fail(describe(e))
+
+
 def describe(e: BaseException) -> str:
   """One line for an error a run raised for bad input or a bad environment."""
   if isinstance(e, OSError) and e.strerror:

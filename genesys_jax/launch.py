@@ -25,6 +25,7 @@ def main(argv):
   from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
   config = cli_errors.config_or_exit(_CONFIG, "config")
   cli_errors.validate_or_exit(config)
+  cli_errors.lock_free_or_exit(_WORKDIR.value)  # fail fast; the run takes the lock for itself
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy)
   from genesys_jax import loop  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()

@@ -74,6 +74,27 @@ def describe(holder: dict[str, Any] | None, held: bool = True) -> str:
   return text
 
 
+def _locked_error(workdir: str, path: str, holder: dict[str, Any] | None) -> LockedError:
+  return LockedError(f"{workdir} is in use by another run: {describe(holder)} holds {path}; wait "
+                     f"for it to end (or stop it), or use another --workdir")
+
+
+def check_free(workdir: str) -> None:
+  """Raise LockedError if a live run holds the workdir; writes nothing (a fail-fast probe)."""
+  path = lock_path(workdir)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return  # no lock file (or none readable): the run's own acquire decides
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      raise _locked_error(workdir, path, _parse(os.pread(fd, 4096, 0).decode("utf-8", "replace"))) from None
+  finally:
+    os.close(fd)
+
+
 class RunLock:
   """`RunLock(workdir).acquire()` ... `.release()`; or `with hold(workdir):`."""
 
@@ -93,9 +114,7 @@ class RunLock:
       os.close(fd)
       if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
         raise
-      raise LockedError(f"{self.workdir} is in use by another run: {describe(holder)} holds "
-                        f"{self.path}; wait for it to end (or stop it), or use another "
-                        f"--workdir") from None
+      raise _locked_error(self.workdir, self.path, holder) from None
     try:
       self.took_over = _parse(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
       line = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "role": self.role,
