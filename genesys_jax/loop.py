@@ -52,9 +52,11 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: 
     with open(tmp, "w") as f:
       f.write(text)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):  # a full disk leaves no half-written config.json.tmp
       os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: name it
+      raise OSError(e.errno, e.strerror, tmp) from None
     raise
   return text
 
