@@ -167,14 +167,21 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   else:
     start, meta = 0, {}
     state = jax.jit(init_state, out_shardings=state_sh)(key)
+  # Timing accumulates over attempts in the checkpoint, so a resumed run (even one resumed from its
+  # final checkpoint, with nothing left to train) reports the throughput of the steps it trained.
+  prior_wall, prior_timed = float(meta.get("train_wall_s", 0.0)), int(meta.get("timed_steps", 0))
   batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed, step=meta.get("data_step", start),
                                    process_index=jax.process_index(), process_count=jax.process_count())
+  if log_dir and jax.process_index() == 0:
+    metrics_lib.clear_events(log_dir)  # one event file per (design, rung): earlier attempts' go
   writer = metrics_lib.Writer(log_dir)
+  for done in range(cfg.log_every, min(start, len(meta.get("losses", []))) + 1, cfg.log_every):
+    writer.scalars(done, {"train/loss": meta["losses"][done - 1]})  # the curve up to the resume
   flops = metrics_lib.model_flops_per_token(n_params, n_blocks, d_model, seq_len)
   losses: list[float] = list(meta.get("losses", []))
   pending: list[jax.Array] = []
   end = steps if stop_after is None else min(steps, stop_after)
-  t0, timed_steps = None, 0
+  t0, timed_steps, elapsed = None, 0, 0.0
   with tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, dynamic_ncols=True,
             disable=None) as bar:
     for step in range(start, end):
@@ -195,9 +202,13 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
         writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s})
         if not math.isfinite(losses[-1]):
           raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
+      elapsed = time.perf_counter() - t0  # the steps so far, not the checkpoint writes
       if ckpt and ckpt.should_save(done, steps):
-        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed})
-  wall = max(time.perf_counter() - t0, 1e-9) if t0 is not None else 0.0
+        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed,
+                                "train_wall_s": prior_wall + elapsed,
+                                "timed_steps": prior_timed + timed_steps})
+  wall = prior_wall + (max(elapsed, 1e-9) if t0 is not None else 0.0)
+  timed_steps += prior_timed
   if ckpt:
     ckpt.close()
   result = evaluate_bpb(model, state.params, data.validation, data.bytes_per_token,
@@ -208,7 +219,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       params=n_params, tokens=steps * tokens_per_step, steps=steps, steps_done=end,
       d_model=d_model, n_blocks=n_blocks, train_loss=float(np.mean(tail)),
       first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
-      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s))
+      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s), resumed_from_step=start)
   if zeroshot_cfg is not None and zeroshot_cfg.tasks:
     detail = zeroshot.evaluate_tasks(model.apply, state.params, zeroshot_cfg.tasks, data.vocab,
                                      min(zeroshot_cfg.max_len, seq_len), zeroshot_cfg.batch_size,
