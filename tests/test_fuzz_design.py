@@ -156,9 +156,13 @@ def test_a_handful_of_mutants_through_the_checker_cli(mutants, tmp_path):
   latin = next(p for p, o in outcomes.items() if "not UTF-8" in o)
   unknown = next(p for p, o in outcomes.items() if "unknown unit kind" in o)
   env = dict(os.environ, PYTHONPATH=os.getcwd())
-  for path, code in ((str(deep), 2), (latin, 2), (unknown, 1)):
-    run = subprocess.run([sys.executable, "-m", "gab.checker", f"--design={path}"], env=env,
-                         capture_output=True, text=True, timeout=300)
+  cases = ((str(deep), 2), (latin, 2), (unknown, 1))
+  procs = [subprocess.Popen([sys.executable, "-m", "gab.checker", f"--design={path}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for path, _ in cases]  # at once: each is mostly start-up
+  for (path, code), proc in zip(cases, procs):
+    stdout, stderr = proc.communicate(timeout=600)
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert run.returncode == code, (path, run.returncode, run.stderr[-2000:])
     assert "Traceback" not in run.stderr, (path, run.stderr[-2000:])
     if code == 2:

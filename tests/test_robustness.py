@@ -224,37 +224,46 @@ def launch(*args, preexec_fn=None):
                         text=True, env=env(), timeout=600, preexec_fn=preexec_fn)
 
 
-def test_launch_with_a_missing_config_file(tmp_path):
-  run = launch("--config=no/such/ladder.py:smoke", f"--workdir={tmp_path / 'run'}")
-  assert_one_line(run, "--config=no/such/ladder.py:smoke: no such config file")
-  assert not (tmp_path / "run").exists()
-
-
-def test_launch_with_an_unknown_override_names_it_plainly(tmp_path):
-  run = launch("--config=configs/ladder.py:smoke", "--config.evolution.n_proposalz=1",
-               f"--workdir={tmp_path / 'run'}")
-  line = assert_one_line(run)
-  assert line == ("error: unknown config field 'config.evolution.n_proposalz' (did you mean "
-                  "\"n_proposals\" instead of \"n_proposalz\"?): overrides must name existing fields "
-                  "of the config file, e.g. --config.evolution.n_proposals=4")
-  assert "\\" not in line
-
-
-def test_launch_with_an_invalid_value_writes_nothing(tmp_path):
-  run = launch("--config=configs/ladder.py:smoke", "--config.data.seq_len=0", f"--workdir={tmp_path / 'run'}")
-  assert_one_line(run, "config.data.seq_len = 0: expected an integer >= 1")
-  assert not (tmp_path / "run").exists()
-
-
 def _small_files():
   resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))  # a disk that fills at 2 KB a file
 
 
-def test_launch_on_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
-  run = launch("--config=configs/ladder.py:smoke", f"--workdir={tmp_path}", preexec_fn=_small_files)
-  assert_one_line(run, "config.json.tmp", "File too large")
-  assert not (tmp_path / "config.json.tmp").exists() and not (tmp_path / "config.json").exists()
-  assert not (tmp_path / "evolution.db").exists()
+def run_all(cases: dict) -> dict:
+  """Run {name: (argv, preexec_fn)} at once (each is mostly start-up), return {name: result}."""
+  procs = {name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env(), preexec_fn=preexec)
+           for name, (argv, preexec) in cases.items()}
+  out = {}
+  for name, proc in procs.items():
+    stdout, stderr = proc.communicate(timeout=900)
+    out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+  return out
+
+
+def test_bad_input_to_launch_and_train_exits_2_with_one_line(tmp_path):
+  deep = tmp_path / "deep.json"
+  deep.write_text('{"kind": "Residual", "children": [' * 10_000 + '{"kind": "MLP"}' + "]}" * 10_000)
+  smoke = "--config=configs/ladder.py:smoke"
+  tool = [sys.executable, "-m", "genesys_jax.launch"]
+  runs = run_all({
+      "missing": (tool + ["--config=no/such/ladder.py:smoke", f"--workdir={tmp_path / 'a'}"], None),
+      "unknown": (tool + [smoke, "--config.evolution.n_proposalz=1", f"--workdir={tmp_path / 'b'}"], None),
+      "invalid": (tool + [smoke, "--config.data.seq_len=0", f"--workdir={tmp_path / 'c'}"], None),
+      "full": (tool + [smoke, f"--workdir={tmp_path / 'd'}"], _small_files),
+      "deep": ([sys.executable, "-m", "train.train", smoke, f"--design={deep}",
+                f"--workdir={tmp_path / 'e'}"], None),
+  })
+  assert_one_line(runs["missing"], "--config=no/such/ladder.py:smoke: no such config file")
+  line = assert_one_line(runs["unknown"])
+  assert line == ("error: unknown config field 'config.evolution.n_proposalz' (did you mean "
+                  "\"n_proposals\" instead of \"n_proposalz\"?): overrides must name existing fields "
+                  "of the config file, e.g. --config.evolution.n_proposals=4")
+  assert_one_line(runs["invalid"], "config.data.seq_len = 0: expected an integer >= 1")
+  assert_one_line(runs["full"], "config.json.tmp", "File too large")
+  assert os.listdir(tmp_path / "d") == ["run.lock"]  # no config.json(.tmp), no evolution.db
+  assert_one_line(runs["deep"], str(deep), "nested too deeply")
+  for name in "abce":  # refused before anything was written: not even the workdir
+    assert not (tmp_path / name).exists(), name
 
 
 @pytest.mark.slow
@@ -265,16 +274,6 @@ def test_launch_on_an_unusable_workdir_and_a_zero_batch(tmp_path):
   assert_one_line(launch("--config=configs/ladder.py:smoke", "--config.rungs.tiny.batch_size=0",
                          f"--workdir={tmp_path / 'run'}"), "config.rungs.tiny.batch_size = 0")
   assert not (tmp_path / "run").exists()
-
-
-def test_train_with_a_deep_design_file(tmp_path):
-  deep = tmp_path / "deep.json"
-  deep.write_text('{"kind": "Residual", "children": [' * 10_000 + '{"kind": "MLP"}' + "]}" * 10_000)
-  run = subprocess.run([sys.executable, "-m", "train.train", "--config=configs/ladder.py:smoke",
-                        f"--design={deep}", f"--workdir={tmp_path / 'w'}"], capture_output=True,
-                       text=True, env=env(), timeout=600)
-  assert_one_line(run, str(deep), "nested too deeply")
-  assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
