@@ -61,7 +61,7 @@ def check_workdir(store, workdir: str) -> None:
     return
   shown = ", ".join(unknown[:3]) + (f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else "")
   raise StoreError(
-      f"the store {store.path} has no record of {len(unknown)} design(s) the workdir trained "
+      f"the store {getattr(store, 'path', '')} has no record of {len(unknown)} design(s) the workdir trained "
       f"({shown}; e.g. {dirs[unknown[0]]}): it lost history (a damaged or replaced evolution.db "
       f"or evolution.db-wal?) or belongs to another run; {WHAT_TO_DO} (with checkpoints/ and "
       f"tensorboard/)")

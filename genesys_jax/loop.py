@@ -75,11 +75,6 @@ class Evolution:
     os.makedirs(workdir, exist_ok=True)
     self.config_json = write_resolved_config(config, workdir, log)
     self.store = Store.open(workdir)
-    try:
-      integrity.check_workdir(self.store, workdir)  # history the store lost: stop, don't redo it
-    except BaseException:
-      self.store.close()
-      raise
     self.key = jax.random.key(config.seed)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self._data = None
@@ -258,6 +253,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> l
   with runlock.hold(workdir, "controller", log):
     evo = Evolution(config, workdir, log)
     try:
+      integrity.check_workdir(evo.store, workdir)  # history the store lost: stop, don't redo it
       return evo.run()
     finally:
       evo.store.close()

@@ -27,7 +27,10 @@ def events(log_dir) -> dict[str, list[int]]:
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"tensors": 0, "scalars": 0})
   acc.Reload()
-  return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
+  tags = acc.Tags()  # scalars as simple values or as tensors, whichever the writer uses
+  out = {tag: [e.step for e in acc.Scalars(tag)] for tag in tags["scalars"]}
+  out.update({tag: [e.step for e in acc.Tensors(tag)] for tag in tags["tensors"]})
+  return out
 
 
 def test_resuming_from_the_final_checkpoint_keeps_timing_and_one_event_file(setup, tmp_path):

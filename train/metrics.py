@@ -43,7 +43,7 @@ def mfu(flops_per_token: float, tokens_per_s: float | None, n_devices: int | Non
 def clear_events(log_dir: str) -> None:
   """Remove the TensorBoard event files of earlier attempts from `log_dir` (a resumed run writes
   its whole curve again, from the losses kept in the checkpoint, into one new file)."""
-  if not os.path.isdir(log_dir):
+  if "://" in log_dir or not os.path.isdir(log_dir):  # (URLs: left to their own store)
     return
   for name in os.listdir(log_dir):
     if name.startswith("events.out.tfevents"):

@@ -219,7 +219,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       params=n_params, tokens=steps * tokens_per_step, steps=steps, steps_done=end,
       d_model=d_model, n_blocks=n_blocks, train_loss=float(np.mean(tail)),
       first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
-      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s), resumed_from_step=start)
+      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s))
   if zeroshot_cfg is not None and zeroshot_cfg.tasks:
     detail = zeroshot.evaluate_tasks(model.apply, state.params, zeroshot_cfg.tasks, data.vocab,
                                      min(zeroshot_cfg.max_len, seq_len), zeroshot_cfg.batch_size,
@@ -227,6 +227,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
     result["zeroshot"] = {t: m.get("acc_norm", m["acc"]) for t, m in detail.items()}
     result["zeroshot_detail"] = detail
     writer.scalars(end, {f"zeroshot/{t}": v for t, v in result["zeroshot"].items()})
+  result["resumed_from_step"] = start  # 0: trained from scratch in this attempt
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()
   if return_state:
