@@ -145,7 +145,7 @@ class Store:
         self._db.execute("ROLLBACK")
       raise
     if outer:
-      integrity.checkpoint(self._db)  # committed history into the main file, the WAL emptied
+      integrity.checkpoint(self._db)  # committed history lives in the main file
 
   # -- schema --------------------------------------------------------------------------------
   def version(self) -> int:
