@@ -20,7 +20,7 @@ import pytest
 from evolution import store as store_lib
 from evolution.store import Store, StoreError
 from gab import seeds
-from gab.tree import design_to_json
+from gab.tree import Unit, design_to_json
 from genesys_jax import loop, validate
 
 WAL_SCRIPT = r"""
@@ -204,12 +204,12 @@ def test_a_concurrent_schema_migration_logs_no_no_op_event(tmp_path):
 
 
 def test_a_stored_design_is_not_a_duplicate_of_itself(tmp_path):
-  tree = seeds.seed("gpt")
+  tree = Unit.make("Residual", [Unit.make("MLP")])  # small: fingerprints run eagerly
   evo = loop.Evolution(ladder(), str(tmp_path), log=lambda _: None)
   try:
     fingerprint, twin = evo.duplicate_of(tree)
     assert twin is None
-    evo.store.add_design(tree.content_hash(), design_to_json(tree), [], "seed", "gpt", "valid")
+    evo.store.add_design(tree.content_hash(), design_to_json(tree), [], "scratch", "", "valid")
     evo.store.add_artifact(tree.content_hash(), "fingerprint", fingerprint)
     evo.store.add_design("ffffffffffffffff", "{}", [], "seed", "other", "valid")
     evo.store.add_artifact("ffffffffffffffff", "fingerprint", "not this one")
