@@ -28,6 +28,9 @@ import sqlite3
 import time
 from typing import Any, Callable, Iterable
 
+from evolution import integrity
+from evolution.integrity import StoreError  # noqa: F401 (the API: a store that cannot be used)
+
 STATUSES = ("valid", "rejected", "verified", "failed")
 
 # MIGRATIONS[v] takes a store from version v to v + 1. Version 1 is the walking skeleton's schema
@@ -80,10 +83,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(Exception):
-  """A store this code cannot open (e.g. written by a newer version)."""
-
-
 class Store:
   """A transactional view of the run's SQLite database, shareable by several processes."""
 
@@ -94,11 +93,21 @@ class Store:
     self._depth = 0
     self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
     self._db.row_factory = sqlite3.Row
-    if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-      self._db.execute("PRAGMA journal_mode=WAL")
-    self._db.execute("PRAGMA synchronous=NORMAL")
-    self._db.execute("PRAGMA foreign_keys=ON")
-    self._migrate()
+    try:
+      if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        self._db.execute("PRAGMA journal_mode=WAL")
+      self._db.execute("PRAGMA synchronous=NORMAL")
+      self._db.execute("PRAGMA foreign_keys=ON")
+      integrity.check_database(self._db, path)
+      self._migrate()
+    except sqlite3.DatabaseError as e:
+      self._db.close()
+      if isinstance(e, sqlite3.OperationalError):  # locked, disk full, ...: not damage
+        raise
+      raise integrity.damaged(path, str(e)) from None
+    except BaseException:
+      self._db.close()
+      raise
 
   @classmethod
   def open(cls, workdir: str, clock: Callable[[], float] = time.time) -> "Store":
@@ -135,6 +144,8 @@ class Store:
       if outer and self._db.in_transaction:
         self._db.execute("ROLLBACK")
       raise
+    if outer:
+      integrity.checkpoint(self._db)  # committed history lives in the main file
 
   # -- schema --------------------------------------------------------------------------------
   def version(self) -> int:
@@ -149,6 +160,8 @@ class Store:
       return
     with self.transaction():
       version = self.version()
+      if version == len(MIGRATIONS):
+        return  # another process migrated it meanwhile: nothing to do, nothing to log
       if version > len(MIGRATIONS):
         raise StoreError(f"{self.path} has schema version {version}, newer than this code's "
                          f"{len(MIGRATIONS)}; update genesys_jax to open it")

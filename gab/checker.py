@@ -152,14 +152,17 @@ def main(argv: list[str]) -> int:
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
   FLAGS = flags.FLAGS  # noqa: N806
+  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top
   try:
     tree, _ = load_design(FLAGS.design)
   except DesignError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  config = FLAGS.config
+  config = cli_errors.config_or_exit(FLAGS["config"], "config") if FLAGS.config is not None else None
   if config is None and FLAGS.rung:
     config = load_config(DEFAULT_LADDER)
+  if config is not None:
+    cli_errors.validate_or_exit(config, rungs=[FLAGS.rung] if FLAGS.rung else [])
   cfg, rung = (config.checker if config is not None else None), None
   if FLAGS.rung:
     if FLAGS.rung not in config.rungs:

@@ -22,6 +22,8 @@ Path = tuple[int, ...]
 Scalar = bool | int | float | str
 
 DESIGN_FORMAT = "genesys_jax.design/1"
+MAX_DESIGN_BYTES = 16 << 20  # a design file larger than this is refused unread
+MAX_DEPTH = 64               # units nested deeper than this are refused (evolution stays <= ~8)
 
 
 class DesignError(ValueError):
@@ -115,7 +117,9 @@ class Unit:
     return out
 
   @classmethod
-  def from_dict(cls, data: Mapping[str, Any], where: str = "root") -> "Unit":
+  def from_dict(cls, data: Mapping[str, Any], where: str = "root", _depth: int = 1) -> "Unit":
+    if _depth > MAX_DEPTH:
+      raise DesignError(f"{where}: units nested more than {MAX_DEPTH} deep")
     if not isinstance(data, Mapping):
       raise DesignError(f"{where}: expected an object with 'kind', got {type(data).__name__}")
     extra = set(data) - {"kind", "params", "children"}
@@ -129,9 +133,12 @@ class Unit:
     children = data.get("children", [])
     if not isinstance(children, list):
       raise DesignError(f"{where} ({data['kind']}): 'children' must be a list")
-    kids = [cls.from_dict(c, f"{where}.children[{i}]") for i, c in enumerate(children)]
+    kids = [cls.from_dict(c, f"{where}.children[{i}]", _depth + 1) for i, c in enumerate(children)]
     try:
-      return cls.make(data["kind"], kids, **params)
+      if not all(isinstance(k, str) for k in params):
+        raise DesignError("hyperparameter names must be strings")
+      return cls(data["kind"], tuple(sorted((k, _check_scalar(k, v)) for k, v in params.items())),
+                 tuple(kids))
     except DesignError as e:
       raise DesignError(f"{where} ({data['kind']}): {e}") from None
 
@@ -199,25 +206,60 @@ def design_to_json(tree: Unit, name: str | None = None) -> str:
   return json.dumps(doc, sort_keys=True, indent=1)
 
 
+def _finite(text: str) -> float:
+  value = float(text)
+  if value != value or value in (float("inf"), float("-inf")):
+    raise DesignError(f"number {text[:40]} is not a finite float")
+  return value
+
+
+def _no_constant(name: str):
+  raise DesignError(f"{name} is not a number JSON allows in a design")
+
+
 def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
   try:
-    doc = json.loads(text)
+    doc = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
   except json.JSONDecodeError as e:
     raise DesignError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+  except RecursionError:
+    raise DesignError(f"{where}: JSON nested too deeply (a design's units nest at most "
+                      f"{MAX_DEPTH} deep)") from None
+  except DesignError as e:
+    raise DesignError(f"{where}: {e}") from None
+  except (ValueError, TypeError) as e:  # e.g. an integer of more digits than Python converts
+    raise DesignError(f"{where}: unreadable JSON value ({str(e).splitlines()[0][:120]})") from None
   if isinstance(doc, dict) and "tree" in doc:
     if doc.get("format", DESIGN_FORMAT) != DESIGN_FORMAT:
       raise DesignError(f"{where}: format {doc['format']!r} is not {DESIGN_FORMAT!r}")
-    return Unit.from_dict(doc["tree"], "tree"), doc.get("name")
+    return _encodable(Unit.from_dict(doc["tree"], "tree"), where), doc.get("name")
   if isinstance(doc, dict) and "kind" in doc:  # a bare unit tree is accepted too
-    return Unit.from_dict(doc, "tree"), None
+    return _encodable(Unit.from_dict(doc, "tree"), where), None
   raise DesignError(f"{where}: expected an object with 'tree' (a unit tree with 'kind', "
                     f"'params', 'children')")
 
 
-def load_design(path: str) -> tuple[Unit, str | None]:
+def _encodable(tree: Unit, where: str) -> Unit:
   try:
-    with open(path) as f:
-      text = f.read()
+    json.dumps(tree.to_dict(), ensure_ascii=False).encode("utf-8")  # printable, storable text
+  except UnicodeEncodeError as e:
+    raise DesignError(f"{where}: text with a lone surrogate ({e.object[e.start:e.end]!a}) is not "
+                      f"valid Unicode") from None
+  return tree
+
+
+def load_design(path: str) -> tuple[Unit, str | None]:
+  """A design file: UTF-8 JSON of at most MAX_DESIGN_BYTES; any problem is one DesignError line."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read(MAX_DESIGN_BYTES + 1)
   except OSError as e:
     raise DesignError(f"cannot read design file {path}: {e.strerror}") from None
+  if len(raw) > MAX_DESIGN_BYTES:
+    raise DesignError(f"{path}: larger than the {MAX_DESIGN_BYTES >> 20} MiB a design file may have")
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise DesignError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                      f"a design file is UTF-8 JSON") from None
   return design_from_json(text, where=path)

@@ -22,15 +22,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
+  config = cli_errors.config_or_exit(_CONFIG, "config")
+  cli_errors.validate_or_exit(config)
+  cli_errors.lock_free_or_exit(_WORKDIR.value)  # fail fast; the run takes the lock for itself
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy)
   from genesys_jax import loop  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
-  from gab.tree import DesignError  # pylint: disable=g-import-not-at-top
-  try:
-    loop.run(_CONFIG.value, _WORKDIR.value)
-  except (DesignError, ValueError, FileNotFoundError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  with cli_errors.one_line_errors():
+    loop.run(config, _WORKDIR.value)
 
 
 def parse_flags(argv):
@@ -42,9 +42,8 @@ def parse_flags(argv):
     detail = f"{lines[0]} {lines[-1]}" if "Traceback" in str(e) else " ".join(lines)
     print(f"error: {detail}", file=sys.stderr)
   except AttributeError as e:
-    field = str(e).strip("\"'")
-    print(f"error: unknown config field {field!r}: overrides must name existing fields of the "
-          f"config file, e.g. --config.evolution.n_proposals=4", file=sys.stderr)
+    from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
+    print(f"error: {cli_errors.unknown_field(e, argv)}", file=sys.stderr)
   except (KeyError, TypeError, ValueError) as e:
     print(f"error: bad config override: {e}", file=sys.stderr)
   sys.exit(2)

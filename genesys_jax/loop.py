@@ -8,6 +8,7 @@ and the same config and seed give the same designs in the same order (`replay_fr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -16,11 +17,11 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from evolution import canonical, operators, selection
+from evolution import canonical, integrity, operators, selection
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import ladder, leaderboard, replay
+from genesys_jax import ladder, leaderboard, replay, runlock, validate
 from train import data as data_lib
 from train import trainer
 
@@ -47,9 +48,16 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: 
       if f.read() != text:
         log(f"warning: config differs from the one recorded in {path}; continuing with the new one")
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(OSError):  # a full disk leaves no half-written config.json.tmp
+      os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: name it
+      raise OSError(e.errno, e.strerror, tmp) from None
+    raise
   return text
 
 
@@ -102,8 +110,9 @@ class Evolution:
         continue
       report = self.check(tree)
       with self.store.transaction():
-        self.store.add_design(tree.content_hash(), design_to_json(tree, name), [], "seed", name,
-                              "valid" if report.passed else "rejected", report.to_dict())
+        if not self.store.add_design(tree.content_hash(), design_to_json(tree, name), [], "seed",
+                                     name, "valid" if report.passed else "rejected", report.to_dict()):
+          continue  # recorded meanwhile (by an earlier run that stopped here): nothing to add
         self.store.add_artifact(tree.content_hash(), "fingerprint", canonical.fingerprint(tree))
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
@@ -131,10 +140,10 @@ class Evolution:
                        f"store; raise evolution.max_retries")
 
   def duplicate_of(self, tree: Unit) -> tuple[str, str | None]:
-    """The fingerprint of `tree` and the id of a stored design computing the same function."""
+    """The fingerprint of `tree` and the id of another stored design computing the same function."""
     fp = canonical.fingerprint(tree)
     for art in self.store.artifacts(kind="fingerprint"):
-      if art["content"] == fp:
+      if art["content"] == fp and art["design_id"] != tree.content_hash():
         return fp, art["design_id"]
     return fp, None
 
@@ -149,9 +158,9 @@ class Evolution:
                                          "change what the block computes, not only how it is written"))
     with self.store.transaction():
       cid = child.content_hash()
-      self.store.add_design(cid, design_to_json(child), parents, mode, description,
-                            "valid" if report.passed else "rejected", report.to_dict())
-      if fingerprint is not None and twin is None:
+      added = self.store.add_design(cid, design_to_json(child), parents, mode, description,
+                                    "valid" if report.passed else "rejected", report.to_dict())
+      if added and fingerprint is not None and twin is None:
         self.store.add_artifact(cid, "fingerprint", fingerprint)
       self.store.set_meta("proposals_done", index + 1)
     self.log(f"[{index + 1}/{n}] {cid} {mode} from {','.join(parents) or '-'} ({description}): "
@@ -239,8 +248,12 @@ class Evolution:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> list[dict[str, Any]]:
-  evo = Evolution(config, workdir, log)
-  try:
-    return evo.run()
-  finally:
-    evo.store.close()
+  """Validate the config (before anything is written), hold the workdir's controller lock, run."""
+  validate.check_config(config)
+  with runlock.hold(workdir, "controller", log):
+    evo = Evolution(config, workdir, log)
+    try:
+      integrity.check_workdir(evo.store, workdir)  # history the store lost: stop, don't redo it
+      return evo.run()
+    finally:
+      evo.store.close()

@@ -14,7 +14,8 @@ from typing import Any
 
 from evolution.store import Store
 
-TIMING_FIELDS = ("tokens_per_s", "train_wall_s", "mfu")  # measured, not computed: never compared
+TIMING_FIELDS = ("tokens_per_s", "train_wall_s", "mfu",  # measured, not computed: never compared
+                 "resumed_from_step")  # (nor where an attempt resumed)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

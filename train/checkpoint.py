@@ -7,6 +7,9 @@ corrupted latest checkpoint is skipped, with a warning, for the previous good on
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging as pylogging
 import os
 from typing import Any, Callable
 
@@ -49,15 +52,37 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state: Any,
                      warn: Callable[[str], None] = logging.warning) -> tuple[int, Any, dict] | None:
-    """(step, state, meta) of the newest checkpoint that restores, or None if there is none."""
-    for step in reversed(self.steps()):
-      try:
-        out = self._mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return step, out["state"], dict(out["meta"])
-      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
-        warn(f"checkpoint step {step} in {self.directory} is unreadable "
-             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); deleting it and "
-             f"trying the previous one")
-        self._mngr.delete(step)
-    return None
+    """(step, state, meta) of the newest checkpoint that restores, or None if there is none.
+
+    Each unreadable checkpoint is one warning line: the errors its failed reads leave behind on
+    asyncio's logger ("Task exception was never retrieved", one per array) are held back."""
+    with _quiet_asyncio():
+      for step in reversed(self.steps()):
+        try:
+          out = self._mngr.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+          return step, out["state"], dict(out["meta"])
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
+          warn(f"checkpoint step {step} in {self.directory} is unreadable "
+               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); deleting "
+               f"it and trying the previous one")
+          self._mngr.delete(step)
+      return None
+
+
+class _DropAll(pylogging.Filter):
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_asyncio():
+  """Hold back asyncio's logger while restoring, collecting garbage (and the never-retrieved task
+  errors it logs) before letting it speak again."""
+  logger, drop = pylogging.getLogger("asyncio"), _DropAll()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    gc.collect()
+    logger.removeFilter(drop)

@@ -41,6 +41,16 @@ def mfu(flops_per_token: float, tokens_per_s: float | None, n_devices: int | Non
   return flops_per_token * tokens_per_s / (peak * (n_devices or jax.device_count()))
 
 
+def clear_events(log_dir: str) -> None:
+  """Remove the TensorBoard event files of earlier attempts from `log_dir` (a resumed run writes
+  its whole curve again, from the losses kept in the checkpoint, into one new file)."""
+  if "://" in log_dir or not os.path.isdir(log_dir):  # (URLs: left to their own store)
+    return
+  for name in os.listdir(log_dir):
+    if name.startswith("events.out.tfevents"):
+      os.remove(os.path.join(log_dir, name))
+
+
 class Writer:
   """Scalars to TensorBoard event files in `log_dir` (process 0 only; a no-op without a dir).
 

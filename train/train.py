@@ -35,24 +35,26 @@ def main(argv):
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from gab.tree import DesignError, load_design  # pylint: disable=g-import-not-at-top
-  from train import data as data_lib, trainer  # pylint: disable=g-import-not-at-top
+  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
+  config = cli_errors.config_or_exit(_CONFIG, "config")
   rung_name = _RUNG.value or config.ladder.rungs[0]
   if rung_name not in config.rungs:
     print(f"error: unknown rung {rung_name!r}; the config has {sorted(config.rungs)}", file=sys.stderr)
     sys.exit(2)
   try:
     tree, _ = load_design(_DESIGN.value)
+  except DesignError as e:
+    cli_errors.fail(str(e))
+  cli_errors.validate_or_exit(config, rungs=[rung_name])
+  from train import data as data_lib, trainer  # pylint: disable=g-import-not-at-top
+  with cli_errors.one_line_errors():
     corpus = data_lib.load_corpus(config.data)
     metrics = trainer.train_and_evaluate(
         tree, config.rungs[rung_name], corpus, seed=config.seed,
         checkpoint_dir=os.path.join(_WORKDIR.value, "checkpoints"),
         log_dir=os.path.join(_WORKDIR.value, "tensorboard"), train_cfg=config.train,
         stop_after=_STOP_AFTER.value, desc=rung_name, return_state=bool(_DUMP.value))
-  except (DesignError, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   state = metrics.pop("state", None)
   if _DUMP.value:
     import numpy as np  # pylint: disable=g-import-not-at-top

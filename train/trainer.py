@@ -186,18 +186,25 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   else:
     start, meta = 0, {}
     state = jax.jit(init_state, out_shardings=state_sh)(key)
+  # Timing accumulates over attempts in the checkpoint, so a resumed run (even one resumed from its
+  # final checkpoint, with nothing left to train) reports the throughput of the steps it trained.
+  prior_wall, prior_timed = float(meta.get("train_wall_s", 0.0)), int(meta.get("timed_steps", 0))
   batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed, step=meta.get("data_step", start),
                                    process_index=jax.process_index(), process_count=jax.process_count())
   epochs = batches.epochs_at(steps)
   if epochs > 1 and jax.process_index() == 0:
     logging.warning("data: %d steps of %d sequences cover %.2f epochs of the %d train windows "
                     "(the data repeats)", steps, rung.batch_size, epochs, len(data.train))
+  if log_dir and jax.process_index() == 0:
+    metrics_lib.clear_events(log_dir)  # one event file per (design, rung): earlier attempts' go
   writer = metrics_lib.Writer(log_dir)
+  for done in range(cfg.log_every, min(start, len(meta.get("losses", []))) + 1, cfg.log_every):
+    writer.scalars(done, {"train/loss": meta["losses"][done - 1]})  # the curve up to the resume
   flops = metrics_lib.model_flops_per_token(n_params, n_blocks, d_model, seq_len)
   losses: list[float] = list(meta.get("losses", []))
   pending: list[jax.Array] = []
   end = steps if stop_after is None else min(steps, stop_after)
-  t0, timed_steps = None, 0
+  t0, timed_steps, elapsed = None, 0, 0.0
   with tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, dynamic_ncols=True,
             disable=None) as bar:
     for step in range(start, end):
@@ -219,9 +226,13 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
                               "train/epochs": batches.epochs_at(done)})
         if not math.isfinite(losses[-1]):
           raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
+      elapsed = time.perf_counter() - t0  # the steps so far, not the checkpoint writes
       if ckpt and ckpt.should_save(done, steps):
-        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed})
-  wall = max(time.perf_counter() - t0, 1e-9) if t0 is not None else 0.0
+        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed,
+                                "train_wall_s": prior_wall + elapsed,
+                                "timed_steps": prior_timed + timed_steps})
+  wall = prior_wall + (max(elapsed, 1e-9) if t0 is not None else 0.0)
+  timed_steps += prior_timed
   if ckpt:
     ckpt.close()
   result = evaluate_bpb(model, state.params, data.validation, data.bytes_per_token,
@@ -240,6 +251,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
     result["zeroshot"] = {t: m.get("acc_norm", m["acc"]) for t, m in detail.items()}
     result["zeroshot_detail"] = detail
     writer.scalars(end, {f"zeroshot/{t}": v for t, v in result["zeroshot"].items()})
+  result["resumed_from_step"] = start  # 0: trained from scratch in this attempt
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()
   if return_state:
