@@ -5,11 +5,12 @@ store's own methods: a thin adapter translates the few SQLite idioms they use (`
 `INSERT OR IGNORE`, `INSERT OR REPLACE` -> an upsert on the table's primary key, `WHERE 1`,
 `BEGIN IMMEDIATE`), and the migrations of `evolution/store.py` are translated statement by
 statement (`_pg_statement`), so a schema change written once lands on both backends. What differs:
-- claims take the oldest pending row with `SELECT ... FOR UPDATE SKIP LOCKED`, so workers on many
-  hosts never wait on each other's rows;
+- claims take the oldest pending row with `SELECT ... FOR UPDATE SKIP LOCKED`;
 - leases are measured on the database's clock (`clock_timestamp()`), never a host's: hosts drift;
-- the event log stays gapless and in commit order: `_log` takes a transaction-level advisory lock
-  and numbers the event MAX(seq) + 1 (one short critical section per write transaction);
+- write transactions are serialised by one transaction-level advisory lock taken first (as
+  SQLite's `BEGIN IMMEDIATE` does), so the event log is numbered MAX(seq) + 1, gapless and in commit
+  order, and no two writers can deadlock on rows taken in different orders; heartbeats and reads
+  run outside it;
 - the schema version lives in the table `store_schema` (PostgreSQL has no `PRAGMA user_version`).
 """
 
@@ -24,8 +25,7 @@ import psycopg
 
 from evolution.store import MIGRATIONS, Store, StoreError
 
-_EVENT_LOCK = 0x67656E65  # pg_advisory_xact_lock key of the event log ("gene")
-_MIGRATION_LOCK = 0x67656E66
+_WRITE_LOCK = 0x67656E65  # pg_advisory_xact_lock key every write transaction takes first ("gene")
 # SQLite-only statements of MIGRATIONS and their PostgreSQL form, by (from_version, index).
 _PG_EQUIVALENTS = {
     (1, 2): """INSERT INTO lineage (child_id, parent_id, position)
@@ -97,6 +97,9 @@ class _Connection:
 
   def execute(self, sql: str, args=()):
     pg = _translate(sql)
+    if pg == "BEGIN":
+      self.conn.execute("BEGIN")
+      return self.conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
     match = re.match(r"\s*INSERT OR REPLACE INTO (\w+) \(([^)]*)\)", pg)
     if match:
       table, columns = match.group(1), [c.strip() for c in match.group(2).split(",")]
@@ -155,7 +158,8 @@ class PgStore(Store):
 
   # -- schema --------------------------------------------------------------------------------
   def version(self) -> int:
-    self._db.execute("CREATE TABLE IF NOT EXISTS store_schema (version INTEGER NOT NULL)")
+    if self._db.execute("SELECT to_regclass('store_schema')").fetchone()[0] is None:
+      return 0
     row = self._db.execute("SELECT version FROM store_schema").fetchone()
     return 0 if row is None else row[0]
 
@@ -163,11 +167,11 @@ class PgStore(Store):
     if self.version() == len(MIGRATIONS):
       return
     with self.transaction():
-      self._db.execute(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")  # one migrator at a time
       version = self.version()
       if version > len(MIGRATIONS):
         raise StoreError(f"{self.path} has schema version {version}, newer than this code's "
                          f"{len(MIGRATIONS)}; update genesys_jax to open it")
+      self._db.execute("CREATE TABLE IF NOT EXISTS store_schema (version INTEGER NOT NULL)")
       for v in range(version, len(MIGRATIONS)):
         for i, sql in enumerate(MIGRATIONS[v]):
           self._db.conn.execute(_pg_statement(v, i, sql))
@@ -178,7 +182,6 @@ class PgStore(Store):
 
   # -- events --------------------------------------------------------------------------------
   def _log(self, kind: str, payload: dict[str, Any]) -> int:
-    self._db.execute(f"SELECT pg_advisory_xact_lock({_EVENT_LOCK})")  # held until commit
     return self._db.execute(
         "INSERT INTO events (seq, kind, payload) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), "
         "?, ?) RETURNING seq", (kind, json.dumps(payload, sort_keys=True))).fetchone()[0]
