@@ -152,5 +152,9 @@ def main(argv):
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def run():
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
