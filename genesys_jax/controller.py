@@ -100,12 +100,14 @@ def _drain_in_process(evo, wanted, cfg) -> None:
 
 def _wait_for_workers(evo, wanted, cfg) -> None:
   left, reported = _open(evo.store, wanted), None
+  t0 = time.perf_counter()
   while left:
     if len(left) != reported:
       evo.log(f"  waiting for verifier workers: {len(left)} of {len(wanted)} job(s) open")
       reported = len(left)
     time.sleep(cfg.poll_s)
     left = _open(evo.store, wanted)
+  evo.waited_s = getattr(evo, "waited_s", 0.0) + time.perf_counter() - t0  # for benchmarks
   evo.log(f"  {len(wanted)} job(s) done")
 
 

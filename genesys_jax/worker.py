@@ -121,7 +121,9 @@ def serve(url: str, workdir: str, worker_id: str, exit_when_idle: bool = True, m
       continue
     job = tuple(json.loads(message))
     say(f"worker {worker_id}: claimed {job[0]}@{job[1]}")
+    t0 = time.perf_counter()
     jobs.run_job(verifier, store, url, worker_id, job, verifier.log, writes=lead)
+    say(f"worker {worker_id}: {job[0]}@{job[1]} done in {time.perf_counter() - t0:.2f} s")
     done += 1
   say(f"worker {worker_id}: {done} job(s) done; exiting")
   store.close()

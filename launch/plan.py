@@ -20,6 +20,7 @@ def default_config() -> ml_collections.ConfigDict:
       executor="",          # "": the one-process run (controller with an in-process worker)
       dry_run=False,        # print the plan's commands instead of running them
       workers=1,            # verifier workers (each possibly multi-host)
+      worker_workdir="",    # workers' checkpoints and TensorBoard (e.g. gs://BUCKET/run); "" = --workdir
       python="",            # interpreter in commands; "" = this one (local, ray) or python3 (tpu_vm)
       gpus_per_worker=0,    # local: CUDA_VISIBLE_DEVICES slices; ray: num_gpus of each worker task
       cpus_per_worker=1,    # ray: num_cpus of each worker task
@@ -89,7 +90,7 @@ def build(launch: ml_collections.ConfigDict, config_flags: Sequence[str], workdi
       env = (("CUDA_VISIBLE_DEVICES", ",".join(str(first + g) for g in range(launch.gpus_per_worker))),)
     elif launch.executor == "local":
       env = (("CUDA_VISIBLE_DEVICES", ""),)  # CPU slots: keep workers off any GPU
-    command = (python, "-m", "genesys_jax.worker", f"--workdir={workdir}", *store,
+    command = (python, "-m", "genesys_jax.worker", f"--workdir={launch.worker_workdir or workdir}", *store,
                f"--worker_id=worker-{i}")
     workers.append(Job(f"worker-{i}", command, env, launch.cpus_per_worker, launch.gpus_per_worker))
   return Experiment("genesys", workdir, controller, tuple(workers))

@@ -26,6 +26,9 @@ def _die_with_parent():
 
 
 def _run_worker(command: list[str], env: dict[str, str], cwd: str) -> int:
+  import ray  # pylint: disable=g-import-not-at-top
+  node = ray.get_runtime_context().get_node_id()[:8]
+  command = [f"{a}@{node}" if a.startswith("--worker_id=") else a for a in command]  # name its node
   proc = subprocess.run(command, env=dict(os.environ, **env), cwd=cwd, preexec_fn=_die_with_parent,
                         check=False)
   if proc.returncode != 0:
@@ -35,8 +38,9 @@ def _run_worker(command: list[str], env: dict[str, str], cwd: str) -> int:
 
 def run(experiment: Experiment, launch, log=print) -> int:
   import ray  # pylint: disable=g-import-not-at-top
+  path = os.pathsep.join([os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
   ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=False,
-           logging_level="WARNING")
+           logging_level="WARNING", runtime_env={"env_vars": {"PYTHONPATH": path}})
   task = ray.remote(max_retries=launch.max_retries, retry_exceptions=True)(_run_worker)
   cwd = os.getcwd()
   refs = [task.options(num_cpus=job.cpus, num_gpus=job.gpus, name=job.name).remote(

@@ -9,7 +9,7 @@ from launch import cli, plan, tpu_vm
 
 STORE = "postgresql://genesys@10.128.0.5:5432/genesys"
 ARGV = ["genesys_jax/launch.py", "--config=configs/ladder.py:paper", "--config.seed=3",
-        "--workdir=gs://my-bucket/run1", "--launch.executor=tpu_vm", "--launch.dry_run"]
+        "--workdir=runs/paper", "--launch.executor=tpu_vm", "--launch.dry_run"]
 
 V5E_16 = """\
 # 1 verifier worker(s), each a v5e-16 slice (v5litepod-16: 4 host(s), 16 chips), runtime v2-alpha-tpuv5-lite
@@ -24,7 +24,7 @@ gcloud compute tpus tpu-vm ssh genesys-worker-0 --zone=us-west4-a --project=my-p
 # worker-0: start the worker on all 4 host(s) (jax.distributed joins them)
 gcloud compute tpus tpu-vm ssh genesys-worker-0 --zone=us-west4-a --project=my-project --worker=all --command 'cd ~/genesys_jax && nohup python3 -m genesys_jax.worker --workdir=gs://my-bucket/run1 --store=postgresql://genesys@10.128.0.5:5432/genesys --coordinator=auto --worker_id=genesys-worker-0 > worker.log 2>&1 &'
 # the controller, here: proposes, checks and records; the slices verify
-python3 -m genesys_jax.launch --config=configs/ladder.py:paper --config.seed=3 --workdir=gs://my-bucket/run1 --config.jobs.in_process=False --config.store.url=postgresql://genesys@10.128.0.5:5432/genesys
+python3 -m genesys_jax.launch --config=configs/ladder.py:paper --config.seed=3 --workdir=runs/paper --config.jobs.in_process=False --config.store.url=postgresql://genesys@10.128.0.5:5432/genesys
 # when the run is done, delete the slices
 gcloud compute tpus queued-resources delete genesys-worker-0 --zone=us-west4-a --project=my-project --force --quiet"""
 
@@ -47,7 +47,7 @@ gcloud compute tpus tpu-vm ssh genesys-worker-1 --zone=us-central2-b --worker=al
 # worker-1: start the worker on all 4 host(s) (jax.distributed joins them)
 gcloud compute tpus tpu-vm ssh genesys-worker-1 --zone=us-central2-b --worker=all --command 'cd ~/genesys_jax && nohup python3 -m genesys_jax.worker --workdir=gs://my-bucket/run1 --store=postgresql://genesys@10.128.0.5:5432/genesys --coordinator=auto --worker_id=genesys-worker-1 > worker.log 2>&1 &'
 # the controller, here: proposes, checks and records; the slices verify
-python3 -m genesys_jax.launch --config=configs/ladder.py:paper --config.seed=3 --workdir=gs://my-bucket/run1 --config.jobs.in_process=False --config.store.url=postgresql://genesys@10.128.0.5:5432/genesys
+python3 -m genesys_jax.launch --config=configs/ladder.py:paper --config.seed=3 --workdir=runs/paper --config.jobs.in_process=False --config.store.url=postgresql://genesys@10.128.0.5:5432/genesys
 # when the run is done, delete the slices
 gcloud compute tpus tpu-vm delete genesys-worker-0 --zone=us-central2-b --quiet
 gcloud compute tpus tpu-vm delete genesys-worker-1 --zone=us-central2-b --quiet"""
@@ -65,15 +65,16 @@ def run_config(url=STORE):
   return ml_collections.ConfigDict(dict(store=dict(url=url)))
 
 
-def dry_run(capsys, launch, argv=ARGV, url=STORE, workdir="gs://my-bucket/run1"):
+def dry_run(capsys, launch, argv=ARGV, url=STORE, workdir="runs/paper"):
   assert cli.main(launch, run_config(url), argv, workdir) == 0
   return capsys.readouterr().out.rstrip("\n")
 
 
 @pytest.mark.parametrize("launch,expected", [
-    (dict(executor="tpu_vm", dry_run=True, tpu=dict(accelerator="v5e-16", zone="us-west4-a",
+    (dict(executor="tpu_vm", dry_run=True, worker_workdir="gs://my-bucket/run1", tpu=dict(accelerator="v5e-16", zone="us-west4-a",
                                                     project="my-project", queued=True, spot=True)), V5E_16),
-    (dict(executor="tpu_vm", dry_run=True, workers=2, tpu=dict(accelerator="v4-32")), V4_32),
+    (dict(executor="tpu_vm", dry_run=True, workers=2, worker_workdir="gs://my-bucket/run1",
+          tpu=dict(accelerator="v4-32")), V4_32),
 ])
 def test_tpu_vm_dry_run_prints_the_exact_commands(capsys, launch, expected):
   out = dry_run(capsys, launch_config(**launch))

@@ -47,7 +47,8 @@ class Writer:
     self._writer = None
     if log_dir and jax.process_index() == 0:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top  (already loaded by train.data)
-      os.makedirs(log_dir, exist_ok=True)
+      if "://" not in log_dir:  # gs:// and other URLs: tf.summary creates them
+        os.makedirs(log_dir, exist_ok=True)
       self._tf = tf
       self._writer = tf.summary.create_file_writer(log_dir)
 
