@@ -154,20 +154,27 @@ def infrastructure_failure(attempts: int) -> dict[str, Any]:
                    f"for a reason other than the design); not retried"}
 
 
+def settle_lost_job(verifier, store: Store, worker_id: str, job: tuple[str, str], log: Log) -> bool:
+  """Record a just-claimed job that already lost `jobs.max_attempts` attempts as an infrastructure
+  failure (True), instead of training it again (False: train it)."""
+  attempts = attempts_of(store, job)
+  if attempts <= jobs_config(verifier.config).max_attempts:
+    return False
+  log(f"worker {worker_id}: {job[0]}@{job[1]} lost {attempts - 1} attempts; recording it as failed")
+  status = "failed" if job[1] == verifier.rungs[0] else None
+  if not store.complete(*job, worker_id, infrastructure_failure(attempts), status=status):
+    raise LeaseLost(f"worker {worker_id} lost its lease on {job}")
+  return True
+
+
 def run_job(verifier, store: Store, url: str, worker_id: str, job: tuple[str, str], log: Log,
             writes: bool = True, on_lost: Callable[[], None] | None = None) -> None:
   """Train and record one job this worker has claimed (`writes=False`: a multi-host worker's
   process > 0, which trains in step with process 0 but records nothing)."""
   cfg = jobs_config(verifier.config)
   design_id, rung = job
-  if writes:
-    attempts = attempts_of(store, job)
-    if attempts > cfg.max_attempts:
-      log(f"worker {worker_id}: {design_id}@{rung} lost {attempts - 1} attempts; recording it as failed")
-      status = "failed" if rung == verifier.rungs[0] else None
-      if not store.complete(design_id, rung, worker_id, infrastructure_failure(attempts), status=status):
-        raise LeaseLost(f"worker {worker_id} lost its lease on {job}")
-      return
+  if writes and settle_lost_job(verifier, store, worker_id, job, log):
+    return
   recorder = JobRecorder(store, worker_id, job, writes)
   real_store, verifier.store = verifier.store, recorder
   beat = Heartbeat(url, verifier.workdir, worker_id, job, cfg, log, on_lost) if writes else contextlib.nullcontext()

@@ -108,7 +108,9 @@ def serve(url: str, workdir: str, worker_id: str, exit_when_idle: bool = True, m
     message = "idle"
     if lead:
       job = store.claim(worker_id, cfg.lease_s)
-      if job is not None:
+      if job is not None and jobs.settle_lost_job(verifier, store, worker_id, job, verifier.log):
+        message = "settled"  # recorded as an infrastructure failure: nothing to train
+      elif job is not None:
         message = json.dumps(job)
       elif exit_when_idle and run_finished(store):
         message = "stop"
@@ -116,8 +118,8 @@ def serve(url: str, workdir: str, worker_id: str, exit_when_idle: bool = True, m
       message = _broadcast(message)
     if message == "stop":
       break
-    if message == "idle":
-      time.sleep(cfg.poll_s)
+    if message in ("idle", "settled"):
+      time.sleep(cfg.poll_s if message == "idle" else 0)
       continue
     job = tuple(json.loads(message))
     say(f"worker {worker_id}: claimed {job[0]}@{job[1]}")

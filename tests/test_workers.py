@@ -159,3 +159,59 @@ def test_a_two_process_worker_trains_a_job_to_the_one_process_metrics(tmp_path):
       assert abs(a["metrics"][key] - b["metrics"][key]) <= 1e-5, (key, a["metrics"][key], b["metrics"][key])
     assert a["metrics"]["params"] == b["metrics"]["params"] and a["metrics"]["tokens"] == b["metrics"]["tokens"]
     assert [j["worker_id"] for j in two.jobs()] == ["slice"]
+
+
+class Clock:
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+
+def store_with_job(tmp_path, clock):
+  store = Store(str(tmp_path / "evolution.db"), clock=clock)
+  store.add_design("d0", '{"tree": {}}', [], "seed", "gpt", "valid")
+  store.enqueue("d0", "tiny")
+  return store
+
+
+def test_a_job_that_lost_its_attempts_is_recorded_as_an_infrastructure_failure(tmp_path):
+  from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
+  clock = Clock()
+  store = store_with_job(tmp_path, clock)
+  verifier = jobs.make_verifier(smoke_config(), str(tmp_path), store, lambda _: None)
+  for dead in ("w0", "w1"):  # two workers die holding it
+    job = store.claim(dead, 10)
+    assert not jobs.settle_lost_job(verifier, store, dead, job, lambda _: None)  # theirs to train
+    clock.now += 11
+  job = store.claim("w2", 10)
+  assert jobs.settle_lost_job(verifier, store, "w2", job, lambda _: None)
+  ((v),) = store.verifications()
+  assert v["metrics"]["val_bpb"] is None
+  assert v["metrics"]["error"].startswith("InfrastructureError: 2 attempts were lost")
+  assert store.design("d0")["status"] == "failed"
+  assert [(j["state"], j["attempts"]) for j in store.jobs()] == [("done", 3)]
+  store.close()
+
+
+def test_a_worker_whose_lease_was_taken_over_records_nothing(tmp_path):
+  from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
+  clock = Clock()
+  store = store_with_job(tmp_path, clock)
+  job = store.claim("slow", 10)
+  clock.now += 11
+  assert store.claim("fast", 10) == job
+  recorder = jobs.JobRecorder(store, "slow", job)
+  with pytest.raises(jobs.LeaseLost):
+    with recorder.transaction():
+      recorder.add_verification("d0", "tiny", {"val_bpb": 1.0, "params": 1, "tokens": 1})
+      recorder.set_status("d0", "verified")
+  assert store.verifications() == [] and store.design("d0")["status"] == "valid"
+  recorder = jobs.JobRecorder(store, "fast", job)
+  with recorder.transaction():
+    recorder.add_verification("d0", "tiny", {"val_bpb": 1.0, "params": 1, "tokens": 1})
+    recorder.set_status("d0", "verified")
+  assert recorder.recorded and store.design("d0")["status"] == "verified"
+  assert [(j["state"], j["worker_id"]) for j in store.jobs()] == [("done", "fast")]
+  store.close()
