@@ -95,7 +95,7 @@ def _drain_in_process(evo, wanted, cfg) -> None:
     if job is None:  # held by an outside worker that joined the run: wait for it
       time.sleep(cfg.poll_s)
       continue
-    jobs_lib.run_job(evo, evo.store, url, worker_id, job, evo.log)
+    jobs_lib.run_job(evo, evo.store, url, worker_id, job, evo.log, settle=False)
 
 
 def _wait_for_workers(evo, wanted, cfg) -> None:

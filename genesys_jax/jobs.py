@@ -168,12 +168,13 @@ def settle_lost_job(verifier, store: Store, worker_id: str, job: tuple[str, str]
 
 
 def run_job(verifier, store: Store, url: str, worker_id: str, job: tuple[str, str], log: Log,
-            writes: bool = True, on_lost: Callable[[], None] | None = None) -> None:
+            writes: bool = True, on_lost: Callable[[], None] | None = None, settle: bool = True) -> None:
   """Train and record one job this worker has claimed (`writes=False`: a multi-host worker's
-  process > 0, which trains in step with process 0 but records nothing)."""
+  process > 0, which trains in step with process 0 but records nothing). `settle=False` (the
+  in-process worker, whose restarts are the user's) never gives up on a job for lost attempts."""
   cfg = jobs_config(verifier.config)
   design_id, rung = job
-  if writes and settle_lost_job(verifier, store, worker_id, job, log):
+  if writes and settle and settle_lost_job(verifier, store, worker_id, job, log):
     return
   recorder = JobRecorder(store, worker_id, job, writes)
   real_store, verifier.store = verifier.store, recorder
