@@ -112,3 +112,24 @@ def test_bad_launch_values_are_refused(capsys):
     dry_run(capsys, launch_config(executor="k8s"))
   with pytest.raises(ValueError, match="--launch.workers=0: expected at least 1"):
     dry_run(capsys, launch_config(executor="local", workers=0))
+
+
+@pytest.mark.slow
+def test_local_executor_runs_a_controller_and_two_workers_to_the_end(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from evolution.store import Store  # pylint: disable=g-import-not-at-top
+  run = subprocess.run([sys.executable, "-m", "genesys_jax.launch", "--config=configs/ladder.py:smoke",
+                        "--config.evolution.n_proposals=1", "--config.jobs.poll_s=0.2",
+                        f"--workdir={tmp_path}", "--launch.executor=local", "--launch.workers=2"],
+                       env=dict(os.environ, PYTHONPATH=os.getcwd()), capture_output=True, text=True,
+                       timeout=1200)
+  assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+  assert "local: controller exited with 0; workers worker-0: 0, worker-1: 0" in run.stdout
+  assert {p.name for p in (tmp_path / "logs").iterdir()} == {"controller.log", "worker-0.log", "worker-1.log"}
+  with Store.open(str(tmp_path)) as store:
+    jobs = store.jobs()
+    assert jobs and {j["state"] for j in jobs} == {"done"}
+    assert {j["worker_id"] for j in jobs} <= {"worker-0", "worker-1"}
+    assert store.get_meta("run_finished") is True
