@@ -16,6 +16,7 @@ import time
 from launch.plan import Experiment, Job
 
 GRACE_S = 120.0
+MAX_RESTARTS = 3  # per worker: one that keeps failing (e.g. bad input, exit 2) is left down
 
 
 def _start(job: Job, logs: str) -> subprocess.Popen:
@@ -31,13 +32,15 @@ def run(experiment: Experiment, log=print, restart_workers: bool = True) -> int:
   os.makedirs(logs, exist_ok=True)
   controller = _start(experiment.controller, logs)
   workers = {job.name: (job, _start(job, logs)) for job in experiment.workers}
+  restarts = {name: 0 for name in workers}
   log(f"local: controller pid {controller.pid}, " +
       ", ".join(f"{name} pid {p.pid}" for name, (_, p) in workers.items()) + f"; logs in {logs}")
   try:
     while controller.poll() is None:
       for name, (job, proc) in list(workers.items()):
-        if proc.poll() not in (None, 0) and restart_workers:
-          log(f"local: {name} exited with {proc.returncode}; restarting it")
+        if proc.poll() not in (None, 0) and restart_workers and restarts[name] < MAX_RESTARTS:
+          restarts[name] += 1
+          log(f"local: {name} exited with {proc.returncode}; restarting it ({restarts[name]}/{MAX_RESTARTS})")
           workers[name] = (job, _start(job, logs))
       time.sleep(0.5)
     deadline = time.monotonic() + (GRACE_S if controller.returncode == 0 else 0)
