@@ -73,8 +73,10 @@ class JobRecorder:
       return
     with self.store.transaction():
       self._result = {}
-      yield self
-      result, self._result = self._result, None
+      try:
+        yield self
+      finally:
+        result, self._result = self._result, None
       if "metrics" in result:
         self._complete(result["metrics"], result.get("status"))
 
