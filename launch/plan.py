@@ -25,6 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
       gpus_per_worker=0,    # local: CUDA_VISIBLE_DEVICES slices; ray: num_gpus of each worker task
       cpus_per_worker=1,    # ray: num_cpus of each worker task
       ray_address="auto",   # ray: the cluster to join
+      ray_node_ip="",       # ray: this host's address in the cluster, if Ray should not guess it
       max_retries=3,        # ray: restarts of a worker task whose node died
       tpu=ml_collections.ConfigDict(dict(
           name="genesys", zone="us-central2-b", project="", accelerator="v4-32",

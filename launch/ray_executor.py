@@ -39,7 +39,8 @@ def _run_worker(command: list[str], env: dict[str, str], cwd: str) -> int:
 def run(experiment: Experiment, launch, log=print) -> int:
   import ray  # pylint: disable=g-import-not-at-top
   path = os.pathsep.join([os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-  ray.init(address=launch.ray_address, include_dashboard=False, log_to_driver=False,
+  ray.init(address=launch.ray_address, _node_ip_address=launch.ray_node_ip or None,
+           include_dashboard=False, log_to_driver=False,
            logging_level="WARNING", runtime_env={"env_vars": {"PYTHONPATH": path}})
   task = ray.remote(max_retries=launch.max_retries, retry_exceptions=True)(_run_worker)
   cwd = os.getcwd()

@@ -28,6 +28,20 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _loopback_alias():
+  """A loopback name that Ray does not rewrite (this host's name, where /etc/hosts maps it to
+  127.x): given "127.0.0.1" or "localhost", Ray connects to the host's outward address instead."""
+  from ray._raylet import is_localhost  # pylint: disable=g-import-not-at-top
+  name = socket.gethostname()
+  try:
+    loopback = socket.gethostbyname(name).startswith("127.")
+  except OSError:
+    loopback = False
+  if not loopback or is_localhost(name):
+    pytest.skip(f"this host's name {name!r} is not a loopback alias, needed to keep Ray on 127.0.0.1")
+  return name
+
+
 def _env():
   return dict(os.environ, PYTHONPATH=os.getcwd(), RAY_USAGE_STATS_ENABLED="0")
 
@@ -44,7 +58,8 @@ def _claimed(workdir):
 def _node_with(resource, address):
   """The (8-character) id of the node offering a custom resource, once it has joined."""
   script = ("import ray, sys, time\n"
-            f"ray.init(address={address!r}, include_dashboard=False, logging_level='ERROR')\n"
+            f"ray.init(address={address!r}, _node_ip_address='127.0.0.1', include_dashboard=False, "
+            "logging_level='ERROR')\n"
             "for _ in range(600):\n"
             f"  nodes = [n for n in ray.nodes() if n['Alive'] and {resource!r} in n['Resources']]\n"
             "  if nodes:\n"
@@ -58,7 +73,7 @@ def _node_with(resource, address):
 @pytest.mark.slow
 def test_a_ray_run_survives_losing_its_extra_node(tmp_path):
   port = _free_port()
-  address = f"127.0.0.1:{port}"
+  address = f"{_loopback_alias()}:{port}"
   head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                            "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
                            f"--temp-dir={tmp_path}/ray"], env=_env(), start_new_session=True,
@@ -78,7 +93,7 @@ def test_a_ray_run_survives_losing_its_extra_node(tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, "-m", "genesys_jax.launch", "--config=configs/ladder.py:smoke", *OVERRIDES,
          f"--workdir={workdir}", "--launch.executor=ray", "--launch.workers=2",
-         f"--launch.ray_address={address}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         f"--launch.ray_address={address}", "--launch.ray_node_ip=127.0.0.1"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     extra_node = _node_with("extra_node", address)
     deadline = time.time() + 900
