@@ -25,8 +25,10 @@ setup(
     version="0.1.0",
     description="Language-model architecture discovery by genetic programming over GAB unit trees, in JAX.",
     python_requires=">=3.11",
-    packages=find_packages(include=["genesys_jax*", "gab*", "evolution*", "train*", "configs*"]),
+    packages=find_packages(include=["genesys_jax*", "gab*", "evolution*", "train*", "configs*", "launch*"]),
     install_requires=RUNTIME,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
-    entry_points={"console_scripts": ["genesys-launch=genesys_jax.launch:run"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ray>=2.9"],
+                    "fleet": ["psycopg[binary]>=3.1", "ray>=2.9"]},  # PostgreSQL store, Ray executor
+    entry_points={"console_scripts": ["genesys-launch=genesys_jax.launch:run",
+                                    "genesys-worker=genesys_jax.worker:run"]},
 )

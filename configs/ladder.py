@@ -13,6 +13,7 @@ Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=
 from ml_collections import ConfigDict
 
 from gab import checker
+from genesys_jax import jobs
 from train import data, trainer, zeroshot
 
 
@@ -44,6 +45,11 @@ def get_config(variant: str | None = None) -> ConfigDict:
   # train/zeroshot_formats.py); empty: fitness from validation bpb alone.
   c.zeroshot = zeroshot.default_config()
   c.replay_from = ""  # a recorded run's workdir: re-run it and report any divergence
+  # "" = SQLite at WORKDIR/evolution.db (one host); postgresql://USER@HOST[:PORT]/DB for fleets.
+  c.store = ConfigDict(dict(url=""))
+  # Verification jobs (genesys_jax/jobs.py): in_process trains them in the controller; else
+  # verifier workers (python -m genesys_jax.worker) do. `generation` proposals share one barrier.
+  c.jobs = jobs.default_config()
   c.evolution = ConfigDict(dict(
       n_proposals=12, max_retries=32,
       # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local

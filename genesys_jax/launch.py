@@ -11,10 +11,15 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import plan as launch_plan
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/ladder.py[:smoke].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (store, checkpoints, config).")
 flags.mark_flags_as_required(["config", "workdir"])
+# --launch.executor=local|ray|tpu_vm [--launch.workers=N] [--launch.dry_run]: a controller and
+# verifier workers (launch/); without it, today's one-process run.
+_LAUNCH = config_flags.DEFINE_config_dict("launch", launch_plan.default_config())
 
 
 def main(argv):
@@ -25,6 +30,13 @@ def main(argv):
   from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
   config = cli_errors.config_or_exit(_CONFIG, "config")
   cli_errors.validate_or_exit(config)
+  if _LAUNCH.value.executor:
+    from launch import cli  # pylint: disable=g-import-not-at-top
+    try:
+      sys.exit(cli.main(_LAUNCH.value, config, sys.argv, _WORKDIR.value))
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
   cli_errors.lock_free_or_exit(_WORKDIR.value)  # fail fast; the run takes the lock for itself
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy)
   from genesys_jax import loop  # pylint: disable=g-import-not-at-top

@@ -21,7 +21,7 @@ from evolution import canonical, integrity, operators, selection
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import ladder, leaderboard, replay, runlock, validate
+from genesys_jax import controller, ladder, leaderboard, replay, runlock, validate
 from train import data as data_lib
 from train import trainer
 
@@ -74,7 +74,7 @@ class Evolution:
       raise ValueError(f"ladder.rungs names {missing}, but config.rungs has only {sorted(config.rungs)}")
     os.makedirs(workdir, exist_ok=True)
     self.config_json = write_resolved_config(config, workdir, log)
-    self.store = Store.open(workdir)
+    self.store = controller.open_store(config, workdir)  # SQLite in the workdir, or config.store.url
     self.key = jax.random.key(config.seed)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self._data = None
@@ -211,23 +211,25 @@ class Evolution:
     return None if pick is None else (pick, self.rungs[i])
 
   def verify_pending(self) -> None:
-    for design in self.store.designs("valid"):
-      self.verify(design, self.rungs[0])
-    while (job := self.next_promotion()) is not None:
-      self.log(f"  promoting {job[0]['id']} to rung {job[1]}")
-      self.verify(*job)
+    """Every valid design at the lowest rung, then the open promotions, as jobs: trained here or
+    by verifier workers (genesys_jax/controller.py)."""
+    controller.verify_pending(self)
 
   # -- the run -------------------------------------------------------------------------------
   def run(self) -> list[dict[str, Any]]:
+    controller.start(self)
     self.add_seeds()
-    self.verify_pending()
     n = self.config.evolution.n_proposals
     done = self.store.get_meta("proposals_done", 0)
+    if controller.at_barrier(self.config, done):  # not in the middle of a generation
+      self.verify_pending()
     if done:
       self.log(f"resuming {self.workdir}: {done}/{n} proposals already made")
     for index in range(done, n):
       self.step(index, n)
-      self.verify_pending()
+      if controller.at_barrier(self.config, index + 1):
+        self.verify_pending()
+    controller.finish(self)
     board = leaderboard.rows(self.store, self.rungs)
     self.log(leaderboard.format_table(board, self.rungs))
     if self.config.get("replay_from"):

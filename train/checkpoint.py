@@ -21,7 +21,7 @@ class Checkpointer:
   """A thin wrapper over `ocp.CheckpointManager` for {"state": pytree, "meta": JSON}."""
 
   def __init__(self, directory: str, max_to_keep: int = 2, save_every: int = 0):
-    self.directory = os.path.abspath(directory)
+    self.directory = directory if "://" in directory else os.path.abspath(directory)  # gs:// too
     self.save_every = save_every
     self._mngr = ocp.CheckpointManager(
         self.directory,

@@ -1,0 +1,195 @@
+"""Verification jobs: how a verifier worker trains one claimed (design, rung) job and records it.
+
+A job is trained by the loop's own `Evolution.verify` (sizing, training, the design-failure rules),
+with the store it records into replaced by a `JobRecorder`: the verification and the design's
+status land through `Store.complete`, in one transaction with the job's `done` mark, and only if
+this worker still holds the job. While it trains, a heartbeat thread (its own store connection)
+renews the lease every `jobs.heartbeat_s`; a worker that finds its lease taken over stops at once
+(exit 3), since another worker now trains the same job into the same checkpoint folder. A job
+claimed for more than `jobs.max_attempts` times means that many attempts were lost to
+infrastructure (a worker died, its host went away, a crash not caused by the design): it is
+recorded as a failed verification with an `InfrastructureError` instead of being retried forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import traceback
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from evolution import store_url
+from evolution.store import Store
+
+Log = Callable[[str], None]
+LEASE_LOST_EXIT = 3
+
+
+class LeaseLost(RuntimeError):
+  """This worker no longer holds the job it was recording."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      in_process=True,   # the controller trains its own jobs (one-process mode); False: workers do
+      generation=1,      # proposals per generation: their rung-0 jobs run in parallel, then a barrier
+      lease_s=300.0,     # a claimed job returns to the queue this long after its last heartbeat
+      heartbeat_s=10.0,
+      max_attempts=2,    # attempts lost to infrastructure before a job is recorded as failed
+      poll_s=0.5))       # how often an idle worker or a waiting controller looks at the queue
+
+
+def jobs_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.jobs`, or the defaults for configs written before it existed."""
+  out = default_config()
+  if "jobs" in config:
+    out.update(config.jobs.to_dict())
+  return out
+
+
+def store_url_of(config: ml_collections.ConfigDict) -> str:
+  return config.store.url if "store" in config else ""
+
+
+class JobRecorder:
+  """The store as `Evolution.verify` sees it while a worker trains a claimed job."""
+
+  def __init__(self, store: Store, worker_id: str, job: tuple[str, str], writes: bool = True):
+    self.store, self.worker_id, self.job, self.writes = store, worker_id, job, writes
+    self._result: dict[str, Any] | None = None
+    self.recorded = False
+
+  def __getattr__(self, name):
+    return getattr(self.store, name)
+
+  @contextlib.contextmanager
+  def transaction(self):
+    if not self.writes:
+      yield self
+      return
+    with self.store.transaction():
+      self._result = {}
+      try:
+        yield self
+      finally:
+        result, self._result = self._result, None
+      if "metrics" in result:
+        self._complete(result["metrics"], result.get("status"))
+
+  def add_verification(self, design_id: str, rung: str, metrics: dict[str, Any]) -> None:
+    if (design_id, rung) != self.job:
+      raise ValueError(f"worker {self.worker_id} holds {self.job}, not ({design_id}, {rung})")
+    if self._result is None:  # outside a transaction
+      if self.writes:
+        self._complete(metrics, None)
+    else:
+      self._result["metrics"] = metrics
+
+  def set_status(self, design_id: str, status: str) -> None:
+    if self._result is not None and design_id == self.job[0] and "metrics" in self._result:
+      self._result["status"] = status
+    elif self.writes:
+      self.store.set_status(design_id, status)
+
+  def _complete(self, metrics: dict[str, Any], status: str | None) -> None:
+    if not self.store.complete(*self.job, self.worker_id, metrics, status=status):
+      raise LeaseLost(f"worker {self.worker_id} lost its lease on {self.job} before recording it")
+    self.recorded = True
+
+
+class Heartbeat:
+  """Renews a held job's lease from a thread with its own store connection."""
+
+  def __init__(self, url: str, workdir: str, worker_id: str, job: tuple[str, str], cfg, log: Log,
+               on_lost: Callable[[], None] | None = None):
+    self.url, self.workdir, self.worker_id, self.job, self.cfg, self.log = url, workdir, worker_id, job, cfg, log
+    self.on_lost = on_lost or (lambda: os._exit(LEASE_LOST_EXIT))  # pylint: disable=protected-access
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, name=f"heartbeat-{worker_id}", daemon=True)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+
+  def _run(self):
+    store = store_url.open_store(self.url, self.workdir)
+    try:
+      while not self._stop.wait(self.cfg.heartbeat_s):
+        if not store.heartbeat(self.worker_id, *self.job, self.cfg.lease_s):
+          self.log(f"worker {self.worker_id}: lease on {self.job[0]}@{self.job[1]} was taken over; "
+                   f"stopping so that only one worker trains it")
+          self.on_lost()
+          return
+    finally:
+      store.close()
+
+
+def make_verifier(config: ml_collections.ConfigDict, workdir: str, store: Store, log: Log):
+  """An `Evolution` that only verifies: the loop's attributes `verify` reads, none of the
+  controller's side effects (no config.json, no run lock, no store of its own)."""
+  from genesys_jax import loop  # pylint: disable=g-import-not-at-top  (loop imports this module)
+  evo = loop.Evolution.__new__(loop.Evolution)
+  evo.config, evo.workdir, evo.log = config, workdir, log
+  evo.rungs = list(config.ladder.rungs)
+  evo.store, evo.key, evo._data = store, jax.random.key(config.seed), None  # pylint: disable=protected-access
+  return evo
+
+
+def attempts_of(store: Store, job: tuple[str, str]) -> int:
+  for j in store.jobs("claimed"):
+    if (j["design_id"], j["rung"]) == job:
+      return j["attempts"]
+  return 0
+
+
+def infrastructure_failure(attempts: int) -> dict[str, Any]:
+  return {"val_bpb": None, "params": None, "tokens": None,
+          "error": f"InfrastructureError: {attempts - 1} attempts were lost (a worker died or crashed "
+                   f"for a reason other than the design); not retried"}
+
+
+def settle_lost_job(verifier, store: Store, worker_id: str, job: tuple[str, str], log: Log) -> bool:
+  """Record a just-claimed job that already lost `jobs.max_attempts` attempts as an infrastructure
+  failure (True), instead of training it again (False: train it)."""
+  attempts = attempts_of(store, job)
+  if attempts <= jobs_config(verifier.config).max_attempts:
+    return False
+  log(f"worker {worker_id}: {job[0]}@{job[1]} lost {attempts - 1} attempts; recording it as failed")
+  status = "failed" if job[1] == verifier.rungs[0] else None
+  if not store.complete(*job, worker_id, infrastructure_failure(attempts), status=status):
+    raise LeaseLost(f"worker {worker_id} lost its lease on {job}")
+  return True
+
+
+def run_job(verifier, store: Store, url: str, worker_id: str, job: tuple[str, str], log: Log,
+            writes: bool = True, on_lost: Callable[[], None] | None = None, settle: bool = True) -> None:
+  """Train and record one job this worker has claimed (`writes=False`: a multi-host worker's
+  process > 0, which trains in step with process 0 but records nothing). `settle=False` (the
+  in-process worker, whose restarts are the user's) never gives up on a job for lost attempts."""
+  cfg = jobs_config(verifier.config)
+  design_id, rung = job
+  if writes and settle and settle_lost_job(verifier, store, worker_id, job, log):
+    return
+  recorder = JobRecorder(store, worker_id, job, writes)
+  real_store, verifier.store = verifier.store, recorder
+  beat = Heartbeat(url, verifier.workdir, worker_id, job, cfg, log, on_lost) if writes else contextlib.nullcontext()
+  try:
+    with beat:
+      verifier.verify(store.design(design_id), rung)
+  except BaseException:
+    if writes and not recorder.recorded:
+      store.release(worker_id, design_id, rung)
+      log(f"worker {worker_id}: released {design_id}@{rung} after an error:\n{traceback.format_exc(limit=3)}")
+    raise
+  finally:
+    verifier.store = real_store
+  if writes and not recorder.recorded:
+    raise RuntimeError(f"verifying {design_id}@{rung} recorded no result")
