@@ -114,7 +114,7 @@ def test_newer_store_is_refused_in_one_line(tmp_path):
 
 def test_fresh_store_is_current_and_empty(tmp_path):
   with Store.open(str(tmp_path / "run")) as store:
-    assert store.version() == 2 and store.events() == [] and store.designs() == []
+    assert store.version() == store_lib.SCHEMA_VERSION == 3 and store.events() == [] and store.designs() == []
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
