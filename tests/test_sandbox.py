@@ -85,7 +85,9 @@ def test_three_code_units_pass_the_checker_in_the_sandbox(forget):
       U("Residual", [U("Sequence", [U("RMSNorm"), U(dc)])]),
       U("Residual", [U("Sequence", [U("RMSNorm"), U(ts)])]),
       U("Residual", [U("Sequence", [U("RMSNorm"), U(sq, expansion=3)])])]))
-  report = sandbox.check_design(design_to_json(tree, None, codeunits.sources_for(tree)), fingerprint=True)
+  small = dict(d_model=64, n_blocks=1, batch_size=2, seq_len=32, target_params=0)  # a quick rung
+  report = sandbox.check_design(design_to_json(tree, None, codeunits.sources_for(tree)), None, small,
+                                fingerprint=True)
   assert report["passed"], report
   assert [c["name"] for c in report["checks"]][:3] == ["format", "init", "forward"]
   assert report["sizing"]["fits"] and len(report["fingerprint"]) == 16
@@ -170,7 +172,7 @@ def test_printing_a_gigabyte_and_allocating_50_gb_are_stopped(forget):
 
 def test_a_sleep_is_killed_at_the_timeout(forget):
   sleepy = HEADER + 'NAP = IMPORT("time").sleep(3600)\n' + IDENTITY
-  check = failed(sandbox.check_design(design_json(sleepy), timeout_s=20))
+  check = failed(sandbox.check_design(design_json(sleepy), timeout_s=12))
   assert check["message"] == "sandbox: timeout"
 
 
@@ -218,20 +220,35 @@ BOOM = _bomb()
   assert not _nobody_processes()
 
 
-def test_the_checker_cli_sandboxes_a_v2_file_and_refuses_an_edited_one(forget, tmp_path):
+def _cli(path, *flags):
+  return subprocess.run([sys.executable, "-m", "gab.checker", f"--design={path}", *flags], cwd=ROOT,
+                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=900)
+
+
+def _coded_file(tmp_path):
   source = open(os.path.join(HERE, "code_units", "token_shift.py")).read()
   path = tmp_path / "coded.json"
   path.write_text(design_json(source))
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  run = lambda p: subprocess.run([sys.executable, "-m", "gab.checker", f"--design={p}"], cwd=ROOT,  # noqa: E731
-                                 env=env, capture_output=True, text=True, timeout=600)
-  proc = run(path)
+  return path
+
+
+@pytest.mark.slow
+def test_the_checker_cli_checks_a_v2_file_in_the_sandbox(forget, tmp_path):
+  path = _coded_file(tmp_path)
+  for kind in list(codeunits.known()):
+    codeunits.forget(kind)
+  proc = _cli(path, "--config=configs/ladder.py:smoke", "--rung=tiny")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert json.loads(proc.stdout)["passed"]
-  doc = json.loads(path.read_text())
+  report = json.loads(proc.stdout)
+  assert report["passed"] and report["sizing"]["fits"]
+
+
+def test_the_checker_cli_refuses_an_edited_file_in_one_line(forget, tmp_path):
+  doc = json.loads(_coded_file(tmp_path).read_text())
   kind = next(iter(doc["units"]))
   doc["units"][kind] = doc["units"][kind].replace("prev_BxLxD - x", "prev_BxLxD + x")
   (tmp_path / "edited.json").write_text(json.dumps(doc))
-  proc = run(tmp_path / "edited.json")
+  proc = _cli(tmp_path / "edited.json")
   assert proc.returncode == 2 and proc.stdout == ""
-  assert len(proc.stderr.strip().splitlines()) == 1 and "edited after hashing" in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "edited after hashing" in errors[0], proc.stderr
