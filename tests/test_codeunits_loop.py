@@ -53,42 +53,55 @@ def _rows(db_path, sql):
     return db.execute(sql).fetchall()
 
 
+def _coded_seed(path):
+  kinds = [codeunits.declare(open(p).read()) for p in sorted(glob.glob(UNITS))]
+  dc, sq, ts = kinds
+  tree = registry.normalize(U("Sequence", [
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(dc)])]),
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(ts)])]),
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(sq)])])]))
+  path.write_text(design_to_json(tree, "coded", codeunits.sources_for(tree)))
+  for kind in kinds:
+    codeunits.forget(kind)
+  return tree.content_hash()
+
+
 @pytest.mark.slow
 def test_a_run_with_code_units_checks_trains_reuses_and_resumes_them(tmp_path):
   workdir = tmp_path / "run"
   db = workdir / "evolution.db"
+  seed_file = tmp_path / "coded_seed.json"
+  seed_id = _coded_seed(seed_file)
   cmd = [sys.executable, "-m", "genesys_jax.launch", "--config=configs/ladder.py:smoke",
-         f"--workdir={workdir}", "--config.seed=10", "--config.evolution.n_proposals=3",
-         f"--config.units.files=('{UNITS}',)"]
+         f"--workdir={workdir}", "--config.seed=0", "--config.evolution.n_proposals=3",
+         f"--config.seeds=('gpt', '{seed_file}')", f"--config.units.files=('{UNITS}',)"]
   run = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          start_new_session=True)
-  deadline = time.time() + 1200
-  coded = []
-  while time.time() < deadline and run.poll() is None:  # kill it once a coded design is stored
+  deadline, done = time.time() + 1500, []
+  while time.time() < deadline and run.poll() is None:  # SIGKILL it after its first proposal
     time.sleep(2)
-    if db.exists():
-      try:
-        coded = _rows(db, "SELECT id FROM designs WHERE tree LIKE '%genesys_jax.design/2%'")
-      except sqlite3.OperationalError:
-        coded = []
-      if coded:
-        break
-  assert coded, run.communicate()[0][-3000:] if run.poll() is not None else "no coded design in time"
+    try:
+      done = _rows(db, "SELECT value FROM meta WHERE key = 'proposals_done'") if db.exists() else []
+    except sqlite3.OperationalError:
+      done = []
+    if done:
+      break
+  assert done, run.communicate()[0][-3000:] if run.poll() is not None else "no proposal in time"
   os.killpg(run.pid, signal.SIGKILL)
   run.wait()
   proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  assert "resuming" in proc.stdout or "proposals already made" in proc.stdout or coded
+  assert "resuming" in proc.stdout
   units = _rows(db, "SELECT kind, design_id FROM code_units ORDER BY seq")
   assert sorted(k.split("@")[0] for k, _ in units) == ["DecayConv", "SqReluGate", "TokenShift"]
   designs = _rows(db, "SELECT id, tree, operator, status, report FROM designs ORDER BY seq")
-  with_code = [(i, op, st, json.loads(rep)) for i, tree, op, st, rep in designs
-               if json.loads(tree).get("units")]
-  assert any(op == "mutation" for _, op, _, _ in with_code)  # GP mutation drew a code unit
-  verified = [i for i, _, st, _ in with_code if st == "verified"]
-  assert verified, with_code  # checked in the sandbox and trained in the sandbox
-  metrics = dict(_rows(db, "SELECT design_id, metrics FROM verifications"))
-  assert all(json.loads(metrics[i])["val_bpb"] < 8 for i in verified)
-  for _, _, _, report in with_code:
+  with_code = {i: (op, st, json.loads(rep)) for i, tree, op, st, rep in designs if json.loads(tree).get("units")}
+  assert with_code[seed_id][:2] == ("seed", "verified")  # checked and trained in the sandbox
+  reused = [i for i, (op, st, _) in with_code.items() if op == "mutation"]
+  assert reused  # a later GP mutation in the same run reuses the code units
+  metrics = {i: json.loads(m) for i, m in _rows(db, "SELECT design_id, metrics FROM verifications")}
+  assert metrics[seed_id]["val_bpb"] < 8
+  for i, (op, st, report) in with_code.items():
     assert report["checks"][0]["name"] == "format"
+    assert st != "verified" or metrics[i]["val_bpb"] < 8
   assert _rows(db, "SELECT value FROM meta WHERE key = 'proposals_done'") == [("3",)]
