@@ -82,7 +82,8 @@ def _rlimits(limits: dict[str, Any], platform: str) -> dict[str, int | None]:
 def run_child(job: dict[str, Any], *, timeout_s: float, limits: dict[str, Any],
               binds: list[tuple[str, bool]] = ()) -> dict[str, Any]:
   """Run one job in the child; its result dict, or a SandboxError naming why there is none."""
-  home = tempfile.mkdtemp(prefix="gab-sandbox-")
+  _remove_stale()
+  home = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-")
   env = scrubbed_env(home)
   uid = SANDBOX_UID + secrets.randbelow(1 << 16)  # not a result-affecting choice: any unused uid
   writable = [p for p, w in binds if w]
@@ -172,6 +173,16 @@ def _exit_reason(returncode: int, log: str) -> str:
   last = log.strip().splitlines()[-1][:300] if log.strip() else ""
   how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
   return f"child {how}" + (f": {last}" if last else "")
+
+
+def _remove_stale() -> None:
+  """Temp dirs left by a parent that was killed (SIGKILL skips its cleanup); its children died
+  with it (PR_SET_PDEATHSIG)."""
+  top = tempfile.gettempdir()
+  for name in os.listdir(top):
+    m = re.match(r"gab-sandbox-(\d+)-", name)
+    if m and not os.path.exists(f"/proc/{m.group(1)}"):
+      shutil.rmtree(os.path.join(top, name), ignore_errors=True)
 
 
 def _chown(paths, uid: int) -> None:
@@ -297,7 +308,7 @@ def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
   """World-readable copies of what training reads (the packed splits, a SentencePiece model, the
   zero-shot task files) in a fresh directory, since the sandbox's uid may not read the cache."""
   from train import data as data_lib  # pylint: disable=g-import-not-at-top
-  stage = tempfile.mkdtemp(prefix="gab-sandbox-data-")
+  stage = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-data-")
   os.chmod(stage, 0o755)
   data = _to_dict(data_cfg)
   for split in ("train", "validation"):

@@ -74,7 +74,7 @@ def test_a_run_with_code_units_checks_trains_reuses_and_resumes_them(tmp_path):
   seed_id = _coded_seed(seed_file)
   cmd = [sys.executable, "-m", "genesys_jax.launch", "--config=configs/ladder.py:smoke",
          f"--workdir={workdir}", "--config.seed=0", "--config.evolution.n_proposals=3",
-         f"--config.seeds=('gpt', '{seed_file}')", f"--config.units.files=('{UNITS}',)"]
+         f"--config.seeds=('{seed_file}',)", f"--config.units.files=('{UNITS}',)"]
   run = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          start_new_session=True)
   deadline, done = time.time() + 1500, []
