@@ -102,9 +102,15 @@ def test_env_files_and_network_are_out_of_reach(forget, tmp_path):
   server = socket.socket()
   server.bind(("127.0.0.1", 0))
   server.listen(4)
-  server.settimeout(60)
+  server.settimeout(30)
   port = server.getsockname()[1]
-  threading.Thread(target=lambda: hits.append(server.accept()), daemon=True).start()
+
+  def serve():
+    try:
+      hits.append(server.accept())
+    except OSError:  # timed out or closed: nobody connected
+      pass
+  threading.Thread(target=serve, daemon=True).start()
   probe = f'''
 def _env(a: "functools.__builtins__['__import__']('os').environ"):
   pass
@@ -170,6 +176,7 @@ def test_printing_a_gigabyte_and_allocating_50_gb_are_stopped(forget):
   assert check["name"] == "sandbox" and check["message"] == "sandbox: memory", check
 
 
+@pytest.mark.slow
 def test_a_sleep_is_killed_at_the_timeout(forget):
   sleepy = HEADER + 'NAP = IMPORT("time").sleep(3600)\n' + IDENTITY
   check = failed(sandbox.check_design(design_json(sleepy), timeout_s=12))
@@ -243,6 +250,7 @@ def test_the_checker_cli_checks_a_v2_file_in_the_sandbox(forget, tmp_path):
   assert report["passed"] and report["sizing"]["fits"]
 
 
+@pytest.mark.slow
 def test_the_checker_cli_refuses_an_edited_file_in_one_line(forget, tmp_path):
   doc = json.loads(_coded_file(tmp_path).read_text())
   kind = next(iter(doc["units"]))
