@@ -50,6 +50,9 @@ def get_config(variant: str | None = None) -> ConfigDict:
   # Verification jobs (genesys_jax/jobs.py): in_process trains them in the controller; else
   # verifier workers (python -m genesys_jax.worker) do. `generation` proposals share one barrier.
   c.jobs = jobs.default_config()
+  # Hand-written code units (globs of .py files, gab.codeunits) the run may use: GP operators insert
+  # them like built-in kinds; designs using them are checked and trained in the sandbox.
+  c.units = ConfigDict(dict(files=()))
   c.evolution = ConfigDict(dict(
       n_proposals=12, max_retries=32,
       # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local

@@ -54,6 +54,7 @@ default, is read only when --config or --rung is given.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -67,7 +68,7 @@ from gab.checks.context import Context
 from gab.checks.structure import check_forward, check_format, check_init
 from gab.checks.timeout import run_with_timeout
 from gab.checks.training import check_differentiability, check_effectiveness, check_stability
-from gab.tree import DesignError, Unit, load_design
+from gab.tree import DesignError, Unit, design_to_json, load_design, load_design_file  # noqa: F401
 
 CHECKS = (check_format, check_init, check_forward, check_causality, check_differentiability,
           check_stability, check_parameter_budget, check_efficiency, check_effectiveness)
@@ -154,7 +155,7 @@ def main(argv: list[str]) -> int:
   FLAGS = flags.FLAGS  # noqa: N806
   from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top
   try:
-    tree, _ = load_design(FLAGS.design)
+    tree, name, units = load_design_file(FLAGS.design)
   except DesignError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -173,6 +174,11 @@ def main(argv: list[str]) -> int:
     rung.seq_len = config.data.seq_len
     if "train" in config and config.train.get("dtype"):
       rung.dtype = config.train.dtype  # the compute dtype the design will train in
+  if units:  # code units run only in the sandbox (gab.sandbox), never in this process
+    from gab import sandbox  # pylint: disable=g-import-not-at-top
+    report = sandbox.check_design(design_to_json(tree, name, units), cfg, rung)
+    print(json.dumps(report, sort_keys=True))
+    return 0 if report["passed"] else 1
   report = check(tree, cfg, rung)
   print(report.to_json(), flush=True)
   if any("did not finish within its timeout" in c.message for c in report.checks):

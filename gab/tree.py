@@ -24,6 +24,7 @@ Scalar = bool | int | float | str
 DESIGN_FORMAT = "genesys_jax.design/1"
 MAX_DESIGN_BYTES = 16 << 20  # a design file larger than this is refused unread
 MAX_DEPTH = 64               # units nested deeper than this are refused (evolution stays <= ~8)
+DESIGN_FORMAT_V2 = "genesys_jax.design/2"  # /1 plus "units": {"Name@hash8": source} (gab.codeunits)
 
 
 class DesignError(ValueError):
@@ -198,9 +199,12 @@ jax.tree_util.register_pytree_with_keys(
 
 
 # -- design files -------------------------------------------------------------------------------
-def design_to_json(tree: Unit, name: str | None = None) -> str:
-  """The design JSON written by `gab.seeds` and kept in the store's `designs.tree` column."""
+def design_to_json(tree: Unit, name: str | None = None, units: Mapping[str, str] | None = None) -> str:
+  """The design JSON written by `gab.seeds` and kept in the store's `designs.tree` column: /1, or
+  /2 with the embedded source of every code unit when `units` (kind -> source) is non-empty."""
   doc = {"format": DESIGN_FORMAT, "tree": tree.to_dict()}
+  if units:
+    doc["format"], doc["units"] = DESIGN_FORMAT_V2, dict(units)
   if name:
     doc["name"] = name
   return json.dumps(doc, sort_keys=True, indent=1)
@@ -217,7 +221,7 @@ def _no_constant(name: str):
   raise DesignError(f"{name} is not a number JSON allows in a design")
 
 
-def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
+def _parse(text: str, where: str) -> tuple[Unit, str | None, dict[str, str]]:
   try:
     doc = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
   except json.JSONDecodeError as e:
@@ -230,11 +234,21 @@ def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None
   except (ValueError, TypeError) as e:  # e.g. an integer of more digits than Python converts
     raise DesignError(f"{where}: unreadable JSON value ({str(e).splitlines()[0][:120]})") from None
   if isinstance(doc, dict) and "tree" in doc:
-    if doc.get("format", DESIGN_FORMAT) != DESIGN_FORMAT:
-      raise DesignError(f"{where}: format {doc['format']!r} is not {DESIGN_FORMAT!r}")
-    return _encodable(Unit.from_dict(doc["tree"], "tree"), where), doc.get("name")
+    fmt = doc.get("format", DESIGN_FORMAT)
+    if fmt not in (DESIGN_FORMAT, DESIGN_FORMAT_V2):
+      raise DesignError(f"{where}: format {fmt!r} is not {DESIGN_FORMAT!r} or {DESIGN_FORMAT_V2!r}")
+    units = doc.get("units", {}) if fmt == DESIGN_FORMAT_V2 else {}
+    if not isinstance(units, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in units.items()):
+      raise DesignError(f"{where}: 'units' must be an object of kind name -> source text")
+    if units:
+      from gab import codeunits  # pylint: disable=g-import-not-at-top  (codeunits imports this module)
+      for unit in codeunits.verify_units(units, where).values():
+        codeunits.declare(unit)  # the declaration only: no code of the design runs here
+    name = doc.get("name")
+    return _encodable(Unit.from_dict(doc["tree"], "tree"), where), name, dict(units)
   if isinstance(doc, dict) and "kind" in doc:  # a bare unit tree is accepted too
-    return _encodable(Unit.from_dict(doc, "tree"), where), None
+    return _encodable(Unit.from_dict(doc, "tree"), where), None, {}
   raise DesignError(f"{where}: expected an object with 'tree' (a unit tree with 'kind', "
                     f"'params', 'children')")
 
@@ -248,8 +262,19 @@ def _encodable(tree: Unit, where: str) -> Unit:
   return tree
 
 
-def load_design(path: str) -> tuple[Unit, str | None]:
-  """A design file: UTF-8 JSON of at most MAX_DESIGN_BYTES; any problem is one DesignError line."""
+def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
+  """(tree, name); a /2 design's code units are verified against their hashes and declared."""
+  tree, name, _ = _parse(text, where)
+  return tree, name
+
+
+def design_units(text: str, where: str = "design") -> dict[str, str]:
+  """kind -> source of the code units a design JSON embeds (hashes verified; {} for /1)."""
+  return _parse(text, where)[2]
+
+
+def _read(path: str) -> str:
+  """A design file's text: UTF-8 of at most MAX_DESIGN_BYTES; any problem is one DesignError line."""
   try:
     with open(path, "rb") as f:
       raw = f.read(MAX_DESIGN_BYTES + 1)
@@ -258,8 +283,16 @@ def load_design(path: str) -> tuple[Unit, str | None]:
   if len(raw) > MAX_DESIGN_BYTES:
     raise DesignError(f"{path}: larger than the {MAX_DESIGN_BYTES >> 20} MiB a design file may have")
   try:
-    text = raw.decode("utf-8-sig")
+    return raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
     raise DesignError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
                       f"a design file is UTF-8 JSON") from None
-  return design_from_json(text, where=path)
+
+
+def load_design(path: str) -> tuple[Unit, str | None]:
+  return design_from_json(_read(path), where=path)
+
+
+def load_design_file(path: str) -> tuple[Unit, str | None, dict[str, str]]:
+  """(tree, name, units): a design file with the sources of its code units (hashes verified)."""
+  return _parse(_read(path), path)
