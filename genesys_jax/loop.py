@@ -21,6 +21,7 @@ from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
 from genesys_jax import ladder, leaderboard, replay
+from genesys_jax.report import site as report_site
 from train import data as data_lib
 from train import trainer
 
@@ -163,6 +164,10 @@ class Evolution:
     tree, _ = design_from_json(design["tree"])
     rung = self.rung(rung_name)
     size = sizing.fit_to_rung(tree, rung, self.checker_config())
+    if not size["fits"]:  # checker.size_tolerance holds on every rung, not only the checked one
+      return self.record_failure(design, rung_name, f"SizeError: no sizing within "
+                                 f"+-{self.config.checker.size_tolerance:.0%} of {rung.target_params:,} "
+                                 f"parameters (closest: {size['params']})")
     self.log(f"  training {design['id']} at rung {rung_name} (d_model {size['d_model']}, "
              f"{size['n_blocks']} blocks) ...")
     where = (design["id"], rung_name)
@@ -174,22 +179,32 @@ class Evolution:
           zeroshot_cfg=self.config.zeroshot, desc=f"{design['id'][:8]}@{rung_name}")
     except _DESIGN_FAILURES as e:
       error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-      with self.store.transaction():
-        self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,
-                                                              "tokens": None, "error": error})
-        if rung_name == self.rungs[0]:
-          self.store.set_status(design["id"], "failed")
-      self.log(f"  {design['id']} failed at {rung_name}: {error}")
-      return
+      return self.record_failure(design, rung_name, error)
     with self.store.transaction():
       self.store.add_verification(design["id"], rung_name, metrics)
       self.store.set_status(design["id"], "verified")
     self.log(f"  {design['id']} @ {rung_name}: val_bpb {metrics['val_bpb']:.4f}, "
              f"{metrics['params']:,} params, {metrics['tokens']:,} tokens")
+    self.refresh_report()
+
+  def record_failure(self, design: dict[str, Any], rung_name: str, error: str) -> None:
+    with self.store.transaction():
+      self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,
+                                                            "tokens": None, "error": error})
+      if rung_name == self.rungs[0]:
+        self.store.set_status(design["id"], "failed")
+    self.log(f"  {design['id']} failed at {rung_name}: {error}")
+    self.refresh_report()
+
+  def refresh_report(self) -> None:
+    """Rewrite the HTML report (file by file, atomically) so a long run can be watched."""
+    if self.config.get("report", True):
+      report_site.write(self.workdir, self.store, log=self.log)
 
   def next_promotion(self) -> tuple[dict[str, Any], str] | None:
     """The (design, rung) to train next above the lowest rung, if the ladder has an open slot."""
-    designs = selection.designs_from_store(self.store, self.rungs)
+    # Seeds are baselines verified on every rung (verify_baselines): the budget is for discoveries.
+    designs = [d for d in selection.designs_from_store(self.store, self.rungs) if not d["is_seed"]]
     used = [sum(r in d["metrics"] for d in designs) for r in self.rungs]
     lad = self.config.ladder
     i = ladder.next_rung(ladder.budgets(len(self.rungs), lad.n_target, lad.ratio), used, lad.ratio)
@@ -201,9 +216,19 @@ class Evolution:
                                              self.config.evolution.zeroshot_weight)
     return None if pick is None else (pick, self.rungs[i])
 
+  def verify_baselines(self) -> None:
+    """Every seed that trained at the lowest rung is trained on every other rung too."""
+    for design in self.store.designs("verified"):
+      if design["operator"] == "seed":
+        for rung_name in self.rungs[1:]:
+          if not self.store.has_verification(design["id"], rung_name):
+            self.log(f"  baseline {design['description']} at rung {rung_name}")
+            self.verify(design, rung_name)
+
   def verify_pending(self) -> None:
     for design in self.store.designs("valid"):
       self.verify(design, self.rungs[0])
+    self.verify_baselines()
     while (job := self.next_promotion()) is not None:
       self.log(f"  promoting {job[0]['id']} to rung {job[1]}")
       self.verify(*job)
@@ -219,7 +244,9 @@ class Evolution:
     for index in range(done, n):
       self.step(index, n)
       self.verify_pending()
+    self.refresh_report()
     board = leaderboard.rows(self.store, self.rungs)
+    self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
     self.log(leaderboard.format_table(board, self.rungs))
     if self.config.get("replay_from"):
       self.report_replay()
