@@ -4,7 +4,7 @@ Variants (`--config=configs/ladder.py[:VARIANT]`):
 - default: a CPU ladder of three rungs (tiny -> small -> medium) that finishes on a 2-core machine
   in about 15 minutes;
 - `smoke`: a tiny run for tests (about 2 minutes), still promoting one design to a second rung;
-- `discovery`: sized for `genesys_jax.experiment` (arms x seeds): two rungs, 12 proposals, three
+- `discovery`: sized for `genesys_jax.experiment` (arms x seeds): two rungs, 10 proposals, three
   top-rung slots for discovered designs, a few minutes per run on 2 CPU cores;
 - `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
   parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
@@ -76,11 +76,11 @@ def get_config(variant: str | None = None) -> ConfigDict:
   if variant == "discovery":
     # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
     # discovered designs, a few minutes per (arm, seed) on 2 CPU cores.
-    c.evolution.n_proposals = 12
+    c.evolution.n_proposals = 10
     c.ladder.rungs = ("tiny", "small")
     c.ladder.n_target = 3
-    c.rungs.tiny = rung(64, 2, 117_248, lr=3e-3, batch_size=16, train_tokens=120_000, eval_batches=8)
-    c.rungs.small = rung(96, 3, 364_224, lr=2e-3, batch_size=16, train_tokens=240_000, eval_batches=8)
+    c.rungs.tiny = rung(64, 2, 117_248, lr=3e-3, batch_size=16, train_tokens=80_000, eval_batches=8)
+    c.rungs.small = rung(96, 3, 364_224, lr=2e-3, batch_size=16, train_tokens=160_000, eval_batches=8)
     del c.rungs["medium"]
     return c
   if variant == "paper":

@@ -142,7 +142,7 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   finally:
     store.close()
   result = {"arm": arm, "seed": seed, "workdir": wd, "complete": True, "wall_s": wall, **summary}
-  tmp = path + ".tmp"
+  tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
     json.dump(result, f, indent=1, sort_keys=True)
   os.replace(tmp, path)
@@ -168,7 +168,7 @@ def write_results(workdir: str, config: ml_collections.ConfigDict, arms: list[st
   from genesys_jax.report import experiment_page  # pylint: disable=g-import-not-at-top
   doc = {"arms": arms, "seeds": seeds, "rungs": list(config.ladder.rungs),
          "n_proposals": config.evolution.n_proposals, "table": table(runs, arms), "runs": runs}
-  tmp = os.path.join(workdir, "experiment.json.tmp")
+  tmp = os.path.join(workdir, f"experiment.json.tmp{os.getpid()}")  # arms may run side by side
   with open(tmp, "w") as f:
     json.dump(doc, f, indent=1, sort_keys=True)
   os.replace(tmp, os.path.join(workdir, "experiment.json"))
