@@ -20,7 +20,7 @@ from evolution import canonical, operators, selection
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import ladder, leaderboard, replay
+from genesys_jax import islands, ladder, leaderboard, replay
 from genesys_jax.report import site as report_site
 from train import data as data_lib
 from train import trainer
@@ -70,6 +70,7 @@ class Evolution:
     self.store = Store.open(workdir)
     self.key = jax.random.key(config.seed)
     self.bounds = operators.Bounds.from_config(config.evolution)
+    self.n_islands = int(config.evolution.get("islands", 0) or 0)
     self._data = None
 
   @property
@@ -106,6 +107,9 @@ class Evolution:
         self.store.add_design(tree.content_hash(), design_to_json(tree, name), [], "seed", name,
                               "valid" if report.passed else "rejected", report.to_dict())
         self.store.add_artifact(tree.content_hash(), "fingerprint", canonical.fingerprint(tree))
+        if self.n_islands:
+          islands.save(self.store, islands.add_seed(islands.load(self.store, self.n_islands),
+                                                    tree.content_hash()))
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
   def propose(self, index: int) -> tuple[Unit, list[str], str, str]:
@@ -116,6 +120,10 @@ class Evolution:
     pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
     known = {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in designs}
     key = jax.random.fold_in(self.key, index)
+    if self.n_islands:  # parents only from the drawn island's pool
+      isles = islands.load(self.store, self.n_islands)
+      self.island = islands.choose(key, isles)
+      pool = islands.restrict(pool, isles, self.island)
     for attempt in range(evo.max_retries):
       k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(key, attempt), 3)
       mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
@@ -155,6 +163,11 @@ class Evolution:
       if fingerprint is not None and twin is None:
         self.store.add_artifact(cid, "fingerprint", fingerprint)
       self.store.set_meta("proposals_done", index + 1)
+      if self.n_islands:
+        isles = islands.add_child(islands.load(self.store, self.n_islands), cid, parents, self.island)
+        islands.save(self.store, islands.after_proposal(
+            self.key, isles, index + 1, self.config.evolution.get("migrate_every", 4),
+            selection.designs_from_store(self.store, self.rungs), self.rungs[0]))
     self.log(f"[{index + 1}/{n}] {cid} {mode} from {','.join(parents) or '-'} ({description}): "
              f"{report.summary()}")
 
