@@ -125,6 +125,8 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   previous = json.load(open(path)) if os.path.exists(path) else {"wall_s": 0.0}
   if previous.get("complete"):
     log(f"{arm} seed {seed}: finished earlier ({wd})")
+    if not os.path.exists(os.path.join(wd, "report", "index.html")):
+      _write_report(wd)  # a run made with --config.report=False: its page for the table's link
     return previous
   c = arm_config(config, arm, seed)
   os.makedirs(wd, exist_ok=True)
@@ -141,6 +143,7 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
     summary = run_summary(store, list(c.ladder.rungs), c.evolution.n_proposals)
   finally:
     store.close()
+  _write_report(wd)
   result = {"arm": arm, "seed": seed, "workdir": wd, "complete": True, "wall_s": wall, **summary}
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
@@ -149,6 +152,11 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   log(f"{arm} seed {seed}: best top-rung bpb {result['best_top_bpb']} (GPT {result['gpt_top_bpb']}), "
       f"{wall:.0f} s")
   return result
+
+
+def _write_report(wd: str) -> None:
+  from genesys_jax.report import site  # pylint: disable=g-import-not-at-top
+  site.write(wd)
 
 
 def experiment(config: ml_collections.ConfigDict, arms: list[str], seeds: list[int], workdir: str,

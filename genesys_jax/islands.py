@@ -1,7 +1,8 @@
 """The loop's islands option (`evolution.islands = N > 0`), over `evolution/islands.py`.
 
 Each proposal draws an island, selects parents only from that island's pool (residents and
-guests) and the child lives where its first parent does (a scratch child: on the drawn island).
+guests), and the child lives on that island (as in funsearch, where a program joins the island
+that produced it; a child of a migrant guest thus stays with the island that bred it).
 Every seed lives on island i mod N and is a guest on all the others, so every island starts from
 the seeds. Every `evolution.migrate_every` proposals the weaker islands receive the best design of a
 stronger one (fitness: minus the validation bpb at the lowest rung). The islands are kept as JSON in
@@ -44,8 +45,8 @@ def add_seed(islands: isl.Islands, design_id: str) -> isl.Islands:
 
 
 def add_child(islands: isl.Islands, design_id: str, parents: Sequence[str], island: int) -> isl.Islands:
-  if parents:
-    return isl.add(islands, design_id, parents)
+  """The child lives on the island that proposed it (its parents came from that island's pool)."""
+  del parents
   if islands.home(design_id) is not None:
     return islands
   residents = list(islands.residents)

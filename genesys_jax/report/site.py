@@ -53,8 +53,9 @@ def pages(run: gather.Run) -> dict[str, str]:
   return out
 
 
-def write(workdir: str, store: Store | None = None, log: Callable[[str], None] = print) -> str:
-  """Render the site into WORKDIR/report; returns the overview's path."""
+def write(workdir: str, store: Store | None = None, log: Callable[[str], None] | None = None) -> str:
+  """Render the site into WORKDIR/report; returns the overview's path. (`log`: unused, for callers
+  that pass their logger.)"""
   own = store is None
   store = store or Store.open(workdir)
   try:
@@ -68,5 +69,4 @@ def write(workdir: str, store: Store | None = None, log: Callable[[str], None] =
   html = pages(run)
   for name in sorted(html, key=lambda n: n == "index.html"):  # the overview last: links resolve
     plots.write_atomic(os.path.join(site, name), html[name])
-  del log
   return os.path.join(site, "index.html")
