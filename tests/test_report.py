@@ -83,7 +83,7 @@ def test_report_in_headless_chromium(smoke_run, tmp_path, boards):
       assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000, page
       if page != f"design-{top['id']}.html":
         assert seen["eval"]("document.querySelectorAll('.plotly-graph-div .main-svg').length") > 0
-      hrefs = seen["eval"]("Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))")
+      hrefs = seen["eval"]("Array.from(document.querySelectorAll('a[href]'), a => a.getAttribute('href'))")
       for href in hrefs:
         assert (report / href).is_file(), f"{page} links to missing {href}"
     assert top["id"] in (report / f"design-{top['id']}.html").read_text()
@@ -144,7 +144,7 @@ def test_experiment_summary_and_table(smoke_run, tmp_path):
     experiment.experiment(ladder_config("smoke"), ["gp", "nope"], [0], str(tmp_path / "x"))
   assert not (tmp_path / "x").exists()
   c = experiment.arm_config(ladder_config("smoke"), "random", 5)
-  assert c.seed == 5 and dict(c.evolution.mode_probs) == {"scratch": 1.0, "mutation": 0.0, "crossover": 0.0}
+  assert c.seed == 5 and c.evolution.mode_probs.to_dict() == {"scratch": 1.0, "mutation": 0.0, "crossover": 0.0}
   assert experiment.arm_config(ladder_config("smoke"), "islands", 0).evolution.islands == 4
 
 
@@ -161,13 +161,12 @@ def test_islands_start_from_the_seeds_and_children_live_on_the_island_that_bred_
 
 
 def test_training_prints_progress_lines_when_output_is_not_a_terminal(capsys):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from gab import seeds  # pylint: disable=g-import-not-at-top
   from train import data as data_lib  # pylint: disable=g-import-not-at-top
   from train import trainer  # pylint: disable=g-import-not-at-top
   config = ladder_config("smoke")
   corpus = data_lib.load_corpus(config.data)
-  rung = ml_collections.ConfigDict(dict(config.rungs.tiny))
+  rung = config.rungs.tiny
   rung.train_tokens = 8 * 64 * 12
   cfg = trainer.default_train_config()
   cfg.log_every, cfg.progress_every_s = 4, 0.0
