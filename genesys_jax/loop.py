@@ -212,7 +212,10 @@ class Evolution:
   def refresh_report(self) -> None:
     """Rewrite the HTML report (file by file, atomically) so a long run can be watched."""
     if self.config.get("report", True):
-      report_site.write(self.workdir, self.store, log=self.log)
+      try:
+        report_site.write(self.workdir, self.store, log=self.log)
+      except Exception as e:  # noqa: BLE001 - the report is for watching; it must never stop a run
+        self.log(f"warning: the report could not be refreshed ({type(e).__name__}: {e})")
 
   def next_promotion(self) -> tuple[dict[str, Any], str] | None:
     """The (design, rung) to train next above the lowest rung, if the ladder has an open slot."""
