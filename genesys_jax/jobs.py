@@ -140,6 +140,7 @@ def make_verifier(config: ml_collections.ConfigDict, workdir: str, store: Store,
   evo.config, evo.workdir, evo.log = config, workdir, log
   evo.rungs = list(config.ladder.rungs)
   evo.store, evo.key, evo._data = store, jax.random.key(config.seed), None  # pylint: disable=protected-access
+  evo.verifier_only = True  # the controller, not a worker, refreshes the report
   return evo
 
 

@@ -6,7 +6,12 @@ running again with the same `--workdir` resumes the run instead of restarting it
 
 from __future__ import annotations
 
+import os
 import sys
+
+# TensorFlow serves the data only: keep its C++ logging (e.g. `E0000 ... failed call to cuInit` on
+# a machine without a GPU) quiet. Set before anything imports TensorFlow; the caller may override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging
 from ml_collections import config_flags

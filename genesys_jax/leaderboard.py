@@ -36,3 +36,50 @@ def format_table(board: list[dict[str, Any]], rungs: list[str]) -> str:
     parent = r["parent"] if len(r["parent"]) <= 16 else r["parent"][:15] + "+"
     lines.append(f"{i:>4}  {r['id']:16}  {parent:16}  {params:>10}  {bpbs}  {r['change']}")
   return "\n".join(lines)
+
+
+SIZE_FLAG = 0.05  # a design more than 5% larger or smaller than the GPT seed at a rung is flagged
+
+
+def by_rung(store: Store, rungs: list[str], size_flag: float = SIZE_FLAG) -> dict[str, list[dict[str, Any]]]:
+  """Per rung, every design verified there, best first, against the baselines at the same rung.
+
+  A row: id, operator, description, is_seed, val_bpb (None if training failed), params, error,
+  delta_gpt / delta_best_seed (val_bpb minus the GPT seed's / the best seed's at this rung; < 0 is
+  better), param_ratio (params / the GPT seed's) and size_mismatch (|param_ratio - 1| > size_flag).
+  """
+  designs = {d["id"]: d for d in store.designs()}
+  out: dict[str, list[dict[str, Any]]] = {r: [] for r in rungs}
+  for v in store.verifications():
+    if v["rung"] in out:
+      d, m = designs[v["design_id"]], v["metrics"]
+      out[v["rung"]].append({"id": d["id"], "operator": d["operator"], "description": d["description"],
+                             "is_seed": d["operator"] == "seed", "val_bpb": m.get("val_bpb"),
+                             "params": m.get("params"), "error": m.get("error"), "seq": d["seq"]})
+  for rows_ in out.values():
+    seeds_ = [r for r in rows_ if r["is_seed"] and r["val_bpb"] is not None]
+    gpt = next((r for r in seeds_ if r["description"] == "gpt"), None)
+    best_seed = min((r["val_bpb"] for r in seeds_), default=None)
+    for r in rows_:
+      ok = r["val_bpb"] is not None
+      r["delta_gpt"] = r["val_bpb"] - gpt["val_bpb"] if ok and gpt else None
+      r["delta_best_seed"] = r["val_bpb"] - best_seed if ok and best_seed is not None else None
+      r["param_ratio"] = (r["params"] / gpt["params"]) if ok and gpt and gpt["params"] else None
+      r["size_mismatch"] = r["param_ratio"] is not None and abs(r["param_ratio"] - 1) > size_flag
+    rows_.sort(key=lambda r: (r["val_bpb"] is None, r["val_bpb"] or 0.0, r["seq"]))
+  return out
+
+
+def format_rungs(boards: dict[str, list[dict[str, Any]]], rungs: list[str]) -> str:
+  """One block per rung: bpb, delta vs the GPT seed and the best seed, parameter ratio (! > 5% off)."""
+  lines = []
+  for rung in rungs:
+    lines += [f"rung {rung}: validation bpb, delta vs the GPT seed / best seed, parameters vs GPT",
+              f"{'rank':>4}  {'design':16}  {'val_bpb':>8}  {'d_gpt':>8}  {'d_seed':>8}  {'params':>6}  change"]
+    for i, r in enumerate(boards[rung], 1):
+      f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
+      flag = "!" if r["size_mismatch"] else " "
+      what = r["error"] or f"[{r['operator']}] {r['description']}"
+      lines.append(f"{i:>4}  {r['id']:16}  {f(r['val_bpb'], '8.4f'):>8}  {f(r['delta_gpt'], '+8.4f'):>8}  "
+                   f"{f(r['delta_best_seed'], '+8.4f'):>8}  {f(r['param_ratio'], '5.2f'):>5}{flag}  {what}")
+  return "\n".join(lines)

@@ -21,7 +21,8 @@ from evolution import canonical, integrity, operators, selection
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import code_units, controller, ladder, leaderboard, replay, runlock, validate
+from genesys_jax import code_units, controller, islands, ladder, leaderboard, replay, runlock, validate
+from genesys_jax.report import site as report_site
 from gab import sandbox
 from train import data as data_lib
 from train import trainer
@@ -79,6 +80,7 @@ class Evolution:
     self.store = controller.open_store(config, workdir)  # SQLite in the workdir, or config.store.url
     self.key = jax.random.key(config.seed)
     self.bounds = operators.Bounds.from_config(config.evolution)
+    self.n_islands = int(config.evolution.get("islands", 0) or 0)
     self._data = None
     self.code_kinds = code_units.setup(config, self.store)  # declared only: no unit code runs here
     self._fingerprints: dict[str, str | None] = {}  # of designs with code units, from the sandbox
@@ -127,6 +129,9 @@ class Evolution:
         code_units.record(self.store, tree, tree.content_hash())
         if fingerprint is not None:
           self.store.add_artifact(tree.content_hash(), "fingerprint", fingerprint)
+        if self.n_islands:
+          islands.save(self.store, islands.add_seed(islands.load(self.store, self.n_islands),
+                                                    tree.content_hash()))
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
   def propose(self, index: int) -> tuple[Unit, list[str], str, str]:
@@ -137,6 +142,10 @@ class Evolution:
     pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
     known = {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in designs}
     key = jax.random.fold_in(self.key, index)
+    if self.n_islands:  # parents only from the drawn island's pool
+      isles = islands.load(self.store, self.n_islands)
+      self.island = islands.choose(key, isles)
+      pool = islands.restrict(pool, isles, self.island)
     for attempt in range(evo.max_retries):
       k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(key, attempt), 3)
       mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
@@ -181,6 +190,11 @@ class Evolution:
       if added and fingerprint is not None and twin is None:
         self.store.add_artifact(cid, "fingerprint", fingerprint)
       self.store.set_meta("proposals_done", index + 1)
+      if self.n_islands:
+        isles = islands.add_child(islands.load(self.store, self.n_islands), cid, parents, self.island)
+        islands.save(self.store, islands.after_proposal(
+            self.key, isles, index + 1, self.config.evolution.get("migrate_every", 4),
+            selection.designs_from_store(self.store, self.rungs), self.rungs[0]))
     self.log(f"[{index + 1}/{n}] {cid} {mode} from {','.join(parents) or '-'} ({description}): "
              f"{report.summary()}")
 
@@ -192,6 +206,10 @@ class Evolution:
     where = (design["id"], rung_name)
     coded = code_units.uses_code(tree)
     size = {} if coded else sizing.fit_to_rung(tree, rung, self.checker_config())  # sizing runs code
+    if size and not size["fits"]:  # checker.size_tolerance holds on every rung, not only the checked one
+      return self.record_failure(design, rung_name, f"SizeError: no sizing within "
+                                 f"+-{self.config.checker.size_tolerance:.0%} of {rung.target_params:,} "
+                                 f"parameters (closest: {size['params']})")
     self.log(f"  training {design['id']} at rung {rung_name} " + (
         "in the sandbox" if coded else f"(d_model {size['d_model']}, {size['n_blocks']} blocks)") + " ...")
     try:
@@ -201,29 +219,42 @@ class Evolution:
             checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
             log_dir=os.path.join(self.workdir, "tensorboard", *where), desc=f"{design['id'][:8]}@{rung_name}")
       else:
-          metrics = trainer.train_and_evaluate(
+        metrics = trainer.train_and_evaluate(
             tree, rung, self.data, seed=self.config.seed, d_model=size["d_model"],
             n_blocks=size["n_blocks"], checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
             log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
             zeroshot_cfg=self.config.zeroshot, desc=f"{design['id'][:8]}@{rung_name}")
     except _DESIGN_FAILURES as e:
       error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-      with self.store.transaction():
-        self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,
-                                                              "tokens": None, "error": error})
-        if rung_name == self.rungs[0]:
-          self.store.set_status(design["id"], "failed")
-      self.log(f"  {design['id']} failed at {rung_name}: {error}")
-      return
+      return self.record_failure(design, rung_name, error)
     with self.store.transaction():
       self.store.add_verification(design["id"], rung_name, metrics)
       self.store.set_status(design["id"], "verified")
     self.log(f"  {design['id']} @ {rung_name}: val_bpb {metrics['val_bpb']:.4f}, "
              f"{metrics['params']:,} params, {metrics['tokens']:,} tokens")
+    self.refresh_report()
+
+  def record_failure(self, design: dict[str, Any], rung_name: str, error: str) -> None:
+    with self.store.transaction():
+      self.store.add_verification(design["id"], rung_name, {"val_bpb": None, "params": None,
+                                                            "tokens": None, "error": error})
+      if rung_name == self.rungs[0]:
+        self.store.set_status(design["id"], "failed")
+    self.log(f"  {design['id']} failed at {rung_name}: {error}")
+    self.refresh_report()
+
+  def refresh_report(self) -> None:
+    """Rewrite the HTML report (file by file, atomically) so a long run can be watched."""
+    if self.config.get("report", True) and not getattr(self, "verifier_only", False):
+      try:
+        report_site.write(self.workdir, self.store, log=self.log)
+      except Exception as e:  # noqa: BLE001 - the report is for watching; it must never stop a run
+        self.log(f"warning: the report could not be refreshed ({type(e).__name__}: {e})")
 
   def next_promotion(self) -> tuple[dict[str, Any], str] | None:
     """The (design, rung) to train next above the lowest rung, if the ladder has an open slot."""
-    designs = selection.designs_from_store(self.store, self.rungs)
+    # Seeds are baselines verified on every rung (verify_baselines): the budget is for discoveries.
+    designs = [d for d in selection.designs_from_store(self.store, self.rungs) if not d["is_seed"]]
     used = [sum(r in d["metrics"] for d in designs) for r in self.rungs]
     lad = self.config.ladder
     i = ladder.next_rung(ladder.budgets(len(self.rungs), lad.n_target, lad.ratio), used, lad.ratio)
@@ -234,6 +265,12 @@ class Evolution:
                                              self.config.evolution.top_fraction,
                                              self.config.evolution.zeroshot_weight)
     return None if pick is None else (pick, self.rungs[i])
+
+  def baseline_jobs(self) -> list[tuple[str, str]]:
+    """(seed, rung) for every seed that trained at the lowest rung and lacks a higher rung: the
+    seeds are baselines on every rung, outside the promotion budget."""
+    return [(d["id"], r) for d in self.store.designs("verified") if d["operator"] == "seed"
+            for r in self.rungs[1:] if not self.store.has_verification(d["id"], r)]
 
   def verify_pending(self) -> None:
     """Every valid design at the lowest rung, then the open promotions, as jobs: trained here or
@@ -255,7 +292,9 @@ class Evolution:
       if controller.at_barrier(self.config, index + 1):
         self.verify_pending()
     controller.finish(self)
+    self.refresh_report()
     board = leaderboard.rows(self.store, self.rungs)
+    self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
     self.log(leaderboard.format_table(board, self.rungs))
     if self.config.get("replay_from"):
       self.report_replay()

@@ -62,3 +62,23 @@ def z_kinds():
   yield
   for spec in specs:
     del registry._REGISTRY[spec.name]  # pylint: disable=protected-access
+
+
+def ladder_config(variant: str = "smoke"):
+  """configs/ladder.py's get_config(variant), loaded from the file as the launch command does."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("ladder", "configs/ladder.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """(workdir, leaderboard, log lines) of one smoke run of the loop, shared by the loop and report
+  tests (about 40 s on 2 cores). Tests must not change its workdir (copy it first)."""
+  from genesys_jax import loop  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("smoke")
+  lines = []
+  board = loop.run(ladder_config("smoke"), str(workdir), log=lines.append)
+  return workdir, board, lines

@@ -43,7 +43,8 @@ def default_train_config() -> ml_collections.ConfigDict:
       log_every=10,
       remat=False,              # rematerialise each block in the backward pass (saves memory)
       remat_policy="full",      # with remat: "full" (save block inputs only), "dots", "dots_all"
-      attention="auto"))        # softmax attention kernel: auto | xla | cudnn | pallas
+      attention="auto",         # softmax attention kernel: auto | xla | cudnn | pallas
+      progress_every_s=30.0))   # without a terminal (no progress bar): a progress line this often
 
 
 @flax.struct.dataclass
@@ -205,6 +206,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   pending: list[jax.Array] = []
   end = steps if stop_after is None else min(steps, stop_after)
   t0, timed_steps, elapsed = None, 0, 0.0
+  last_line = time.perf_counter()
   with tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, dynamic_ncols=True,
             disable=None) as bar:
     for step in range(start, end):
@@ -224,6 +226,9 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
         bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tok_s:,.0f}")
         writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s,
                               "train/epochs": batches.epochs_at(done)})
+        if bar.disable and (done == end or time.perf_counter() - last_line >= cfg.get("progress_every_s", 30.0)):
+          last_line = time.perf_counter()  # output is not a terminal: one plain line now and then
+          print(f"    {desc}: step {done}/{steps}, loss {losses[-1]:.4f}, {tok_s:,.0f} tokens/s", flush=True)
         if not math.isfinite(losses[-1]):
           raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
       elapsed = time.perf_counter() - t0  # the steps so far, not the checkpoint writes
@@ -243,7 +248,8 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       params=n_params, tokens=steps * tokens_per_step, steps=steps, steps_done=end,
       d_model=d_model, n_blocks=n_blocks, train_loss=float(np.mean(tail)),
       first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
-      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s), epochs=epochs)
+      flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s), epochs=epochs,
+      loss_curve=[[i + 1, losses[i]] for i in range(0, len(losses), max(1, -(-len(losses) // 200)))])
   if zeroshot_cfg is not None and zeroshot_cfg.tasks:
     detail = zeroshot.evaluate_tasks(model.apply, state.params, zeroshot_cfg.tasks, data.vocab,
                                      min(zeroshot_cfg.max_len, seq_len), zeroshot_cfg.batch_size,
