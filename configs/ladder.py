@@ -4,6 +4,9 @@ Variants (`--config=configs/ladder.py[:VARIANT]`):
 - default: a CPU ladder of three rungs (tiny -> small -> medium) that finishes on a 2-core machine
   in about 15 minutes;
 - `smoke`: a tiny run for tests (about 2 minutes), still promoting one design to a second rung;
+- `llm_smoke`: `smoke` with the LLM designers mixed in (`designer.kind=mixed`) against a Gemini-
+  compatible endpoint at http://127.0.0.1:8765, e.g. the fake one: `python -m
+  evolution.designers.fake_gemini --port=8765` (any GEMINI_API_KEY value is accepted there);
 - `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
   parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
   `--config.data.spm_model=PATH/to/tokenizer.model`.
@@ -12,6 +15,7 @@ Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=
 
 from ml_collections import ConfigDict
 
+from evolution.designers import config as designer_config
 from gab import checker
 from train import data, trainer, zeroshot
 
@@ -44,6 +48,9 @@ def get_config(variant: str | None = None) -> ConfigDict:
   # train/zeroshot_formats.py); empty: fitness from validation bpb alone.
   c.zeroshot = zeroshot.default_config()
   c.replay_from = ""  # a recorded run's workdir: re-run it and report any divergence
+  # Who proposes: gp (offline operators), llm (Gemini agents), direct, mixed (see
+  # evolution/designers/config.py); models per role, pricing, budgets, endpoint.
+  c.designer = designer_config.default_config()
   c.evolution = ConfigDict(dict(
       n_proposals=12, max_retries=32,
       # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local
@@ -60,7 +67,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   ))
   if variant in (None, ""):
     return c
-  if variant == "smoke":
+  if variant in ("smoke", "llm_smoke"):
     c.data.seq_len = 64
     c.evolution.n_proposals = 3
     c.ladder.rungs = ("tiny", "small")
@@ -68,6 +75,18 @@ def get_config(variant: str | None = None) -> ConfigDict:
     c.rungs.tiny = rung(32, 1, 20_928, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     c.rungs.small = rung(64, 2, 117_248, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     del c.rungs["medium"]
+    if variant == "llm_smoke":
+      c.evolution.n_proposals = 4
+      c.designer.kind = "mixed"
+      c.designer.llm_prob = 0.75
+      c.designer.base_url = "http://127.0.0.1:8765"
+      c.designer.timeout_s = 30.0
+      c.designer.retry_initial_s = 0.2
+      for role in designer_config.ROLES:
+        c.designer.models[role] = "gemini-2.5-flash"
+      c.designer.unit_retries = 3
+      c.designer.max_failed_implementations = 2
+      c.designer.max_usd = 1.0
     return c
   if variant == "paper":
     c.seeds = ("gpt", "mamba2", "retnet", "rwkv6", "ttt")
@@ -90,4 +109,4 @@ def get_config(variant: str | None = None) -> ConfigDict:
                    grad_accum=4),
     ))
     return c
-  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke' or 'paper'")
+  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke', 'llm_smoke' or 'paper'")

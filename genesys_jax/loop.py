@@ -17,6 +17,7 @@ import jax
 import ml_collections
 
 from evolution import canonical, operators, selection
+from evolution.designers import config as designer_config
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
@@ -64,10 +65,15 @@ class Evolution:
     missing = [r for r in self.rungs if r not in config.rungs]
     if missing:
       raise ValueError(f"ladder.rungs names {missing}, but config.rungs has only {sorted(config.rungs)}")
+    api_key = designer_config.validate(config)  # an LLM run without a key fails here, before any write
     os.makedirs(workdir, exist_ok=True)
     self.config_json = write_resolved_config(config, workdir, log)
     self.store = Store.open(workdir)
     self.key = jax.random.key(config.seed)
+    self.designers = None
+    if config.get("designer") and config.designer.kind != "gp":
+      from evolution.designers.step import LLMDesigners  # pylint: disable=g-import-not-at-top
+      self.designers = LLMDesigners(config, self.store, api_key)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self._data = None
 
@@ -107,6 +113,26 @@ class Evolution:
         self.store.add_artifact(tree.content_hash(), "fingerprint", canonical.fingerprint(tree))
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
+  def _draw(self, index: int, attempt: int, pool: list[dict[str, Any]]):
+    """(mode, parents, operator key) of try `attempt` of proposal `index`."""
+    evo = self.config.evolution
+    k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(jax.random.fold_in(self.key, index), attempt), 3)
+    mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
+    parents = selection.select_parents(
+        k_select, pool, _PARENTS_PER_MODE[mode], evo.exploit_prob, evo.top_fraction, evo.seed_prob,
+        self.rungs, evo.zeroshot_weight) if _PARENTS_PER_MODE[mode] else []
+    return mode, parents, k_op
+
+  def select(self, index: int) -> tuple[str, list[dict[str, Any]]]:
+    """GP's choice of mode and parents for proposal `index`, for an LLM designer to work on."""
+    designs = selection.designs_from_store(self.store, self.rungs)
+    pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
+    mode, parents, _ = self._draw(index, 0, pool)
+    return mode, parents
+
+  def known_canonical_ids(self) -> set[str]:
+    return {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in self.store.designs()}
+
   def propose(self, index: int) -> tuple[Unit, list[str], str, str]:
     """(child, parent ids, mode, description) for proposal `index`, never a design already stored
     (by canonical form); the mode is drawn from `evolution.mode_probs`."""
@@ -114,13 +140,8 @@ class Evolution:
     designs = selection.designs_from_store(self.store, self.rungs)
     pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
     known = {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in designs}
-    key = jax.random.fold_in(self.key, index)
     for attempt in range(evo.max_retries):
-      k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(key, attempt), 3)
-      mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
-      parents = selection.select_parents(
-          k_select, pool, _PARENTS_PER_MODE[mode], evo.exploit_prob, evo.top_fraction, evo.seed_prob,
-          self.rungs, evo.zeroshot_weight) if _PARENTS_PER_MODE[mode] else []
+      mode, parents, k_op = self._draw(index, attempt, pool)
       trees = [design_from_json(p["tree"])[0] for p in parents]
       child, mode, description = operators.propose(k_op, trees, dict(evo.mode_probs), len(pool),
                                                    self.bounds, mode=mode)
@@ -140,6 +161,9 @@ class Evolution:
 
   def step(self, index: int, n: int) -> None:
     """Propose, check and record one child, atomically with the proposal counter."""
+    designer = designer_config.choose(self.config, self.key, index)
+    if designer != "gp":
+      return self.designers.step(self, index, n, designer)
     child, parents, mode, description = self.propose(index)
     report = self.check(child)
     fingerprint, twin = self.duplicate_of(child) if report.passed else (None, None)
@@ -217,7 +241,12 @@ class Evolution:
     if done:
       self.log(f"resuming {self.workdir}: {done}/{n} proposals already made")
     for index in range(done, n):
-      self.step(index, n)
+      try:
+        self.step(index, n)
+      except designer_config.BudgetStop as e:
+        self.log(f"{e}: stopped cleanly before proposal {index + 1}; raise designer.max_usd and run "
+                 f"again on this workdir to resume")
+        break
       self.verify_pending()
     board = leaderboard.rows(self.store, self.rungs)
     self.log(leaderboard.format_table(board, self.rungs))
