@@ -79,6 +79,11 @@ def register(spec: KindSpec) -> KindSpec:
   return spec
 
 
+def unregister(name: str) -> None:
+  """Forget a kind (code units a test or a sandbox registered); built-in kinds stay registered."""
+  _REGISTRY.pop(name, None)
+
+
 def kinds() -> dict[str, KindSpec]:
   """All registered kinds, in registration order (which is fixed by import order)."""
   _ensure_units_loaded()

@@ -22,6 +22,7 @@ Path = tuple[int, ...]
 Scalar = bool | int | float | str
 
 DESIGN_FORMAT = "genesys_jax.design/1"
+DESIGN_FORMAT_V2 = "genesys_jax.design/2"  # /1 plus "units": {"Name@hash8": source} (gab.codeunits)
 
 
 class DesignError(ValueError):
@@ -191,33 +192,61 @@ jax.tree_util.register_pytree_with_keys(
 
 
 # -- design files -------------------------------------------------------------------------------
-def design_to_json(tree: Unit, name: str | None = None) -> str:
-  """The design JSON written by `gab.seeds` and kept in the store's `designs.tree` column."""
+def design_to_json(tree: Unit, name: str | None = None, units: Mapping[str, str] | None = None) -> str:
+  """The design JSON written by `gab.seeds` and kept in the store's `designs.tree` column: /1, or
+  /2 with the embedded source of every code unit when `units` (kind -> source) is non-empty."""
   doc = {"format": DESIGN_FORMAT, "tree": tree.to_dict()}
+  if units:
+    doc["format"], doc["units"] = DESIGN_FORMAT_V2, dict(units)
   if name:
     doc["name"] = name
   return json.dumps(doc, sort_keys=True, indent=1)
 
 
-def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
+def _parse(text: str, where: str) -> tuple[Unit, str | None, dict[str, str]]:
   try:
     doc = json.loads(text)
   except json.JSONDecodeError as e:
     raise DesignError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
   if isinstance(doc, dict) and "tree" in doc:
-    if doc.get("format", DESIGN_FORMAT) != DESIGN_FORMAT:
-      raise DesignError(f"{where}: format {doc['format']!r} is not {DESIGN_FORMAT!r}")
-    return Unit.from_dict(doc["tree"], "tree"), doc.get("name")
+    fmt = doc.get("format", DESIGN_FORMAT)
+    if fmt not in (DESIGN_FORMAT, DESIGN_FORMAT_V2):
+      raise DesignError(f"{where}: format {fmt!r} is not {DESIGN_FORMAT!r} or {DESIGN_FORMAT_V2!r}")
+    units = doc.get("units", {}) if fmt == DESIGN_FORMAT_V2 else {}
+    if units:
+      from gab import codeunits  # pylint: disable=g-import-not-at-top  (codeunits imports this module)
+      for kind, unit in codeunits.verify_units(units, where).items():
+        codeunits.declare(unit)  # the declaration only: no code of the design runs here
+    return Unit.from_dict(doc["tree"], "tree"), doc.get("name"), dict(units)
   if isinstance(doc, dict) and "kind" in doc:  # a bare unit tree is accepted too
-    return Unit.from_dict(doc, "tree"), None
+    return Unit.from_dict(doc, "tree"), None, {}
   raise DesignError(f"{where}: expected an object with 'tree' (a unit tree with 'kind', "
                     f"'params', 'children')")
 
 
-def load_design(path: str) -> tuple[Unit, str | None]:
+def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
+  """(tree, name); a /2 design's code units are verified against their hashes and declared."""
+  tree, name, _ = _parse(text, where)
+  return tree, name
+
+
+def design_units(text: str, where: str = "design") -> dict[str, str]:
+  """kind -> source of the code units a design JSON embeds (hashes verified; {} for /1)."""
+  return _parse(text, where)[2]
+
+
+def _read(path: str) -> str:
   try:
     with open(path) as f:
-      text = f.read()
+      return f.read()
   except OSError as e:
     raise DesignError(f"cannot read design file {path}: {e.strerror}") from None
-  return design_from_json(text, where=path)
+
+
+def load_design(path: str) -> tuple[Unit, str | None]:
+  return design_from_json(_read(path), where=path)
+
+
+def load_design_file(path: str) -> tuple[Unit, str | None, dict[str, str]]:
+  """(tree, name, units): a design file with the sources of its code units (hashes verified)."""
+  return _parse(_read(path), path)
