@@ -104,7 +104,7 @@ class GeminiTransport:
     from google.genai import types  # pylint: disable=g-import-not-at-top
     self._types = types
     retry = types.HttpRetryOptions(attempts=int(cfg.retry_attempts), initial_delay=float(cfg.retry_initial_s),
-                                   max_delay=float(cfg.retry_max_s),
+                                   max_delay=float(cfg.retry_max_s), jitter=float(cfg.retry_initial_s),
                                    http_status_codes=[408, 429, 500, 502, 503, 504])
     options = types.HttpOptions(api_version=cfg.api_version, timeout=int(cfg.timeout_s * 1000),
                                 retry_options=retry, base_url=cfg.base_url or None)

@@ -78,11 +78,12 @@ class Recorder:
     else:
       reply = self.transport(call, schema)
     dollars = cost.usd(self.pricing, call.model, reply.usage)
+    before = self.spent()
     record = {"proposal": key[0], "role": key[1], "attempt": key[2], "request": call.to_dict(),
               "request_digest": _digest(call), "reply": reply.to_dict(), "usd": dollars,
               "phase": cost.phase(key[1]), "replayed": self.replay is not None}
     self.store.add_artifact(None, KIND, json.dumps(record, sort_keys=True))
-    self._spent = self.spent() + dollars
+    self._spent = before + dollars
     return reply, dollars
 
   def calls(self, proposal: int) -> list[dict[str, Any]]:
