@@ -35,6 +35,7 @@ default, is read only when --config or --rung is given.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -47,7 +48,7 @@ from gab.checks.causality import check_causality
 from gab.checks.context import Context
 from gab.checks.structure import check_forward, check_format, check_init
 from gab.checks.training import check_differentiability, check_effectiveness, check_stability
-from gab.tree import DesignError, Unit, load_design
+from gab.tree import DesignError, Unit, design_to_json, load_design, load_design_file  # noqa: F401
 
 CHECKS = (check_format, check_init, check_forward, check_causality, check_differentiability,
           check_stability, check_parameter_budget, check_efficiency, check_effectiveness)
@@ -123,7 +124,7 @@ def main(argv: list[str]) -> int:
   del argv
   FLAGS = flags.FLAGS  # noqa: N806
   try:
-    tree, _ = load_design(FLAGS.design)
+    tree, name, units = load_design_file(FLAGS.design)
   except DesignError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -138,6 +139,11 @@ def main(argv: list[str]) -> int:
       return 2
     rung = ml_collections.ConfigDict(config.rungs[FLAGS.rung].to_dict())
     rung.seq_len = config.data.seq_len
+  if units:  # code units run only in the sandbox (gab.sandbox), never in this process
+    from gab import sandbox  # pylint: disable=g-import-not-at-top
+    report = sandbox.check_design(design_to_json(tree, name, units), cfg, rung)
+    print(json.dumps(report, sort_keys=True))
+    return 0 if report["passed"] else 1
   report = check(tree, cfg, rung)
   print(report.to_json())
   return 0 if report.passed else 1

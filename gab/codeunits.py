@@ -185,33 +185,34 @@ def lint(source: str) -> list[str]:
     module = ast.parse(source)
   except SyntaxError as e:
     return [f"line {e.lineno}: syntax error: {e.msg}"]
-  out: list[str] = []
+  out: list[tuple[int, int, str]] = []
   for node in ast.walk(module):
     line = getattr(node, "lineno", 0)
+    at = (line, getattr(node, "col_offset", 0))
     if isinstance(node, ast.Import):
-      out += [f"line {line}: forbidden import {a.name}" for a in node.names if not _allowed_module(a.name)]
+      out += [(*at, f"line {line}: forbidden import {a.name}") for a in node.names if not _allowed_module(a.name)]
     elif isinstance(node, ast.ImportFrom):
       mod = node.module or ""
       if node.level or not _allowed_module(mod):
-        out.append(f"line {line}: forbidden import {'.' * node.level}{mod}")
+        out.append((*at, f"line {line}: forbidden import {'.' * node.level}{mod}"))
       for a in node.names:
         if a.name == "*" or a.name in FORBIDDEN_ATTRS or a.name in FORBIDDEN_NAMES or a.name.startswith("_"):
-          out.append(f"line {line}: forbidden import {a.name} from {mod}")
+          out.append((*at, f"line {line}: forbidden import {a.name} from {mod}"))
     elif isinstance(node, ast.Name) and (node.id in FORBIDDEN_NAMES or node.id.startswith("__")):
-      out.append(f"line {line}: forbidden name {node.id}")
+      out.append((*at, f"line {line}: forbidden name {node.id}"))
     elif isinstance(node, ast.Attribute) and (node.attr.startswith("_") or node.attr in FORBIDDEN_ATTRS):
-      out.append(f"line {line}: forbidden attribute .{node.attr}")
+      out.append((*at, f"line {line}: forbidden attribute .{node.attr}"))
     elif isinstance(node, (ast.Global, ast.Nonlocal)):
-      out.append(f"line {line}: forbidden statement {type(node).__name__.lower()}")
+      out.append((*at, f"line {line}: forbidden statement {type(node).__name__.lower()}"))
     elif isinstance(node, ast.arg) and node.arg.startswith("__"):
-      out.append(f"line {line}: forbidden argument name {node.arg}")
+      out.append((*at, f"line {line}: forbidden argument name {node.arg}"))
   for node in module.body:
     if not isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.ClassDef,
                              ast.FunctionDef)) and not (isinstance(node, ast.Expr) and
                                                          isinstance(node.value, ast.Constant)):
-      out.append(f"line {node.lineno}: only imports, assignments, classes and functions may "
-                 f"stand at module level, not {type(node).__name__}")
-  return sorted(set(out), key=lambda m: (int(m.split(":")[0][5:]), m))
+      out.append((node.lineno, 0, f"line {node.lineno}: only imports, assignments, classes and functions may "
+                 f"stand at module level, not {type(node).__name__}"))
+  return list(dict.fromkeys(m for _, _, m in sorted(out)))
 
 
 # -- declaring and registering -------------------------------------------------------------------

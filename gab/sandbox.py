@@ -1,0 +1,295 @@
+"""Run untrusted design code (code units) in an isolated child process; report every way out.
+
+`check_design(design_json, checker_cfg, rung)` runs the whole checker on a design with code units in
+`python -I gab/sandbox_child.py` and returns the checker's report dict. The child:
+- starts in its own session (process group) with a scrubbed environment: PATH, HOME and TMPDIR (its
+  temporary directory), LANG, JAX_PLATFORMS, XLA_FLAGS, CUDA_VISIBLE_DEVICES if set, and nothing
+  else: no API keys, tokens or cloud credentials;
+- unshares network, mount and PID namespaces (see gab/sandbox_child.py): no network at all (not
+  even loopback), a private tmpfs for /tmp, a fresh /proc, only the directories the job needs bound
+  in, and, when run as root, an unprivileged uid. Where namespaces are unavailable (no root and no
+  unprivileged user namespaces) it runs without them, and the report carries a `sandbox` warning;
+- has resource limits: CPU seconds, file size, open files, processes, and address space on CPU
+  (never where CUDA runs);
+- is killed with its whole process group at the wall-clock timeout or when it writes more than
+  `MAX_OUTPUT` bytes.
+Every failure comes back as a failed `sandbox` check: `sandbox: timeout`, `sandbox: memory`,
+`sandbox: output too large`, `sandbox: cpu time limit`, `sandbox: host callback ... refused`, ...;
+a lint failure as a failed `format` check (`sandbox: forbidden import os at line 3 of ...`),
+without starting a process.
+
+`train_design(...)` trains a design with code units the same way (generous limits, the data
+directory read-only and its checkpoint and log directories writable) and returns its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
+MAX_OUTPUT = 1 << 20          # bytes of result (stdout) before the child is killed
+MAX_LOG = 16 << 20            # bytes of stderr before the child is killed; the last 64 KB are kept
+SANDBOX_UID = 65534           # "nobody": the uid the child drops to when started as root
+CHECK_LIMITS = dict(cpu=600, fsize=256 << 20, nofile=512, nproc=512, address_space_gb=3.0)
+TRAIN_LIMITS = dict(cpu=None, fsize=4 << 30, nofile=1024, nproc=1024, address_space_gb=8.0)
+ENV_KEEP = ("PATH", "LANG", "LC_ALL", "JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES",
+            "TF_CPP_MIN_LOG_LEVEL")
+_MEMORY = re.compile(r"MemoryError|RESOURCE_EXHAUSTED|[Oo]ut of memory|bad_alloc|Cannot allocate memory"
+                     r"|failed to allocate|Allocator .* ran out")
+
+
+class SandboxError(RuntimeError):
+  """The sandbox ended without a result; the message is the named reason (`sandbox: ...`)."""
+
+
+def scrubbed_env(home: str) -> dict[str, str]:
+  env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
+  env.setdefault("PATH", os.defpath)
+  env.update(HOME=home, TMPDIR=home, PYTHONHASHSEED="0", MALLOC_ARENA_MAX="2",
+             TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "3"))
+  env.setdefault("JAX_PLATFORMS", _platform())
+  return env
+
+
+def _platform() -> str:
+  if os.environ.get("JAX_PLATFORMS"):
+    return os.environ["JAX_PLATFORMS"]
+  if "jax" in sys.modules:
+    return sys.modules["jax"].default_backend()
+  return "cpu"
+
+
+def _rlimits(limits: dict[str, Any], platform: str) -> dict[str, int | None]:
+  out = {k: v for k, v in limits.items() if k != "address_space_gb"}
+  if platform == "cpu" and limits.get("address_space_gb"):  # never where CUDA maps device memory
+    out["as"] = int(limits["address_space_gb"] * (1 << 30))
+  return out
+
+
+def run_child(job: dict[str, Any], *, timeout_s: float, limits: dict[str, Any],
+              binds: list[tuple[str, bool]] = ()) -> dict[str, Any]:
+  """Run one job in the child; its result dict, or a SandboxError naming why there is none."""
+  home = tempfile.mkdtemp(prefix="gab-sandbox-")
+  env = scrubbed_env(home)
+  writable = [p for p, w in binds if w]
+  _chown(writable, SANDBOX_UID)
+  job = dict(job, sandbox=dict(uid=SANDBOX_UID, limits=_rlimits(limits, env["JAX_PLATFORMS"]),
+                               hide=[os.path.expanduser("~")],
+                               binds=[dict(path=os.path.abspath(p), writable=w) for p, w in binds]))
+  try:
+    proc = subprocess.Popen([sys.executable, "-I", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=home, env=env, start_new_session=True,
+                            close_fds=True)
+    try:
+      out, log, reason = _communicate(proc, json.dumps(job).encode(), timeout_s)
+    finally:
+      _kill_group(proc)
+  finally:
+    _chown(writable, os.geteuid())
+    shutil.rmtree(home, ignore_errors=True)
+  if reason:
+    raise SandboxError(f"sandbox: {reason}")
+  line = out.decode(errors="replace").strip().splitlines()
+  if line:
+    try:
+      result = json.loads(line[-1])
+    except json.JSONDecodeError:
+      result = None
+    if isinstance(result, dict) and "sandbox_error" in result:
+      raise SandboxError(f"sandbox: {result['sandbox_error']}")
+    if isinstance(result, dict):
+      return result
+  raise SandboxError(f"sandbox: {_exit_reason(proc.returncode, log.decode(errors='replace'))}")
+
+
+def _communicate(proc, stdin: bytes, timeout_s: float) -> tuple[bytes, bytes, str]:
+  """Feed stdin, collect capped stdout/stderr until exit; (stdout, stderr tail, reason or '')."""
+  try:
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+  except BrokenPipeError:
+    pass
+  sel = selectors.DefaultSelector()
+  sel.register(proc.stdout, selectors.EVENT_READ, "out")
+  sel.register(proc.stderr, selectors.EVENT_READ, "log")
+  out, log, n_log = bytearray(), bytearray(), 0
+  deadline = time.monotonic() + timeout_s
+  while sel.get_map():
+    left = deadline - time.monotonic()
+    if left <= 0:
+      return bytes(out), bytes(log), "timeout"
+    for key, _ in sel.select(min(left, 1.0)):
+      chunk = os.read(key.fileobj.fileno(), 1 << 16)
+      if not chunk:
+        sel.unregister(key.fileobj)
+      elif key.data == "out":
+        out += chunk
+        if len(out) > MAX_OUTPUT:
+          return bytes(out), bytes(log), "output too large"
+      else:
+        n_log += len(chunk)
+        log = (log + chunk)[-(64 << 10):]
+        if n_log > MAX_LOG:
+          return bytes(out), bytes(log), "output too large"
+  try:
+    proc.wait(max(0.1, deadline - time.monotonic()))
+  except subprocess.TimeoutExpired:
+    return bytes(out), bytes(log), "timeout"
+  return bytes(out), bytes(log), ""
+
+
+def _kill_group(proc) -> None:
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except (ProcessLookupError, PermissionError):
+    pass
+  proc.wait()
+  for f in (proc.stdout, proc.stderr):
+    f.close()
+
+
+def _exit_reason(returncode: int, log: str) -> str:
+  if _MEMORY.search(log):
+    return "memory"
+  if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and "SIGXCPU" in log):
+    return "cpu time limit"
+  if returncode == -signal.SIGXFSZ:
+    return "file size limit"
+  last = log.strip().splitlines()[-1][:300] if log.strip() else ""
+  how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+  return f"child {how}" + (f": {last}" if last else "")
+
+
+def _chown(paths, uid: int) -> None:
+  if os.geteuid() != 0:
+    return
+  for top in paths:
+    for root, dirs, files in os.walk(top):
+      for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+        try:
+          os.lchown(name, uid, uid)
+        except OSError:
+          pass
+
+
+# -- the checker, sandboxed ----------------------------------------------------------------------
+def _failed(name: str, message: str, hint: str) -> dict[str, Any]:
+  return {"passed": False, "checks": [{"name": name, "status": "fail", "message": message,
+                                       "hint": hint}], "sizing": {}}
+
+
+def lint_report(design_json: str) -> dict[str, Any] | None:
+  """A failed `format` report if the design is unreadable or a unit fails the lint, else None."""
+  from gab import codeunits  # pylint: disable=g-import-not-at-top
+  from gab.tree import DesignError, design_units  # pylint: disable=g-import-not-at-top
+  try:
+    units = design_units(design_json)
+  except DesignError as e:
+    return _failed("format", f"sandbox: {e}", "fix the design file; embedded sources must match their hashes")
+  for kind, source in sorted(units.items()):
+    problems = codeunits.lint(source)
+    if problems:
+      m = re.match(r"line (\d+): (.*)", problems[0])
+      what = f"{m.group(2)} at line {m.group(1)}" if m else problems[0]
+      return _failed("format", f"sandbox: {what} of code unit {kind}",
+                     "code units may import only " + ", ".join(codeunits.ALLOWED_IMPORTS) +
+                     " and use no file, process, network, eval or host-callback access")
+  return None
+
+
+def _to_dict(cfg):
+  if cfg is None:
+    return None
+  return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+
+def check_design(design_json: str, checker_cfg=None, rung=None, *, timeout_s: float = 300,
+                 fingerprint: bool = False) -> dict[str, Any]:
+  """The checker's report for the design, computed in the sandbox (see the module docstring).
+
+  With `fingerprint`, a passing report also carries "fingerprint" (`evolution.canonical.fingerprint`,
+  which runs the design's code, so it is computed in the sandbox too).
+  """
+  bad = lint_report(design_json)
+  if bad is not None:
+    return bad
+  job = dict(mode="check", design=design_json, cfg=_to_dict(checker_cfg), rung=_to_dict(rung),
+             fingerprint=fingerprint)
+  try:
+    result = run_child(job, timeout_s=timeout_s, limits=CHECK_LIMITS)
+  except SandboxError as e:
+    return _failed("sandbox", str(e), _HINTS.get(str(e), "the design's code units must run within "
+                                                          "the sandbox's limits"))
+  return _report(result)
+
+
+_HINTS = {"sandbox: timeout": "the design's code must finish its check within the timeout (an "
+                              "endless loop or sleep?)",
+          "sandbox: memory": "the design's code must fit the sandbox's memory limit",
+          "sandbox: output too large": "code units must not print (much)"}
+
+
+def _report(result: dict[str, Any]) -> dict[str, Any]:
+  if result.get("violations"):
+    return _failed("sandbox", f"sandbox: host callback {', '.join(result['violations'])} refused",
+                   "code units run inside compiled programs only: no host callbacks")
+  if "error" in result:
+    reason = "memory" if _MEMORY.search(result["error"]) else f"the child failed: {result['error']}"
+    return _failed("sandbox", f"sandbox: {reason}", "see the message")
+  report = result["result"]
+  info = result.get("isolation", {})
+  if info.get("isolation") == "none":
+    report["checks"].append({"name": "sandbox", "status": "warn",
+                             "message": f"sandbox: no namespaces ({info.get('why')}): network and "
+                                        f"files were not isolated", "hint": "run as root or allow "
+                                        "unprivileged user namespaces"})
+  if _MEMORY.search(" ".join(c["message"] for c in report["checks"] if c["status"] == "fail")):
+    report["checks"].append({"name": "sandbox", "status": "fail", "message": "sandbox: memory",
+                             "hint": _HINTS["sandbox: memory"]})
+    report["passed"] = False
+  return report
+
+
+# -- training, sandboxed -------------------------------------------------------------------------
+def train_design(design_json: str, rung, *, data_cfg, train_cfg, checker_cfg, seed: int,
+                 checkpoint_dir: str | None = None, log_dir: str | None = None, zeroshot_cfg=None,
+                 desc: str = "train", stop_after: int | None = None, fit: bool = True,
+                 timeout_s: float = 24 * 3600) -> dict[str, Any]:
+  """{"metrics", "sizing"} of training the design in the sandbox; raises SandboxError (a named
+  reason) or DesignFailure (the design failed in training: diverged, out of memory, ...)."""
+  from train.corpus import resolve_data_dir  # pylint: disable=g-import-not-at-top
+  data = _to_dict(data_cfg)
+  data["data_dir"] = resolve_data_dir(data_cfg)
+  binds = [(data["data_dir"], False)]
+  checkpoint_dir, log_dir = [os.path.abspath(p) if p else None for p in (checkpoint_dir, log_dir)]
+  for path in (checkpoint_dir, log_dir):
+    if path:
+      os.makedirs(path, exist_ok=True)
+      binds.append((path, True))
+  zs = _to_dict(zeroshot_cfg)
+  for path in (zs or {}).get("tasks", ()):
+    if os.path.exists(path):
+      binds.append((os.path.abspath(path), False))
+  job = dict(mode="train", design=design_json, rung=_to_dict(rung), data=data, train=_to_dict(train_cfg),
+             checker=_to_dict(checker_cfg), zeroshot=zs, seed=seed, checkpoint_dir=checkpoint_dir,
+             log_dir=log_dir, desc=desc, stop_after=stop_after, fit=fit)
+  result = run_child(job, timeout_s=timeout_s, limits=TRAIN_LIMITS, binds=binds)
+  if result.get("violations"):
+    raise DesignFailure(f"sandbox: host callback {', '.join(result['violations'])} refused")
+  if "error" in result:
+    raise DesignFailure(result["error"])
+  return result["result"]
+
+
+class DesignFailure(RuntimeError):
+  """A design with code units failed in sandboxed training; the message names why."""

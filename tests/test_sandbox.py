@@ -1,0 +1,237 @@
+"""The sandbox: designs with code units are checked in an isolated child; hostile units are contained.
+
+Each sandboxed check starts a fresh JAX process (about 5-10 s on 2 cores), so hostile behaviours
+share children where they can. The hostile units reach past the lint on purpose (a string
+annotation evaluated by `typing.get_type_hints` reaches any attribute, e.g. the real `__import__`):
+the lint is not the boundary, the process is.
+"""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from gab import codeunits, registry, sandbox
+from gab.tree import Unit, design_to_json
+
+U = Unit.make
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SECRET = "fake-gemini-key-do-not-leak-4242"
+HEADER = '''"""A hostile unit."""
+import functools
+import typing
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gab.units.base import UnitModule
+
+KIND = dict(name="Hostile", role="sequence_mixer", params={}, slots=[], reads=[], writes=[])
+
+
+def _imp(a: "functools.__builtins__['__import__']"):
+  pass
+
+
+IMPORT = typing.get_type_hints(_imp)["a"]  # the real __import__, past the lint
+'''
+IDENTITY = '''
+
+class Hostile(UnitModule):
+  @nn.compact
+  def __call__(self, x, z):
+    return x, z
+'''
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch):
+  monkeypatch.setenv("GEMINI_API_KEY", SECRET)
+  monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+
+
+@pytest.fixture
+def forget():
+  yield
+  for kind in list(codeunits.known()):
+    codeunits.forget(kind)
+
+
+def design_json(source: str) -> str:
+  kind = codeunits.declare(source)
+  tree = registry.normalize(U("Sequence", [
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(kind)])]),
+      U("Residual", [U("Sequence", [U("RMSNorm"), U("GatedMLP")])])]))
+  return design_to_json(tree, "hostile", codeunits.sources_for(tree))
+
+
+def failed(report):
+  assert not report["passed"], report
+  bad = [c for c in report["checks"] if c["status"] == "fail"]
+  assert len(bad) == 1 and "\n" not in bad[0]["message"], bad
+  return bad[0]
+
+
+def test_three_code_units_pass_the_checker_in_the_sandbox(forget):
+  kinds = [codeunits.declare(open(p).read()) for p in sorted(glob.glob(os.path.join(HERE, "code_units", "*.py")))]
+  dc, sq, ts = kinds
+  tree = registry.normalize(U("Sequence", [
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(dc)])]),
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(ts)])]),
+      U("Residual", [U("Sequence", [U("RMSNorm"), U(sq, expansion=3)])])]))
+  report = sandbox.check_design(design_to_json(tree, None, codeunits.sources_for(tree)), fingerprint=True)
+  assert report["passed"], report
+  assert [c["name"] for c in report["checks"]][:3] == ["format", "init", "forward"]
+  assert report["sizing"]["fits"] and len(report["fingerprint"]) == 16
+  assert not codeunits.is_executable(dc)  # this process only declared them
+
+
+def test_env_files_and_network_are_out_of_reach(forget, tmp_path):
+  secret_file = tmp_path / "secret.txt"
+  secret_file.write_text(SECRET)
+  outside = os.path.join(HERE, "pwned_by_sandbox")
+  hits = []
+  server = socket.socket()
+  server.bind(("127.0.0.1", 0))
+  server.listen(4)
+  server.settimeout(60)
+  port = server.getsockname()[1]
+  threading.Thread(target=lambda: hits.append(server.accept()), daemon=True).start()
+  probe = f'''
+def _env(a: "functools.__builtins__['__import__']('os').environ"):
+  pass
+
+
+def _probe():
+  env = typing.get_type_hints(_env)["a"]
+  results = dict(env=sorted(env), home=env.get("HOME"))
+  for name, fn in [("read", lambda: open({str(secret_file)!r}).read()),
+                   ("write_tmp", lambda: open({str(tmp_path / "pwned")!r}, "w").write("x")),
+                   ("write_outside", lambda: open({outside!r}, "w").write("x")),
+                   ("proc_environ", lambda: open("/proc/1/environ").read()),
+                   ("socket", lambda: IMPORT("socket").create_connection(("127.0.0.1", {port}), timeout=5))]:
+    try:
+      results[name] = "ok: " + str(fn())[:40]
+    except Exception as e:
+      results[name] = ["refused", repr(e)[:50]]
+  raise ValueError("RESULTS " + repr(results))
+
+
+PROBE = _probe()
+'''.replace("open(", "IMPORT('builtins').open(")
+  report = sandbox.check_design(design_json(HEADER + probe + IDENTITY))
+  check = failed(report)
+  text = json.dumps(report)
+  assert check["name"] == "sandbox" and "RESULTS" in check["message"], check
+  assert SECRET not in text and "GEMINI" not in text and "AWS_" not in text
+  assert "'home': '/tmp/work'" in check["message"]
+  for name in ("read", "write_tmp", "write_outside", "socket"):
+    assert f"'{name}': ['refused'" in check["message"], (name, check["message"])
+  assert not os.path.exists(tmp_path / "pwned") and not os.path.exists(outside)
+  assert not hits  # nothing connected to the server on 127.0.0.1
+  server.close()
+
+
+def test_host_callbacks_are_refused_even_past_the_lint(forget):
+  source = HEADER + '''
+
+def _cb(a: "jax.debug.callback"):
+  pass
+
+
+CALLBACK = typing.get_type_hints(_cb)["a"]
+
+
+class Hostile(UnitModule):
+  @nn.compact
+  def __call__(self, x, z):
+    CALLBACK(lambda v: None, x)
+    return x, z
+'''
+  assert codeunits.lint(source) == []
+  check = failed(sandbox.check_design(design_json(source)))
+  assert check["name"] == "sandbox" and check["message"] == "sandbox: host callback jax.debug.callback refused"
+
+
+def test_printing_a_gigabyte_and_allocating_50_gb_are_stopped(forget):
+  loud = HEADER + 'NOISE = print("x" * (1 << 30))\n' + IDENTITY
+  check = failed(sandbox.check_design(design_json(loud)))
+  assert check["message"] == "sandbox: output too large"
+  greedy = HEADER + "HOG = np.ones(50 * 2**30 // 8)\n" + IDENTITY
+  check = failed(sandbox.check_design(design_json(greedy)))
+  assert check["name"] == "sandbox" and check["message"] == "sandbox: memory", check
+
+
+def test_a_sleep_is_killed_at_the_timeout(forget):
+  sleepy = HEADER + 'NAP = IMPORT("time").sleep(3600)\n' + IDENTITY
+  check = failed(sandbox.check_design(design_json(sleepy), timeout_s=20))
+  assert check["message"] == "sandbox: timeout"
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("X = getattr(__builtins__, '__import__')('os')", "forbidden name getattr at line 12"),
+    ("import os", "forbidden import os at line 12"),
+    ("import time", "forbidden import time at line 12"),
+])
+def test_lint_failures_are_reported_without_a_process(forget, line, reason):
+  source = HEADER.split("\n\ndef _imp")[0] + "\n" + line + IDENTITY
+  check = failed(sandbox.check_design(design_json(source)))
+  assert check["name"] == "format" and check["message"].startswith(f"sandbox: {reason} of code unit Hostile@")
+
+
+def _nobody_processes():
+  out = []
+  for pid in os.listdir("/proc"):
+    try:
+      if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == sandbox.SANDBOX_UID:
+        out.append(pid)
+    except OSError:
+      pass
+  return out
+
+
+@pytest.mark.slow
+def test_an_endless_loop_and_a_fork_bomb_are_killed_with_everything_they_started(forget):
+  loop = HEADER + IDENTITY.replace("return x, z", "while True:\n      pass")
+  check = failed(sandbox.check_design(design_json(loop), timeout_s=30))
+  assert check["message"] in ("sandbox: timeout", "sandbox: cpu time limit")
+  bomb = HEADER + '''
+def _bomb():
+  os = IMPORT("os")
+  while True:
+    try:
+      os.fork()
+    except Exception:
+      pass
+
+
+BOOM = _bomb()
+''' + IDENTITY
+  check = failed(sandbox.check_design(design_json(bomb), timeout_s=20))
+  assert check["message"] == "sandbox: timeout"
+  assert not _nobody_processes()
+
+
+def test_the_checker_cli_sandboxes_a_v2_file_and_refuses_an_edited_one(forget, tmp_path):
+  source = open(os.path.join(HERE, "code_units", "token_shift.py")).read()
+  path = tmp_path / "coded.json"
+  path.write_text(design_json(source))
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  run = lambda p: subprocess.run([sys.executable, "-m", "gab.checker", f"--design={p}"], cwd=ROOT,  # noqa: E731
+                                 env=env, capture_output=True, text=True, timeout=600)
+  proc = run(path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads(proc.stdout)["passed"]
+  doc = json.loads(path.read_text())
+  kind = next(iter(doc["units"]))
+  doc["units"][kind] = doc["units"][kind].replace("prev_BxLxD - x", "prev_BxLxD + x")
+  (tmp_path / "edited.json").write_text(json.dumps(doc))
+  proc = run(tmp_path / "edited.json")
+  assert proc.returncode == 2 and proc.stdout == ""
+  assert len(proc.stderr.strip().splitlines()) == 1 and "edited after hashing" in proc.stderr
