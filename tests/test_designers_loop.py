@@ -3,6 +3,7 @@ endpoint, code units checked in the sandbox and trained, recorded, replayed with
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -39,9 +40,24 @@ SCRIPT = {
 
 
 @pytest.fixture(scope="module")
-def llm_run(tmp_path_factory):
+def seeded(tmp_path_factory):
+  """A workdir with the GPT seed checked and trained (GP only, no proposals), copied by each test."""
+  workdir = tmp_path_factory.mktemp("seeded")
+  config = llm_config("", kind="gp")
+  config.evolution.n_proposals = 0
+  loop.run(config, str(workdir), log=lambda _: None)
+  return workdir
+
+
+def fresh(seeded, path):
+  shutil.copytree(seeded, path, dirs_exist_ok=True)
+  return path
+
+
+@pytest.fixture(scope="module")
+def llm_run(seeded, tmp_path_factory):
   os.environ["GEMINI_API_KEY"] = KEY
-  workdir = tmp_path_factory.mktemp("llm")
+  workdir = fresh(seeded, tmp_path_factory.mktemp("llm"))
   lines = []
   with FakeGemini(SCRIPT, fallback=None) as fake:
     board = loop.run(llm_config(fake.url), str(workdir), log=lines.append)
@@ -96,12 +112,37 @@ def test_the_key_is_never_written_to_the_workdir(llm_run):
         assert KEY.encode() not in fh.read(), os.path.join(root, f)
 
 
-def test_replay_with_the_server_stopped_gives_identical_designs(llm_run, tmp_path, monkeypatch):
+def test_replay_with_the_server_stopped_gives_identical_designs(llm_run, seeded, tmp_path, monkeypatch):
   workdir, board, _, fake = llm_run
   monkeypatch.delenv("GEMINI_API_KEY", raising=False)       # replay needs no key and no network
   config = llm_config(fake.url)                             # the server is shut down
   config.replay_from = str(workdir)
   lines = []
-  again = loop.run(config, str(tmp_path), log=lines.append)
+  again = loop.run(config, str(fresh(seeded, tmp_path)), log=lines.append)
   assert any(f"replay: identical to {workdir}" in line for line in lines), lines[-3:]
   assert [r["id"] for r in again] == [r["id"] for r in board]
+
+
+def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path, monkeypatch):
+  monkeypatch.setenv("GEMINI_API_KEY", KEY)
+  workdir = fresh(seeded, tmp_path / "run")
+  one_call = 0.0003 + 0.00125            # the fake's usage (1000 in, 400 + 100 out) at flash prices
+  lines = []
+  with FakeGemini({"proposer": [{"json": s.PROPOSAL}] * 2, "reviewer": [s.rating(4), s.rating(2)]},
+                  fallback=None) as fake:
+    loop.run(llm_config(fake.url, max_usd=2 * one_call), str(workdir), log=lines.append)
+    assert fake.roles() == ["proposer", "reviewer"]          # the planner's call was never sent
+    assert any("designer budget exhausted" in line and "stopped cleanly before proposal 1" in line
+               for line in lines)
+    with Store.open(str(workdir)) as store:
+      assert store.get_meta("proposals_done", 0) == 0
+      assert [d["operator"] for d in store.designs()] == ["seed"]
+      assert len(store.artifacts(kind="llm_call")) == 2       # what was spent is accounted
+    lines.clear()
+    loop.run(llm_config(fake.url, max_usd=1.0, proposal_attempts=1), str(workdir), log=lines.append)
+  assert fake.roles() == ["proposer", "reviewer"] * 2
+  with Store.open(str(workdir)) as store:
+    assert store.get_meta("proposals_done", 0) == 1
+    (summary,) = [json.loads(a["content"]) for a in store.artifacts(kind="designer")]
+    assert summary["status"] == "unreviewed" and summary["rating"] == 2
+    assert len(store.artifacts(kind="llm_call")) == 4
