@@ -51,6 +51,9 @@ def get_config(variant: str | None = None) -> ConfigDict:
   # Who proposes: gp (offline operators), llm (Gemini agents), direct, mixed (see
   # evolution/designers/config.py); models per role, pricing, budgets, endpoint.
   c.designer = designer_config.default_config()
+  # Hand-written code units (globs of .py files, gab.codeunits) the run may use: GP operators insert
+  # them like built-in kinds; designs using them are checked and trained in the sandbox.
+  c.units = ConfigDict(dict(files=()))
   c.evolution = ConfigDict(dict(
       n_proposals=12, max_retries=32,
       # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local

@@ -14,6 +14,9 @@ Tables (the designs and verifications columns are a contract other tools read):
                                             transaction of the change it records.
   jobs(id, design_id, rung, state, worker_id, lease_until, attempts)  the verification queue that
                                             several worker processes share.
+  code_units(kind, name, hash, source, declaration, design_id, seq)  every code unit of the run
+                                            (kind = Name@hash8), the design that introduced it
+                                            (NULL: config.units.files) and the order they came in.
 Each write is one transaction, so a run killed at any moment leaves a consistent store. The schema
 version is `PRAGMA user_version`; opening an older store migrates it in one transaction. Wall time
 enters only through leases (the injected `clock`), never events, ordering or randomness.
@@ -76,6 +79,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
           attempts INTEGER NOT NULL DEFAULT 0,
           UNIQUE (design_id, rung))""",
      "CREATE INDEX jobs_by_state ON jobs (state, id)"),
+    # 2 -> 3: code units (gab.codeunits), kept apart from the designs that carry them.
+    ("""CREATE TABLE code_units (
+          kind TEXT PRIMARY KEY,
+          name TEXT NOT NULL,
+          hash TEXT NOT NULL,
+          source TEXT NOT NULL,
+          declaration TEXT NOT NULL CHECK (json_valid(declaration)),
+          design_id TEXT,
+          seq INTEGER NOT NULL UNIQUE)""",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -286,6 +298,27 @@ class Store:
       if value is not None:
         sql, args = sql + f" AND {column} = ?", args + [value]
     return [dict(r) for r in self._db.execute(sql + " ORDER BY created_seq", args)]
+
+  # -- code units ----------------------------------------------------------------------------
+  def add_code_unit(self, kind: str, source: str, declaration: dict[str, Any],
+                    design_id: str | None = None) -> bool:
+    """Keep a code unit's source; False (and no change) if the kind is already stored."""
+    name, _, digest = kind.partition("@")
+    with self.transaction():
+      cur = self._db.execute(
+          "INSERT OR IGNORE INTO code_units (kind, name, hash, source, declaration, design_id, seq) "
+          "VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM code_units))",
+          (kind, name, digest, source, json.dumps(declaration, sort_keys=True), design_id))
+      if cur.rowcount != 1:
+        return False
+      self._log("code_unit_added", {"kind": kind, "design_id": design_id})
+    return True
+
+  def code_units(self) -> list[dict[str, Any]]:
+    """Every stored code unit in the order they were added."""
+    rows = self._db.execute("SELECT kind, name, hash, source, declaration, design_id, seq "
+                            "FROM code_units ORDER BY seq")
+    return [dict(r, declaration=json.loads(r["declaration"])) for r in rows]
 
   # -- jobs ----------------------------------------------------------------------------------
   def enqueue(self, design_id: str, rung: str) -> bool:

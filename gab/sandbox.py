@@ -267,28 +267,62 @@ def train_design(design_json: str, rung, *, data_cfg, train_cfg, checker_cfg, se
                  timeout_s: float = 24 * 3600) -> dict[str, Any]:
   """{"metrics", "sizing"} of training the design in the sandbox; raises SandboxError (a named
   reason) or DesignFailure (the design failed in training: diverged, out of memory, ...)."""
-  from train.corpus import resolve_data_dir  # pylint: disable=g-import-not-at-top
-  data = _to_dict(data_cfg)
-  data["data_dir"] = resolve_data_dir(data_cfg)
-  binds = [(data["data_dir"], False)]
+  stage = _stage_data(data_cfg, zeroshot_cfg)
+  data, zs = stage["data"], stage["zeroshot"]
+  binds = [(stage["dir"], False)]
   checkpoint_dir, log_dir = [os.path.abspath(p) if p else None for p in (checkpoint_dir, log_dir)]
   for path in (checkpoint_dir, log_dir):
     if path:
       os.makedirs(path, exist_ok=True)
       binds.append((path, True))
-  zs = _to_dict(zeroshot_cfg)
-  for path in (zs or {}).get("tasks", ()):
-    if os.path.exists(path):
-      binds.append((os.path.abspath(path), False))
   job = dict(mode="train", design=design_json, rung=_to_dict(rung), data=data, train=_to_dict(train_cfg),
              checker=_to_dict(checker_cfg), zeroshot=zs, seed=seed, checkpoint_dir=checkpoint_dir,
              log_dir=log_dir, desc=desc, stop_after=stop_after, fit=fit)
-  result = run_child(job, timeout_s=timeout_s, limits=TRAIN_LIMITS, binds=binds)
+  try:
+    result = run_child(job, timeout_s=timeout_s, limits=TRAIN_LIMITS, binds=binds)
+  finally:
+    shutil.rmtree(stage["dir"], ignore_errors=True)
   if result.get("violations"):
     raise DesignFailure(f"sandbox: host callback {', '.join(result['violations'])} refused")
   if "error" in result:
     raise DesignFailure(result["error"])
   return result["result"]
+
+
+def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
+  """World-readable copies of what training reads (the packed splits, a SentencePiece model, the
+  zero-shot task files) in a fresh directory, since the sandbox's uid may not read the cache."""
+  from train import data as data_lib  # pylint: disable=g-import-not-at-top
+  stage = tempfile.mkdtemp(prefix="gab-sandbox-data-")
+  os.chmod(stage, 0o755)
+  data = _to_dict(data_cfg)
+  for split in ("train", "validation"):
+    src = data_lib.packed_cache_path(data_cfg, split)
+    if not os.path.isfile(src):
+      data_lib.load_split(data_cfg, split)
+    _copy(src, os.path.join(stage, "packed", os.path.basename(src)))
+  if data.get("vocab") == "spm":
+    data["spm_model"] = _copy(os.path.expanduser(data["spm_model"]), os.path.join(stage, "spm.model"))
+  data["data_dir"] = stage
+  zs = _to_dict(zeroshot_cfg)
+  if zs:
+    zs["tasks"] = [_copy(os.path.abspath(t), os.path.join(stage, "zeroshot", f"{i}_{os.path.basename(t)}"))
+                   for i, t in enumerate(zs.get("tasks", ()))]
+  return {"dir": stage, "data": data, "zeroshot": zs}
+
+
+def _copy(src: str, dst: str) -> str:
+  os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+  if os.path.isdir(src):
+    shutil.copytree(src, dst)
+  else:
+    shutil.copyfile(src, dst)
+  for root, dirs, files in os.walk(dst) if os.path.isdir(dst) else [(os.path.dirname(dst), [], [os.path.basename(dst)])]:
+    for d in dirs:
+      os.chmod(os.path.join(root, d), 0o755)
+    for f in files:
+      os.chmod(os.path.join(root, f), 0o644)
+  return dst
 
 
 class DesignFailure(RuntimeError):

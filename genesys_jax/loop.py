@@ -21,7 +21,8 @@ from evolution.designers import config as designer_config
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import ladder, leaderboard, replay
+from genesys_jax import code_units, ladder, leaderboard, replay
+from gab import sandbox
 from train import data as data_lib
 from train import trainer
 
@@ -32,7 +33,8 @@ _PARENTS_PER_MODE = {"scratch": 0, "mutation": 1, "crossover": 2}
 # memory at a larger rung, a width its hyperparameters do not fit): recorded as a failed
 # verification, so a restarted run does not stumble on the same design again. Anything else is a
 # bug or a bad config and stops the run.
-_DESIGN_FAILURES = (FloatingPointError, DesignError, jax.errors.JaxRuntimeError)
+_DESIGN_FAILURES = (FloatingPointError, DesignError, jax.errors.JaxRuntimeError,
+                    sandbox.DesignFailure, sandbox.SandboxError)
 
 
 def _print(line: str) -> None:
@@ -76,6 +78,8 @@ class Evolution:
       self.designers = LLMDesigners(config, self.store, api_key)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self._data = None
+    self.code_kinds = code_units.setup(config, self.store)  # declared only: no unit code runs here
+    self._fingerprints: dict[str, str | None] = {}  # of designs with code units, from the sandbox
 
   @property
   def data(self) -> data_lib.Corpus:
@@ -98,6 +102,10 @@ class Evolution:
     return cfg
 
   def check(self, tree: Unit) -> checker.Report:
+    if code_units.uses_code(tree):  # its code runs only in the sandbox
+      report, self._fingerprints[tree.content_hash()] = code_units.check(
+          tree, self.checker_config(), self.rung(self.rungs[0]))
+      return report
     return checker.check(tree, self.checker_config(), self.rung(self.rungs[0]))
 
   # -- proposing -----------------------------------------------------------------------------
@@ -153,7 +161,10 @@ class Evolution:
 
   def duplicate_of(self, tree: Unit) -> tuple[str, str | None]:
     """The fingerprint of `tree` and the id of a stored design computing the same function."""
-    fp = canonical.fingerprint(tree)
+    fp = (self._fingerprints.get(tree.content_hash()) if code_units.uses_code(tree)
+          else canonical.fingerprint(tree))
+    if fp is None:
+      return fp, None
     for art in self.store.artifacts(kind="fingerprint"):
       if art["content"] == fp:
         return fp, art["design_id"]
@@ -173,8 +184,9 @@ class Evolution:
                                          "change what the block computes, not only how it is written"))
     with self.store.transaction():
       cid = child.content_hash()
-      self.store.add_design(cid, design_to_json(child), parents, mode, description,
+      self.store.add_design(cid, code_units.design_json(child), parents, mode, description,
                             "valid" if report.passed else "rejected", report.to_dict())
+      code_units.record(self.store, child, cid)
       if fingerprint is not None and twin is None:
         self.store.add_artifact(cid, "fingerprint", fingerprint)
       self.store.set_meta("proposals_done", index + 1)
@@ -186,16 +198,23 @@ class Evolution:
     """Train `design` at a rung, sized to its budget; record the result or the failure."""
     tree, _ = design_from_json(design["tree"])
     rung = self.rung(rung_name)
-    size = sizing.fit_to_rung(tree, rung, self.checker_config())
-    self.log(f"  training {design['id']} at rung {rung_name} (d_model {size['d_model']}, "
-             f"{size['n_blocks']} blocks) ...")
     where = (design["id"], rung_name)
+    coded = code_units.uses_code(tree)
+    size = {} if coded else sizing.fit_to_rung(tree, rung, self.checker_config())  # sizing runs code
+    self.log(f"  training {design['id']} at rung {rung_name} " + (
+        "in the sandbox" if coded else f"(d_model {size['d_model']}, {size['n_blocks']} blocks)") + " ...")
     try:
-      metrics = trainer.train_and_evaluate(
-          tree, rung, self.data, seed=self.config.seed, d_model=size["d_model"],
-          n_blocks=size["n_blocks"], checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
-          log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
-          zeroshot_cfg=self.config.zeroshot, desc=f"{design['id'][:8]}@{rung_name}")
+      if coded:
+        metrics = code_units.train(
+            design, rung, config=self.config, checker_cfg=self.checker_config(),
+            checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
+            log_dir=os.path.join(self.workdir, "tensorboard", *where), desc=f"{design['id'][:8]}@{rung_name}")
+      else:
+          metrics = trainer.train_and_evaluate(
+            tree, rung, self.data, seed=self.config.seed, d_model=size["d_model"],
+            n_blocks=size["n_blocks"], checkpoint_dir=os.path.join(self.workdir, "checkpoints", *where),
+            log_dir=os.path.join(self.workdir, "tensorboard", *where), train_cfg=self.config.train,
+            zeroshot_cfg=self.config.zeroshot, desc=f"{design['id'][:8]}@{rung_name}")
     except _DESIGN_FAILURES as e:
       error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
       with self.store.transaction():

@@ -168,3 +168,24 @@ def test_load_files_declares_hand_written_units(forget, tmp_path):
   (tmp_path / "bad.py").write_text(read("token_shift.py").replace("import flax", "import os\nimport flax"))
   with pytest.raises(codeunits.CodeUnitError, match="bad.py: line 6: forbidden import os"):
     codeunits.load_files([str(tmp_path / "bad.py")])
+
+
+def test_store_keeps_code_units_and_migrates_a_v2_store(tmp_path):
+  import sqlite3  # pylint: disable=g-import-not-at-top
+  from evolution import store as store_lib  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "evolution.db")
+  db = sqlite3.connect(path)
+  for steps in store_lib.MIGRATIONS[:2]:
+    for sql in steps:
+      db.execute(sql)
+  db.execute("PRAGMA user_version = 2")
+  db.commit()
+  db.close()
+  unit = codeunits.parse(read("token_shift.py"))
+  with store_lib.Store(path) as store:
+    assert store.version() == 3
+    assert store.add_code_unit(unit.kind, unit.source, unit.declaration, None)
+    assert not store.add_code_unit(unit.kind, unit.source, unit.declaration, "other")
+    (row,) = store.code_units()
+    assert row == {"kind": unit.kind, "name": "TokenShift", "hash": unit.hash, "source": unit.source,
+                   "declaration": unit.declaration, "design_id": None, "seq": 0}

@@ -34,7 +34,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from gab.tree import DesignError, load_design  # pylint: disable=g-import-not-at-top
+  from gab.tree import DesignError, load_design, load_design_file  # pylint: disable=g-import-not-at-top
   from train import data as data_lib, trainer  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
@@ -43,6 +43,8 @@ def main(argv):
     print(f"error: unknown rung {rung_name!r}; the config has {sorted(config.rungs)}", file=sys.stderr)
     sys.exit(2)
   try:
+    if load_design_file(_DESIGN.value)[2]:
+      return _train_sandboxed(config, rung_name)
     tree, _ = load_design(_DESIGN.value)
     corpus = data_lib.load_corpus(config.data)
     metrics = trainer.train_and_evaluate(
@@ -63,6 +65,38 @@ def main(argv):
       np.savez(_DUMP.value, **{jax.tree_util.keystr(p): np.asarray(v) for p, v in flat})
   if jax.process_index() == 0:
     print(json.dumps(metrics, sort_keys=True), flush=True)
+
+
+def _train_sandboxed(config, rung_name):
+  """A design with code units trains in gab.sandbox (no secrets, no network): its code never runs
+  in this process. Sized to the rung as the loop does; --dump_params and multi-process runs are
+  not available for it."""
+  from gab import sandbox  # pylint: disable=g-import-not-at-top
+  if _DUMP.value or _COORDINATOR.value:
+    print("error: --dump_params and --coordinator are not available for designs with code units",
+          file=sys.stderr)
+    sys.exit(2)
+  from gab.tree import design_from_json  # pylint: disable=g-import-not-at-top
+  from train import data as data_lib  # pylint: disable=g-import-not-at-top
+  with open(_DESIGN.value) as f:
+    text = f.read()
+  design_from_json(text)
+  rung = config.rungs[rung_name]
+  with rung.unlocked():
+    rung.seq_len = config.data.seq_len
+  checker_cfg = config.checker
+  with checker_cfg.unlocked():
+    checker_cfg.vocab_size = data_lib.load_corpus(config.data).vocab_size  # builds the data cache
+  try:
+    out = sandbox.train_design(text, rung, data_cfg=config.data, train_cfg=config.train,
+                               checker_cfg=checker_cfg, seed=config.seed,
+                               checkpoint_dir=os.path.join(_WORKDIR.value, "checkpoints"),
+                               log_dir=os.path.join(_WORKDIR.value, "tensorboard"), desc=rung_name,
+                               stop_after=_STOP_AFTER.value, fit=False)
+  except (sandbox.SandboxError, sandbox.DesignFailure) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps(out["metrics"], sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

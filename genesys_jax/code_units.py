@@ -1,0 +1,64 @@
+"""The loop's side of code units: what the controller process may do with them, and the sandbox for
+the rest.
+
+The controller only *declares* code units (`gab.codeunits.declare`: no code runs), so proposing,
+typing, canonical forms and selection work on them; checking (`gab.sandbox.check_design`) and
+training (`gab.sandbox.train_design`) a design that uses one happen in sandboxed children without
+the controller's environment. Designs built from built-in kinds only take the in-process paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from evolution.store import Store
+from gab import codeunits, sandbox
+from gab.checks.base import Check, Report
+from gab.tree import Unit, design_to_json
+
+
+def setup(config: ml_collections.ConfigDict, store: Store) -> list[str]:
+  """Declare the run's code units: those the store keeps (a resumed run, a worker), then the
+  hand-written ones of `config.units.files` (kept in the store, design_id NULL). Their kinds."""
+  kinds = [codeunits.declare(row["source"]) for row in store.code_units()]
+  files = tuple(config.get("units", {}).get("files", ()) or ())
+  for kind in codeunits.load_files(files):
+    unit = codeunits.unit(kind)
+    store.add_code_unit(kind, unit.source, unit.declaration, None)
+    kinds.append(kind)
+  return list(dict.fromkeys(kinds))
+
+
+def uses_code(tree: Unit) -> bool:
+  return bool(codeunits.kinds_in(tree))
+
+
+def design_json(tree: Unit, name: str | None = None) -> str:
+  """The design JSON to store: /2 with the sources of the code units it uses, else /1."""
+  return design_to_json(tree, name, codeunits.sources_for(tree))
+
+
+def record(store: Store, tree: Unit, design_id: str) -> None:
+  """Keep the code units `tree` uses (the first design that uses a unit introduces it)."""
+  for kind in codeunits.kinds_in(tree):
+    unit = codeunits.unit(kind)
+    store.add_code_unit(kind, unit.source, unit.declaration, design_id)
+
+
+def check(tree: Unit, cfg, rung) -> tuple[Report, str | None]:
+  """(report, fingerprint) of a design with code units, both computed in the sandbox."""
+  result = sandbox.check_design(design_json(tree), cfg, rung, fingerprint=True)
+  report = Report([Check(**c) for c in result["checks"]], result.get("sizing", {}))
+  return report, result.get("fingerprint")
+
+
+def train(design: dict[str, Any], rung, *, config, checker_cfg, checkpoint_dir: str,
+          log_dir: str, desc: str) -> dict[str, Any]:
+  """Sizing and training of a stored design with code units, in the sandbox; its metrics.
+  Raises `sandbox.DesignFailure` or `sandbox.SandboxError` (the loop records a failed run)."""
+  out = sandbox.train_design(design["tree"], rung, data_cfg=config.data, train_cfg=config.train,
+                             checker_cfg=checker_cfg, seed=config.seed, checkpoint_dir=checkpoint_dir,
+                             log_dir=log_dir, zeroshot_cfg=config.zeroshot, desc=desc)
+  return out["metrics"]
