@@ -75,7 +75,7 @@ def propose(session: Session, ctx: Context, cfg: Any, notes: dict[str, Any] | No
                      "useful (`selection` empty)."}[ctx.mode]
   for attempt in range(int(cfg.proposal_attempts)):
     prompt = (f"Mode: {ctx.mode}. {task}\n\n{_context_text(ctx)}\n\nUnit kinds available:\n"
-              f"{prompts.render_kinds()}")
+              f"{prompts.render_kinds(sorted(ctx.stored_units))}")
     if notes and notes.get("notes"):
       prompt += f"\n\nLiterature notes:\n{notes['notes']}"
     if history:
@@ -115,7 +115,7 @@ def review(session: Session, ctx: Context, p: schemas.Proposal):
 def plan(session: Session, ctx: Context, p: schemas.Proposal, failures: list[str]):
   stored = "\n".join(f"- {k}" for k in sorted(ctx.stored_units)) or "- (none)"
   prompt = (f"Mode: {ctx.mode}.\n\nProposal:\n{prompts.render_proposal(p)}\n\n{_parents_text(ctx)}\n\n"
-            f"Built-in unit kinds:\n{prompts.render_kinds()}\n\nCode units in the store:\n{stored}\n\n"
+            f"Built-in unit kinds:\n{prompts.render_kinds(sorted(ctx.stored_units))}\n\nCode units in the store:\n{stored}\n\n"
             "List the new units to write. The first is the top of the new material: in a mutation "
             "it replaces the selected unit, otherwise it is the new root (with at least one child). "
             "Each unit's `children` name, in order: other planned units, existing kinds to reuse "
@@ -172,7 +172,7 @@ keep_subtree = _keep
 
 
 def code(session: Session, p: schemas.Proposal, plan_: schemas.Plan, unit: schemas.PlannedUnit,
-         done: dict[str, str], children_roles: list[str], feedback: list[str]):
+         done: dict[str, str], children_roles: list[str], feedback: list[str], code_kinds: list[str]):
   prompt = (f"Proposal:\n{prompts.render_proposal(p)}\n\nPlan:\n" +
             "\n".join(f"- {u.name} ({u.role}): {u.description}; children {u.children}" for u in plan_.units) +
             f"\n\nImplement the unit {unit.name} (role {unit.role}): {unit.description}\n"
@@ -184,7 +184,7 @@ def code(session: Session, p: schemas.Proposal, plan_: schemas.Plan, unit: schem
     prompt += "It has no children (slots=[])."
   if done:
     prompt += "\n\nUnits already implemented:\n" + prompts.render_sources(done)
-  prompt += f"\n\nUnit kinds available:\n{prompts.render_kinds()}"
+  prompt += f"\n\nUnit kinds available:\n{prompts.render_kinds(code_kinds)}"
   if feedback:
     prompt += "\n\nYour earlier attempts at this unit failed; fix them:\n" + "\n\n".join(feedback[-3:])
   return session.ask("coder", prompts.system("coder"), prompt, schemas.CodeReply)[1:]

@@ -24,6 +24,7 @@ class Context:
   similar: list[str]                        # the most similar earlier proposals
   results: list[str]                        # one line of results per parent
   stored_units: dict[str, str]              # every code unit in the store, reusable by the planner
+  fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)  # function hash -> design
 
 
 def _words(text: str) -> set[str]:
@@ -58,9 +59,8 @@ def build(store: Any, mode: str, parents: list[dict[str, Any]], checker_cfg: dic
     for child_id in store.children(p["id"])[-2:]:
       child = store.design(child_id)
       siblings.append(f"{child_id} ({child['operator']}: {child['description']}; {child['status']})")
-  stored = {}
-  if hasattr(store, "code_units"):
-    stored = {u["kind"]: u["source"] for u in store.code_units()}
+  stored = {u["kind"]: u["source"] for u in store.code_units()}
   text = " ".join(f"{p['description']}" for p in parents) or mode
+  fingerprints = {a["content"]: a["design_id"] for a in store.artifacts(kind="fingerprint")}
   return Context(mode, parents, trees, sources, checker_cfg, rung, known, siblings,
-                 similar_proposals(store, text), results, stored)
+                 similar_proposals(store, text), results, stored, fingerprints)

@@ -68,7 +68,8 @@ def sandbox_checker(timeout_s: float) -> Checker:
   def check(design_json: str, ctx: Context) -> dict[str, Any]:
     if design_json not in cache:
       from gab import sandbox  # pylint: disable=g-import-not-at-top
-      cache[design_json] = sandbox.check_design(design_json, ctx.checker_cfg, ctx.rung, timeout_s=timeout_s)
+      cache[design_json] = sandbox.check_design(design_json, ctx.checker_cfg, ctx.rung, timeout_s=timeout_s,
+                                                fingerprint=True)
     return cache[design_json]
   return check
 
@@ -162,6 +163,11 @@ class Implementer:
     if not report.get("passed"):
       return False, ("The checker rejected the composed design (lines refer to your unit's source):\n"
                      + prompts.render_report(report)), tree, report
+    twin = self.ctx.fingerprints.get(report.get("fingerprint") or "")
+    if twin is not None:
+      return False, (f"The design computes the same function as stored design {twin} (equal outputs "
+                     f"at initialisation): change what the unit computes, not only how it is written."
+                     ), tree, report
     rating, error = agents.observe(self.session, self.proposal, unit, source, prompts.render_report(report))
     if rating is None:
       return False, f"The observer's review could not be read: {error}", tree, report
@@ -180,7 +186,7 @@ class Implementer:
         self.tries += 1
         reply, error = agents.code(self.session, self.proposal, self.plan, self.by_name[name],
                                    {self.kinds[n]: self.sources[self.kinds[n]] for n in self.kinds},
-                                   self.children_roles(name), feedback)
+                                   self.children_roles(name), feedback, sorted(self.ctx.stored_units))
         if reply is None:
           feedback.append(f"Try {t + 1}: the reply was unusable: {error}")
           continue

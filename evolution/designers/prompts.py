@@ -98,10 +98,13 @@ def render_tree(tree: Unit) -> str:
   return "\n".join(lines)
 
 
-def render_kinds(exclude_prefix: str = "Placeholder") -> str:
+def render_kinds(code_kinds: Sequence[str] = ()) -> str:
+  """The built-in kinds and the run's code kinds `code_kinds` (never whatever else this process
+  happens to have declared: a prompt depends on the run alone, so a replay asks the same)."""
+  from gab import codeunits  # pylint: disable=g-import-not-at-top
   lines = []
   for spec in registry.kinds().values():
-    if spec.name.startswith(exclude_prefix):
+    if codeunits.is_code_kind(spec.name) and spec.name not in code_kinds:
       continue
     slots = "; ".join(f"{s.name}: {'/'.join(s.roles)} x{s.min_count}..{s.max_count}" for s in spec.slots)
     params = ", ".join(f"{p.name}={p.default} in {list(p.domain)}" for p in spec.params)

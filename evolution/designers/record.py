@@ -72,8 +72,10 @@ class Recorder:
         raise ReplayError(f"replay_from {self.replay_from}: no recorded {key[1]} call #{key[2]} of "
                           f"proposal {key[0]}; the replayed run asked for a call the recording never made")
       if rec["request_digest"] != _digest(call):
+        new = call.to_dict()
+        fields = [f for f in new if new[f] != rec["request"].get(f)]
         raise ReplayError(f"replay_from {self.replay_from}: the {key[1]} call #{key[2]} of proposal "
-                          f"{key[0]} differs from the recorded request (prompt or settings changed)")
+                          f"{key[0]} differs from the recorded request in {fields}")
       reply = Reply.from_dict(rec["reply"])
     else:
       reply = self.transport(call, schema)

@@ -21,6 +21,7 @@ from evolution.designers.record import Recorder, load_records
 from evolution.designers.session import DesignBudgetExhausted, RunBudgetExhausted, Session
 from gab import codeunits
 from gab.tree import design_to_json
+from genesys_jax import code_units
 
 __all__ = ["LLMDesigners", "RunBudgetExhausted"]
 
@@ -41,9 +42,8 @@ class LLMDesigners:
     mode, parents = evo.select(index)
     if name == "direct":
       mode, parents = "scratch", []
-    for source in ({u["kind"]: u["source"] for u in self.store.code_units()}.values()
-                   if hasattr(self.store, "code_units") else ()):
-      codeunits.declare(source)
+    for row in self.store.code_units():
+      codeunits.declare(row["source"])
     known = evo.known_canonical_ids()
     ctx = context.build(self.store, mode, parents, evo.checker_config().to_dict(),
                         evo.rung(evo.rungs[0]).to_dict(), known, evo.rungs)
@@ -67,15 +67,15 @@ class LLMDesigners:
     with store.transaction():
       if tree is not None:
         cid = tree.content_hash()
-        report = outcome.report or {"passed": False, "checks": [], "sizing": None}
+        report = dict(outcome.report or {"passed": False, "checks": [], "sizing": {}})
+        fingerprint = report.pop("fingerprint", None)
         status = "valid" if outcome.status == "accepted" and report.get("passed") else "rejected"
         stored = store.add_design(cid, design_to_json(tree, units=outcome.units), parents, mode,
                                   outcome.description, status, report)
-        if stored and hasattr(store, "add_code_unit"):
-          known = {u["kind"] for u in store.code_units()}
-          for kind, source in sorted(outcome.units.items()):
-            if kind not in known:
-              store.add_code_unit(kind, source, codeunits.parse(source).declaration, cid)
+        if stored:
+          code_units.record(store, tree, cid)
+          if fingerprint and status == "valid":
+            store.add_artifact(cid, "fingerprint", fingerprint)
       target = cid if stored else None
       summary["design_id"] = target
       for kind, content in sorted(outcome.artifacts.items()):
