@@ -31,6 +31,9 @@ def llm_config(url, **designer):
 
 
 SCRIPT = {
+    "searcher": [{"text": "Token shift mixes neighbours cheaply (RWKV).",
+                  "grounding": {"queries": ["token shift mixer"],
+                                "urls": [("https://arxiv.org/abs/2305.13048", "RWKV")]}}],
     "proposer": [{"status": 429}, {"status": 503}, {"json": s.PROPOSAL}, {"json": s.PROPOSAL}],
     "reviewer": [{"text": '{"rating": 5, "review": "great"'}, s.rating(4, "sound")],
     "planner": [{"delay": 3.0, "json": s.PLAN}, {"json": s.PLAN}],
@@ -60,7 +63,7 @@ def llm_run(seeded, tmp_path_factory):
   workdir = fresh(seeded, tmp_path_factory.mktemp("llm"))
   lines = []
   with FakeGemini(SCRIPT, fallback=None) as fake:
-    board = loop.run(llm_config(fake.url), str(workdir), log=lines.append)
+    board = loop.run(llm_config(fake.url, search=True), str(workdir), log=lines.append)
   yield workdir, board, lines, fake
   del os.environ["GEMINI_API_KEY"]
 
@@ -71,13 +74,14 @@ def coder_prompts(fake):
 
 def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_trained(llm_run):
   workdir, board, lines, fake = llm_run
-  assert fake.roles() == (["proposer"] * 3 + ["reviewer", "proposer", "reviewer", "planner", "planner"]
+  assert fake.roles() == (["searcher"] + ["proposer"] * 3 + ["reviewer", "proposer", "reviewer", "planner", "planner"]
                           + ["coder", "coder", "coder", "observer"])
   prompts = coder_prompts(fake)
   assert "line 17: syntax error" in prompts[1]               # the lint's line went back
   assert "forbidden import os" in prompts[2]                 # hostile code: refused before running
   proposer_2 = [json.dumps(r["body"]) for r in fake.requests if r["role"] == "proposer"][3]
   assert "could not be reviewed" in proposer_2 and "not a valid Rating" in proposer_2
+  assert "Literature notes:\\nToken shift mixes neighbours" in proposer_2
   with Store.open(str(workdir)) as store:
     llm = [d for d in store.designs() if d["operator"] == "mutation"]
     assert len(llm) == 1 and llm[0]["status"] == "verified"
@@ -97,7 +101,11 @@ def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_tra
     assert summary["usd_proposal"] > 0 and summary["usd_implementation"] > 0
     assert summary["tokens_total"] > 0
     calls = store.artifacts(kind="llm_call")
-    assert len(calls) == 9                                  # one per call; the SDK retries inside one
+    proposal = json.loads(store.artifacts(design_id=child["id"], kind="proposal")[0]["content"])
+    assert proposal["search"]["queries"] == ["token shift mixer"]
+    assert proposal["search"]["urls"] == [{"uri": "https://arxiv.org/abs/2305.13048", "title": "RWKV"}]
+    assert proposal["selection"] == "0.0.1" and proposal["parents"] == child["parents"]
+    assert len(calls) == 10                                 # one per call; the SDK retries inside one
   row = next(r for r in board if r["designer"] == "llm")
   assert row["title"] == "ShiftGate" and row["rating"] == 4 and row["attempts"] == 3
   assert row["usd"] > 0 and row["tokens_total"] > 0
@@ -115,7 +123,7 @@ def test_the_key_is_never_written_to_the_workdir(llm_run):
 def test_replay_with_the_server_stopped_gives_identical_designs(llm_run, seeded, tmp_path, monkeypatch):
   workdir, board, _, fake = llm_run
   monkeypatch.delenv("GEMINI_API_KEY", raising=False)       # replay needs no key and no network
-  config = llm_config(fake.url)                             # the server is shut down
+  config = llm_config(fake.url, search=True)                # the server is shut down
   config.replay_from = str(workdir)
   lines = []
   again = loop.run(config, str(fresh(seeded, tmp_path)), log=lines.append)
