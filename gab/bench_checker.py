@@ -1,6 +1,6 @@
 """Time the full check: the GPT seed and a few of its mutants, at the check scale.
 
-`python -m gab.bench_checker [--mutants=5] [--seed=0]` prints one JSON line per design
+`python -m gab.bench_checker [--mutants=5] [--seed=0]` (`--code_units`: see gab.bench_sandbox) prints one JSON line per design
 {"design", "wall_s", "passed", "failed"} and then a summary line with the median wall time.
 The designs are checked one after another in this process, as the evolution loop does, so the
 GPT reference of the efficiency check is compiled once (its time lands on the first design).
@@ -20,6 +20,8 @@ from gab import checker, seeds
 
 _MUTANTS = flags.DEFINE_integer("mutants", 5, "How many mutants of the GPT seed to check.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the mutation keys.")
+_CODE_UNITS = flags.DEFINE_bool("code_units", False, "Instead: designs with code units, each checked in "
+                                "the sandbox (gab.bench_sandbox), sandbox start included.")
 
 
 def designs(n_mutants: int, seed: int):
@@ -34,6 +36,10 @@ def designs(n_mutants: int, seed: int):
 
 def main(argv):
   del argv
+  if _CODE_UNITS.value:
+    from gab import bench_sandbox  # pylint: disable=g-import-not-at-top
+    bench_sandbox.run()
+    return
   walls, passed = [], 0
   for name, tree in designs(_MUTANTS.value, _SEED.value):
     start = time.perf_counter()

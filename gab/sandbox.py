@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import selectors
 import shutil
 import signal
@@ -39,7 +40,9 @@ from typing import Any
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
 MAX_OUTPUT = 1 << 20          # bytes of result (stdout) before the child is killed
 MAX_LOG = 16 << 20            # bytes of stderr before the child is killed; the last 64 KB are kept
-SANDBOX_UID = 65534           # "nobody": the uid the child drops to when started as root
+# Started as root, each child drops to its own unused uid (from SANDBOX_UID + [0, 65536)), so the
+# process limit of one sandbox (RLIMIT_NPROC counts per uid) never starves another.
+SANDBOX_UID = 200_000
 CHECK_LIMITS = dict(cpu=600, fsize=256 << 20, nofile=512, nproc=512, address_space_gb=3.0)
 TRAIN_LIMITS = dict(cpu=None, fsize=4 << 30, nofile=1024, nproc=1024, address_space_gb=8.0)
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES",
@@ -79,11 +82,13 @@ def _rlimits(limits: dict[str, Any], platform: str) -> dict[str, int | None]:
 def run_child(job: dict[str, Any], *, timeout_s: float, limits: dict[str, Any],
               binds: list[tuple[str, bool]] = ()) -> dict[str, Any]:
   """Run one job in the child; its result dict, or a SandboxError naming why there is none."""
-  home = tempfile.mkdtemp(prefix="gab-sandbox-")
+  _remove_stale()
+  home = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-")
   env = scrubbed_env(home)
+  uid = SANDBOX_UID + secrets.randbelow(1 << 16)  # not a result-affecting choice: any unused uid
   writable = [p for p, w in binds if w]
-  _chown(writable, SANDBOX_UID)
-  job = dict(job, sandbox=dict(uid=SANDBOX_UID, limits=_rlimits(limits, env["JAX_PLATFORMS"]),
+  _chown(writable, uid)
+  job = dict(job, sandbox=dict(uid=uid, limits=_rlimits(limits, env["JAX_PLATFORMS"]),
                                hide=[os.path.expanduser("~")],
                                binds=[dict(path=os.path.abspath(p), writable=w) for p, w in binds]))
   try:
@@ -168,6 +173,16 @@ def _exit_reason(returncode: int, log: str) -> str:
   last = log.strip().splitlines()[-1][:300] if log.strip() else ""
   how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
   return f"child {how}" + (f": {last}" if last else "")
+
+
+def _remove_stale() -> None:
+  """Temp dirs left by a parent that was killed (SIGKILL skips its cleanup); its children died
+  with it (PR_SET_PDEATHSIG)."""
+  top = tempfile.gettempdir()
+  for name in os.listdir(top):
+    m = re.match(r"gab-sandbox-(\d+)-", name)
+    if m and not os.path.exists(f"/proc/{m.group(1)}"):
+      shutil.rmtree(os.path.join(top, name), ignore_errors=True)
 
 
 def _chown(paths, uid: int) -> None:
@@ -293,7 +308,7 @@ def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
   """World-readable copies of what training reads (the packed splits, a SentencePiece model, the
   zero-shot task files) in a fresh directory, since the sandbox's uid may not read the cache."""
   from train import data as data_lib  # pylint: disable=g-import-not-at-top
-  stage = tempfile.mkdtemp(prefix="gab-sandbox-data-")
+  stage = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-data-")
   os.chmod(stage, 0o755)
   data = _to_dict(data_cfg)
   for split in ("train", "validation"):

@@ -4,7 +4,8 @@ It reads one job (JSON) from stdin, then, before importing anything but the stan
   1. unshares network, mount and PID namespaces (as root; otherwise inside a new user namespace;
      where neither is allowed it goes on without them and says so in the result);
   2. forks, so that its child is PID 1 of the new PID namespace (when it ends, the kernel kills
-     every process left in it);
+     every process left in it); each process asks to be killed when its parent dies, so nothing
+     outlives a controller that was killed;
   3. mounts a fresh tmpfs on /tmp, /var/tmp and /dev/shm (all it writes vanishes with it), a fresh
      /proc (no other process's environment is visible), and the job's directories (read-only, or
      read-write for checkpoints) bound back at their own paths; a tmpfs also covers /root and the
@@ -27,6 +28,7 @@ import sys
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG = 1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _libc = ctypes.CDLL(None, use_errno=True)
 VIOLATIONS = []
@@ -67,6 +69,7 @@ def as_pid1():
   """Fork; the parent waits and exits as the child did, the child goes on as PID 1."""
   pid = os.fork()
   if pid == 0:
+    die_with_parent()
     return
   signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
   _, status = os.waitpid(pid, 0)
@@ -137,6 +140,7 @@ def isolate(sandbox):
   set_limits(sandbox["limits"], drop_uid=level == "root")
   if level == "root":
     drop_privileges(sandbox["uid"])
+  die_with_parent()
   sys.path.insert(0, ROOT)
   return {"isolation": level, "why": why}
 
@@ -206,7 +210,12 @@ def run_train(job):
   return {"metrics": metrics, "sizing": size}
 
 
+def die_with_parent():
+  _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by a uid change: set again after one
+
+
 def main():
+  die_with_parent()
   job = json.loads(sys.stdin.buffer.read())
   out = os.fdopen(os.dup(1), "w")
   os.dup2(2, 1)  # whatever the job prints goes to stderr; the result alone to the original stdout

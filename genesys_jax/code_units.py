@@ -9,14 +9,15 @@ the controller's environment. Designs built from built-in kinds only take the in
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ml_collections
 
 from evolution.store import Store
-from gab import codeunits, sandbox
+from gab import codeunits, registry, sandbox, seeds
 from gab.checks.base import Check, Report
-from gab.tree import Unit, design_to_json
+from gab.tree import Unit, design_to_json, load_design_file
 
 
 def setup(config: ml_collections.ConfigDict, store: Store) -> list[str]:
@@ -29,6 +30,15 @@ def setup(config: ml_collections.ConfigDict, store: Store) -> list[str]:
     store.add_code_unit(kind, unit.source, unit.declaration, None)
     kinds.append(kind)
   return list(dict.fromkeys(kinds))
+
+
+def seed(name: str) -> tuple[Unit, str]:
+  """A seed of `config.seeds`: a name of `gab.seeds`, or a design file (`*.json`, /1 or /2: the code
+  units it carries are declared, not run)."""
+  if name.endswith(".json"):
+    tree, stored_name, _ = load_design_file(name)
+    return registry.normalize(tree), stored_name or os.path.splitext(os.path.basename(name))[0]
+  return seeds.seed(name), name
 
 
 def uses_code(tree: Unit) -> bool:

@@ -111,14 +111,18 @@ class Evolution:
   # -- proposing -----------------------------------------------------------------------------
   def add_seeds(self) -> None:
     for name in self.config.seeds:
-      tree = seeds.seed(name)
+      tree, name = code_units.seed(name)  # a built-in seed, or a design file (maybe with code units)
       if self.store.has_design(tree.content_hash()):
         continue
       report = self.check(tree)
+      fingerprint = (self._fingerprints.get(tree.content_hash()) if code_units.uses_code(tree)
+                     else canonical.fingerprint(tree))
       with self.store.transaction():
-        self.store.add_design(tree.content_hash(), design_to_json(tree, name), [], "seed", name,
+        self.store.add_design(tree.content_hash(), code_units.design_json(tree, name), [], "seed", name,
                               "valid" if report.passed else "rejected", report.to_dict())
-        self.store.add_artifact(tree.content_hash(), "fingerprint", canonical.fingerprint(tree))
+        code_units.record(self.store, tree, tree.content_hash())
+        if fingerprint is not None:
+          self.store.add_artifact(tree.content_hash(), "fingerprint", fingerprint)
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
   def _draw(self, index: int, attempt: int, pool: list[dict[str, Any]]):

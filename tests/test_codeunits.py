@@ -189,3 +189,19 @@ def test_store_keeps_code_units_and_migrates_a_v2_store(tmp_path):
     (row,) = store.code_units()
     assert row == {"kind": unit.kind, "name": "TokenShift", "hash": unit.hash, "source": unit.source,
                    "declaration": unit.declaration, "design_id": None, "seq": 0}
+
+
+def test_a_v2_design_round_trips_in_a_fresh_process(forget, tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  kinds = [codeunits.declare(read(n)) for n in ("decay_conv.py", "token_shift.py", "sqrelu_gate.py")]
+  tree = design(*kinds)
+  path = tmp_path / "coded.json"
+  path.write_text(design_to_json(tree, "coded", codeunits.sources_for(tree)))
+  code = ("import sys; from gab import codeunits, registry; from gab.tree import load_design_file, "
+          "design_to_json; t, n, u = load_design_file(sys.argv[1]); "
+          "print(design_to_json(t, n, codeunits.sources_for(t)), registry.get(codeunits.kinds_in(t)[0]).role)")
+  proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == path.read_text() + " sequence_mixer"
