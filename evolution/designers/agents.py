@@ -146,7 +146,7 @@ def plan_error(plan_: schemas.Plan, ctx: Context) -> str | None:
       if c in names:
         used.append(c)
       elif c.startswith("keep:"):
-        if _keep(c, ctx) is None:
+        if keep_subtree(c, ctx) is None:
           return f"unit {u.name}: child {c!r} names no subtree of a parent"
       elif c not in registry.kinds() and c not in ctx.stored_units:
         return f"unit {u.name}: child {c!r} is neither a planned unit, a known kind nor keep:P:PATH"
@@ -157,18 +157,15 @@ def plan_error(plan_: schemas.Plan, ctx: Context) -> str | None:
   return None
 
 
-def _keep(ref: str, ctx: Context):
+def keep_subtree(ref: str, ctx: Context):
+  """The parent subtree a plan's `keep:P:PATH` (or `keep:PATH`, parent 0) names, or None."""
   parts = ref.split(":")
   parent, path = (0, parts[1]) if len(parts) == 2 else (parts[1], parts[2])
   try:
-    tree = ctx.trees[int(parent)]
     where = prompts.parse_path(path)
-    return None if where is None else tree.get(where)
-  except (ValueError, IndexError, Exception):  # pylint: disable=broad-except
+    return None if where is None else ctx.trees[int(parent)].get(where)
+  except (ValueError, IndexError):  # DesignError (a bad path) is a ValueError
     return None
-
-
-keep_subtree = _keep
 
 
 def code(session: Session, p: schemas.Proposal, plan_: schemas.Plan, unit: schemas.PlannedUnit,
