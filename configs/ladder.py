@@ -6,6 +6,9 @@ Variants (`--config=configs/ladder.py[:VARIANT]`):
 - `smoke`: a tiny run for tests (about 2 minutes), still promoting one design to a second rung;
 - `discovery`: sized for `genesys_jax.experiment` (arms x seeds): two rungs, 10 proposals, three
   top-rung slots for discovered designs, a few minutes per run on 2 CPU cores;
+- `llm_smoke`: `smoke` with the LLM designers mixed in (`designer.kind=mixed`) against a Gemini-
+  compatible endpoint at http://127.0.0.1:8765, e.g. the fake one: `python -m
+  evolution.designers.fake_gemini --port=8765` (any GEMINI_API_KEY value is accepted there);
 - `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
   parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
   `--config.data.spm_model=PATH/to/tokenizer.model`.
@@ -14,6 +17,7 @@ Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=
 
 from ml_collections import ConfigDict
 
+from evolution.designers import config as designer_config
 from gab import checker
 from genesys_jax import jobs
 from train import data, trainer, zeroshot
@@ -52,6 +56,9 @@ def get_config(variant: str | None = None) -> ConfigDict:
   # Verification jobs (genesys_jax/jobs.py): in_process trains them in the controller; else
   # verifier workers (python -m genesys_jax.worker) do. `generation` proposals share one barrier.
   c.jobs = jobs.default_config()
+  # Who proposes: gp (offline operators), llm (Gemini agents), direct, mixed (see
+  # evolution/designers/config.py); models per role, pricing, budgets, endpoint.
+  c.designer = designer_config.default_config()
   # Hand-written code units (globs of .py files, gab.codeunits) the run may use: GP operators insert
   # them like built-in kinds; designs using them are checked and trained in the sandbox.
   c.units = ConfigDict(dict(files=()))
@@ -73,7 +80,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   ))
   if variant in (None, ""):
     return c
-  if variant == "smoke":
+  if variant in ("smoke", "llm_smoke"):
     c.data.seq_len = 64
     c.evolution.n_proposals = 3
     c.ladder.rungs = ("tiny", "small")
@@ -81,6 +88,18 @@ def get_config(variant: str | None = None) -> ConfigDict:
     c.rungs.tiny = rung(32, 1, 20_928, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     c.rungs.small = rung(64, 2, 117_248, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     del c.rungs["medium"]
+    if variant == "llm_smoke":
+      c.evolution.n_proposals = 4
+      c.designer.kind = "mixed"
+      c.designer.llm_prob = 0.75
+      c.designer.base_url = "http://127.0.0.1:8765"
+      c.designer.timeout_s = 30.0
+      c.designer.retry_initial_s = 0.2
+      for role in designer_config.ROLES:
+        c.designer.models[role] = "gemini-2.5-flash"
+      c.designer.unit_retries = 3
+      c.designer.max_failed_implementations = 2
+      c.designer.max_usd = 1.0
     return c
   if variant == "discovery":
     # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
@@ -114,4 +133,5 @@ def get_config(variant: str | None = None) -> ConfigDict:
                    grad_accum=4),
     ))
     return c
-  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke', 'discovery' or 'paper'")
+  raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke', "
+                   f"'llm_smoke', 'discovery' or 'paper'")

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 
 from evolution import canonical, integrity, operators, selection
+from evolution.designers import config as designer_config
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
@@ -75,10 +76,15 @@ class Evolution:
     missing = [r for r in self.rungs if r not in config.rungs]
     if missing:
       raise ValueError(f"ladder.rungs names {missing}, but config.rungs has only {sorted(config.rungs)}")
+    api_key = designer_config.validate(config)  # an LLM run without a key fails here, before any write
     os.makedirs(workdir, exist_ok=True)
     self.config_json = write_resolved_config(config, workdir, log)
     self.store = controller.open_store(config, workdir)  # SQLite in the workdir, or config.store.url
     self.key = jax.random.key(config.seed)
+    self.designers = None
+    if config.get("designer") and config.designer.kind != "gp":
+      from evolution.designers.step import LLMDesigners  # pylint: disable=g-import-not-at-top
+      self.designers = LLMDesigners(config, self.store, api_key)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self.n_islands = int(config.evolution.get("islands", 0) or 0)
     self._data = None
@@ -134,6 +140,34 @@ class Evolution:
                                                     tree.content_hash()))
       self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
 
+  def _draw(self, index: int, attempt: int, pool: list[dict[str, Any]]):
+    """(mode, parents, operator key) of try `attempt` of proposal `index`."""
+    evo = self.config.evolution
+    k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(jax.random.fold_in(self.key, index), attempt), 3)
+    mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
+    parents = selection.select_parents(
+        k_select, pool, _PARENTS_PER_MODE[mode], evo.exploit_prob, evo.top_fraction, evo.seed_prob,
+        self.rungs, evo.zeroshot_weight) if _PARENTS_PER_MODE[mode] else []
+    return mode, parents, k_op
+
+  def select(self, index: int) -> tuple[str, list[dict[str, Any]]]:
+    """GP's choice of mode and parents for proposal `index`, for an LLM designer to work on."""
+    designs = selection.designs_from_store(self.store, self.rungs)
+    pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
+    mode, parents, _ = self._draw(index, 0, self._island_pool(index, pool))
+    return mode, parents
+
+  def _island_pool(self, index: int, pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """With islands, the pool of the island drawn for proposal `index` (kept in `self.island`)."""
+    if not self.n_islands:
+      return pool
+    isles = islands.load(self.store, self.n_islands)
+    self.island = islands.choose(jax.random.fold_in(self.key, index), isles)
+    return islands.restrict(pool, isles, self.island)
+
+  def known_canonical_ids(self) -> set[str]:
+    return {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in self.store.designs()}
+
   def propose(self, index: int) -> tuple[Unit, list[str], str, str]:
     """(child, parent ids, mode, description) for proposal `index`, never a design already stored
     (by canonical form); the mode is drawn from `evolution.mode_probs`."""
@@ -141,17 +175,9 @@ class Evolution:
     designs = selection.designs_from_store(self.store, self.rungs)
     pool = [d for d in designs if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
     known = {canonical.canonical_id(design_from_json(d["tree"])[0]) for d in designs}
-    key = jax.random.fold_in(self.key, index)
-    if self.n_islands:  # parents only from the drawn island's pool
-      isles = islands.load(self.store, self.n_islands)
-      self.island = islands.choose(key, isles)
-      pool = islands.restrict(pool, isles, self.island)
+    pool = self._island_pool(index, pool)
     for attempt in range(evo.max_retries):
-      k_mode, k_select, k_op = jax.random.split(jax.random.fold_in(key, attempt), 3)
-      mode = operators.choose_mode(k_mode, dict(evo.mode_probs), len(pool), len(pool))
-      parents = selection.select_parents(
-          k_select, pool, _PARENTS_PER_MODE[mode], evo.exploit_prob, evo.top_fraction, evo.seed_prob,
-          self.rungs, evo.zeroshot_weight) if _PARENTS_PER_MODE[mode] else []
+      mode, parents, k_op = self._draw(index, attempt, pool)
       trees = [design_from_json(p["tree"])[0] for p in parents]
       child, mode, description = operators.propose(k_op, trees, dict(evo.mode_probs), len(pool),
                                                    self.bounds, mode=mode)
@@ -174,6 +200,9 @@ class Evolution:
 
   def step(self, index: int, n: int) -> None:
     """Propose, check and record one child, atomically with the proposal counter."""
+    designer = designer_config.choose(self.config, self.key, index)
+    if designer != "gp":
+      return self.designers.step(self, index, n, designer)
     child, parents, mode, description = self.propose(index)
     report = self.check(child)
     fingerprint, twin = self.duplicate_of(child) if report.passed else (None, None)
@@ -288,7 +317,13 @@ class Evolution:
     if done:
       self.log(f"resuming {self.workdir}: {done}/{n} proposals already made")
     for index in range(done, n):
-      self.step(index, n)
+      try:
+        self.step(index, n)
+      except designer_config.BudgetStop as e:
+        self.log(f"{e}: stopped cleanly before proposal {index + 1}; raise designer.max_usd and run "
+                 f"again on this workdir to resume")
+        self.verify_pending()
+        break
       if controller.at_barrier(self.config, index + 1):
         self.verify_pending()
     controller.finish(self)

@@ -1,0 +1,268 @@
+"""A fake Gemini endpoint on 127.0.0.1: the only test double of the project (the API is outside the
+machine). The real `google-genai` client talks to it over HTTP.
+
+It serves `POST /{v1,v1beta}/models/{model}:generateContent` (HTTP 200, key casing unchecked) from
+scripted replies per role (the role is read from the `[genesys_jax role: NAME]` tag the designers put
+in their system instruction), falling back to `auto_reply` (deterministic, valid replies for every
+role) when a role's script is empty. A scripted step is a dict:
+  {"text": str} | {"json": obj}        a reply (JSON is serialised as the reply's text)
+  {"status": 429 | 503 | ...}          an error reply in the API's error format
+  {"raw": str}                         a malformed body (not JSON)
+  {"delay": seconds, ...}              sleep first (to make the client time out), then the rest
+  optional "usage": {"prompt": n, "candidates": n, "thoughts": n}, "finish": "STOP"
+
+Run it for a manual smoke run: `python -m evolution.designers.fake_gemini --port=8765` (prints its URL, serves
+auto replies until interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
+_ROLE = re.compile(r"\[genesys_jax role: (\w+)\]")
+_STATUS = {400: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
+           500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def _text_of(part_holder: Any) -> str:
+  if not isinstance(part_holder, dict):
+    return ""
+  return "\n".join(p.get("text", "") for p in part_holder.get("parts", []) if isinstance(p, dict))
+
+
+def request_text(body: dict) -> tuple[str, str]:
+  """(system instruction, user prompt) of a request body, whatever the key casing."""
+  system = body.get("systemInstruction") or body.get("system_instruction") or {}
+  prompt = "\n".join(_text_of(c) for c in body.get("contents", []))
+  return _text_of(system), prompt
+
+
+def role_of(body: dict) -> str:
+  m = _ROLE.search(request_text(body)[0] + "\n" + request_text(body)[1])
+  return m.group(1) if m else "unknown"
+
+
+# -- auto replies: a deterministic "model" that gives valid answers for every role ----------------
+_UNIT_LINE = re.compile(r"^\s*\[([0-9.]*|root)\] (\S+) \((sequence_mixer|channel_mixer|norm|block)\)",
+                        re.M)
+
+TOKEN_SHIFT = '''"""{title}: mixes each position with the one before it (a causal token shift)."""
+import flax.linen as nn
+import jax.numpy as jnp
+from gab.units.base import UnitModule
+
+KIND = dict(
+    name="{name}",
+    role="sequence_mixer",
+    params={{"mix": {{"default": {mix}, "domain": [0.25, {mix}, 0.75]}}}},
+    slots=[],
+    reads=[], writes=[],
+)
+
+
+class {name}(UnitModule):
+  @nn.compact
+  def __call__(self, x, z):
+    prev = jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    m = self.hp("mix")
+    h = nn.Dense(x.shape[-1], use_bias=False, name="proj")((1 - m) * x + m * prev)
+    return h, z
+'''
+
+RESIDUAL_CHAIN = '''"""{name}: a pre-norm residual chain over its children."""
+import flax.linen as nn
+from gab.units.base import UnitModule
+
+KIND = dict(
+    name="{name}",
+    role="block",
+    params={{}},
+    slots=[{{"name": "steps", "min_count": 1, "max_count": 4}}],
+    reads=[], writes=[],
+)
+
+
+class {name}(UnitModule):
+  @nn.compact
+  def __call__(self, x, z):
+    for i in range(len(self.unit.children)):
+      y, z = self.child(i)(nn.RMSNorm(name="norm" + str(i))(x), z)
+      x = x + y
+    return x, z
+'''
+
+DIRECT_BLOCK = TOKEN_SHIFT.replace('role="sequence_mixer"', 'role="block"').replace(
+    "return h, z", "return x + h, z")
+
+
+def _digest(text: str) -> int:
+  return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def auto_reply(role: str, system: str, prompt: str) -> dict:
+  """A valid structured reply for `role`, a deterministic function of the prompt."""
+  n = _digest(prompt) % 1000
+  mix = [0.3, 0.4, 0.5, 0.6][n % 4]
+  if role == "proposer":
+    units = [(p, k, r) for p, k, r in _UNIT_LINE.findall(prompt) if r == "sequence_mixer"]
+    selection = units[0][0] if units else ""
+    title = f"ShiftMix{n}"
+    return {"json": {"title": title, "abstract": f"{title} replaces a mixer by a token shift.",
+                     "motivation": "cheaper local mixing", "plan": "one new sequence mixer",
+                     "selection": selection, "variant_name": title}}
+  if role in ("reviewer", "observer"):
+    return {"json": {"rating": 4, "review": "sound and causal", "suggestions": "none"}}
+  if role == "planner":
+    m = re.search(r"Title: (\w+)", prompt)
+    name = (m.group(1) if m else f"ShiftMix{n}")[:36]
+    mixer = {"name": name, "role": "sequence_mixer", "description": "token shift", "children": []}
+    if "Mode: mutation" in prompt:
+      return {"json": {"units": [mixer], "rationale": "a single new leaf"}}
+    root = {"name": f"{name}Root", "role": "block", "description": "pre-norm residual chain",
+            "children": [name, "keep:1:1" if "Parent 1:" in prompt else "GatedMLP"]}
+    return {"json": {"units": [root, mixer], "rationale": "a new root over a new mixer and an MLP"}}
+  if role == "coder":
+    m = re.search(r"Implement the unit (\w+) \(role (\w+)\)", prompt)
+    name, unit_role = (m.group(1), m.group(2)) if m else (f"ShiftMix{n}", "sequence_mixer")
+    if unit_role == "block":
+      return {"json": {"source": RESIDUAL_CHAIN.format(name=name), "notes": "residual chain"}}
+    return {"json": {"source": TOKEN_SHIFT.format(title=name, name=name, mix=mix),
+                     "notes": "token shift"}}
+  if role == "direct":
+    name = f"DirectBlock{n}"
+    return {"json": {"title": name, "abstract": "a token-shift block",
+                     "source": DIRECT_BLOCK.format(title=name, name=name, mix=mix)}}
+  if role == "searcher":
+    return {"text": "Token shift (RWKV) mixes adjacent positions cheaply.",
+            "grounding": {"queries": ["token shift language model"],
+                          "urls": [("https://arxiv.org/abs/2305.13048", "RWKV")]}}
+  return {"status": 400, "message": f"fake endpoint: no auto reply for role {role!r}"}
+
+
+# -- the server -----------------------------------------------------------------------------------
+class FakeGemini:
+  """`with FakeGemini(script) as fake:` serves on `fake.url`; `fake.requests` logs every request."""
+
+  def __init__(self, script: dict[str, list[dict]] | None = None,
+               fallback: Callable[[str, str, str], dict] | None = auto_reply, port: int = 0):
+    self.script = collections.defaultdict(list, {k: list(v) for k, v in (script or {}).items()})
+    self.fallback = fallback
+    self.requests: list[dict] = []
+    self.lock = threading.Lock()
+    self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+    self.server.daemon_threads = True
+    self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+  def __enter__(self) -> "FakeGemini":
+    self.thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    self.server.shutdown()
+    self.server.server_close()
+
+  def add(self, role: str, *steps: dict) -> None:
+    with self.lock:
+      self.script[role].extend(steps)
+
+  def roles(self) -> list[str]:
+    return [r["role"] for r in self.requests]
+
+  def next_step(self, body: dict, model: str, version: str, headers: dict) -> dict:
+    role = role_of(body)
+    with self.lock:
+      self.requests.append({"role": role, "model": model, "version": version, "body": body,
+                            "headers": headers})
+      if self.script.get(role):
+        return self.script[role].pop(0)
+    if self.fallback is None:
+      return {"status": 400, "message": f"fake endpoint: script for role {role!r} is exhausted"}
+    return self.fallback(role, *request_text(body))
+
+  def _handler(self):
+    fake = self
+
+    class Handler(BaseHTTPRequestHandler):
+      def log_message(self, *args):  # quiet
+        pass
+
+      def _send(self, code: int, payload: bytes) -> None:
+        try:
+          self.send_response(code)
+          self.send_header("Content-Type", "application/json")
+          self.send_header("Content-Length", str(len(payload)))
+          self.end_headers()
+          self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+          pass
+
+      def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        m = _PATH.match(self.path.split("?")[0])
+        if not m:
+          return self._send(404, json.dumps({"error": {"code": 404, "message": self.path,
+                                                       "status": "NOT_FOUND"}}).encode())
+        body = json.loads(raw or b"{}")
+        step = fake.next_step(body, m.group(2), m.group(1), dict(self.headers))
+        if step.get("delay"):
+          time.sleep(step["delay"])
+        self._send(*render(step, m.group(2)))
+
+    return Handler
+
+
+def render(step: dict, model: str) -> tuple[int, bytes]:
+  """(HTTP status, body) of a scripted step."""
+  if "status" in step and step["status"] != 200:
+    code = step["status"]
+    return code, json.dumps({"error": {"code": code, "message": step.get("message", "scripted error"),
+                                       "status": _STATUS.get(code, "UNKNOWN")}}).encode()
+  if "raw" in step:
+    return 200, step["raw"].encode()
+  text = step["text"] if "text" in step else json.dumps(step.get("json", {}))
+  usage = {"prompt": 1000, "candidates": 400, "thoughts": 100, **step.get("usage", {})}
+  candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]},
+                               "finishReason": step.get("finish", "STOP"), "index": 0}
+  if "grounding" in step:
+    g = step["grounding"]
+    candidate["groundingMetadata"] = {
+        "webSearchQueries": g["queries"],
+        "groundingChunks": [{"web": {"uri": u, "title": t}} for u, t in g["urls"]]}
+  reply = {"candidates": [candidate],
+           "usageMetadata": {"promptTokenCount": usage["prompt"],
+                             "candidatesTokenCount": usage["candidates"],
+                             "thoughtsTokenCount": usage["thoughts"],
+                             "totalTokenCount": usage["prompt"] + usage["candidates"] + usage["thoughts"]},
+           "modelVersion": model, "responseId": "fake"}
+  return 200, json.dumps(reply).encode()
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--port", type=int, default=8765)
+  args = parser.parse_args()
+  with FakeGemini(port=args.port) as fake:
+    print(f"fake Gemini endpoint at {fake.url} (auto replies; Ctrl-C to stop)", flush=True)
+    try:
+      while True:
+        time.sleep(3600)
+    except KeyboardInterrupt:
+      pass
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,156 @@
+"""The LLM designer end to end through the loop: the real google-genai client against the fake
+endpoint, code units checked in the sandbox and trained, recorded, replayed with the server gone."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from configs import ladder
+from evolution.designers.fake_gemini import FakeGemini
+from evolution.store import Store
+from genesys_jax import loop
+import designer_scripts as s
+
+KEY = "sk-live-NEVER-WRITTEN-8d1e4b"
+
+
+def llm_config(url, **designer):
+  config = ladder.get_config("llm_smoke")
+  config.evolution.n_proposals = 1
+  config.evolution.mode_probs = dict(scratch=0.0, mutation=1.0, crossover=0.0)
+  config.ladder.rungs = ("tiny",)
+  config.designer.kind = "llm"
+  config.designer.base_url = url
+  config.designer.timeout_s = 1.5
+  config.designer.retry_initial_s = 0.01
+  config.designer.unit_retries = 7
+  config.designer.update(designer)
+  return config
+
+
+SCRIPT = {
+    "searcher": [{"text": "Token shift mixes neighbours cheaply (RWKV).",
+                  "grounding": {"queries": ["token shift mixer"],
+                                "urls": [("https://arxiv.org/abs/2305.13048", "RWKV")]}}],
+    "proposer": [{"status": 429}, {"status": 503}, {"json": s.PROPOSAL}, {"json": s.PROPOSAL}],
+    "reviewer": [{"text": '{"rating": 5, "review": "great"'}, s.rating(4, "sound")],
+    "planner": [{"delay": 3.0, "json": s.PLAN}, {"json": s.PLAN}],
+    "coder": [s.code(s.SYNTAX_ERROR), s.code(s.HOSTILE), s.code(s.VALID_2)],
+    "observer": [s.rating(4, "good")],
+}
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+  """A workdir with the GPT seed checked and trained (GP only, no proposals), copied by each test."""
+  workdir = tmp_path_factory.mktemp("seeded")
+  config = llm_config("", kind="gp")
+  config.evolution.n_proposals = 0
+  loop.run(config, str(workdir), log=lambda _: None)
+  return workdir
+
+
+def fresh(seeded, path):
+  shutil.copytree(seeded, path, dirs_exist_ok=True)
+  return path
+
+
+@pytest.fixture(scope="module")
+def llm_run(seeded, tmp_path_factory):
+  os.environ["GEMINI_API_KEY"] = KEY
+  workdir = fresh(seeded, tmp_path_factory.mktemp("llm"))
+  lines = []
+  with FakeGemini(SCRIPT, fallback=None) as fake:
+    board = loop.run(llm_config(fake.url, search=True), str(workdir), log=lines.append)
+  yield workdir, board, lines, fake
+  del os.environ["GEMINI_API_KEY"]
+
+
+def coder_prompts(fake):
+  return [json.dumps(r["body"]) for r in fake.requests if r["role"] == "coder"]
+
+
+def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_trained(llm_run):
+  workdir, board, lines, fake = llm_run
+  assert fake.roles() == (["searcher"] + ["proposer"] * 3 + ["reviewer", "proposer", "reviewer", "planner", "planner"]
+                          + ["coder", "coder", "coder", "observer"])
+  prompts = coder_prompts(fake)
+  assert "line 17: syntax error" in prompts[1]               # the lint's line went back
+  assert "forbidden import os" in prompts[2]                 # hostile code: refused before running
+  proposer_2 = [json.dumps(r["body"]) for r in fake.requests if r["role"] == "proposer"][3]
+  assert "could not be reviewed" in proposer_2 and "not a valid Rating" in proposer_2
+  assert "Literature notes:\\nToken shift mixes neighbours" in proposer_2
+  with Store.open(str(workdir)) as store:
+    llm = [d for d in store.designs() if d["operator"] == "mutation"]
+    assert len(llm) == 1 and llm[0]["status"] == "verified"
+    child = llm[0]
+    doc = json.loads(child["tree"])
+    assert doc["format"] == "genesys_jax.design/2"
+    (kind, source), = doc["units"].items()
+    assert kind.startswith("ShiftGate@") and source == s.VALID_2
+    assert [u["kind"] for u in store.code_units()] == [kind]
+    assert store.verifications(child["id"])[0]["metrics"]["val_bpb"] > 0
+    kinds = {a["kind"] for a in store.artifacts(design_id=child["id"])}
+    assert {"proposal", "reviews", "ratings", "transcript", "designer", "plans"} <= kinds
+    summary = json.loads(store.artifacts(design_id=child["id"], kind="designer")[0]["content"])
+    assert summary["designer"] == "llm" and summary["title"] == "ShiftGate" and summary["rating"] == 4
+    assert summary["attempts"] == 3 and summary["status"] == "accepted"
+    assert summary["usd"] == pytest.approx(summary["usd_proposal"] + summary["usd_implementation"])
+    assert summary["usd_proposal"] > 0 and summary["usd_implementation"] > 0
+    assert summary["tokens_total"] > 0
+    calls = store.artifacts(kind="llm_call")
+    proposal = json.loads(store.artifacts(design_id=child["id"], kind="proposal")[0]["content"])
+    assert proposal["search"]["queries"] == ["token shift mixer"]
+    assert proposal["search"]["urls"] == [{"uri": "https://arxiv.org/abs/2305.13048", "title": "RWKV"}]
+    assert proposal["selection"] == "0.0.1" and proposal["parents"] == child["parents"]
+    assert len(calls) == 10                                 # one per call; the SDK retries inside one
+  row = next(r for r in board if r["designer"] == "llm")
+  assert row["title"] == "ShiftGate" and row["rating"] == 4 and row["attempts"] == 3
+  assert row["usd"] > 0 and row["tokens_total"] > 0
+  assert any("ShiftGate (review 4/5, 3 tries" in line for line in lines)
+
+
+def test_the_key_is_never_written_to_the_workdir(llm_run):
+  workdir = llm_run[0]
+  for root, _, files in os.walk(workdir):
+    for f in files:
+      with open(os.path.join(root, f), "rb") as fh:
+        assert KEY.encode() not in fh.read(), os.path.join(root, f)
+
+
+def test_replay_with_the_server_stopped_gives_identical_designs(llm_run, seeded, tmp_path, monkeypatch):
+  workdir, board, _, fake = llm_run
+  monkeypatch.delenv("GEMINI_API_KEY", raising=False)       # replay needs no key and no network
+  config = llm_config(fake.url, search=True)                # the server is shut down
+  config.replay_from = str(workdir)
+  lines = []
+  again = loop.run(config, str(fresh(seeded, tmp_path)), log=lines.append)
+  assert any(f"replay: identical to {workdir}" in line for line in lines), lines[-3:]
+  assert [r["id"] for r in again] == [r["id"] for r in board]
+
+
+def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path, monkeypatch):
+  monkeypatch.setenv("GEMINI_API_KEY", KEY)
+  workdir = fresh(seeded, tmp_path / "run")
+  one_call = 0.0003 + 0.00125            # the fake's usage (1000 in, 400 + 100 out) at flash prices
+  lines = []
+  with FakeGemini({"proposer": [{"json": s.PROPOSAL}] * 2, "reviewer": [s.rating(4), s.rating(2)]},
+                  fallback=None) as fake:
+    loop.run(llm_config(fake.url, max_usd=2 * one_call), str(workdir), log=lines.append)
+    assert fake.roles() == ["proposer", "reviewer"]          # the planner's call was never sent
+    assert any("designer budget exhausted" in line and "stopped cleanly before proposal 1" in line
+               for line in lines)
+    with Store.open(str(workdir)) as store:
+      assert store.get_meta("proposals_done", 0) == 0
+      assert [d["operator"] for d in store.designs()] == ["seed"]
+      assert len(store.artifacts(kind="llm_call")) == 2       # what was spent is accounted
+    lines.clear()
+    loop.run(llm_config(fake.url, max_usd=1.0, proposal_attempts=1), str(workdir), log=lines.append)
+  assert fake.roles() == ["proposer", "reviewer"] * 2
+  with Store.open(str(workdir)) as store:
+    assert store.get_meta("proposals_done", 0) == 1
+    (summary,) = [json.loads(a["content"]) for a in store.artifacts(kind="designer")]
+    assert summary["status"] == "unreviewed" and summary["rating"] == 2
+    assert len(store.artifacts(kind="llm_call")) == 4
