@@ -98,7 +98,9 @@ def format_rungs(boards: dict[str, list[dict[str, Any]]], rungs: list[str]) -> s
     for i, r in enumerate(boards[rung], 1):
       f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
       flag = "!" if r["size_mismatch"] else " "
-      what = r["error"] or f"[{r['operator']}] {r['description']}"
+      what = f"[{r['operator']}] {r['description']}"
+      if r["error"]:  # the kind of failure only (the message is in the store and the report)
+        what = f"failed ({r['error'].split(':')[0]}) {what}"
       lines.append(f"{i:>4}  {r['id']:16}  {f(r['val_bpb'], '8.4f'):>8}  {f(r['delta_gpt'], '+8.4f'):>8}  "
                    f"{f(r['delta_best_seed'], '+8.4f'):>8}  {f(r['param_ratio'], '5.2f'):>5}{flag}  {what}")
   return "\n".join(lines)
