@@ -42,6 +42,16 @@ def _loopback_alias():
   return name
 
 
+def _wait_for_port(port, proc, timeout_s=300):
+  deadline = time.time() + timeout_s
+  while True:
+    with socket.socket() as s:
+      if s.connect_ex(("127.0.0.1", port)) == 0:
+        return
+    assert proc.poll() is None and time.time() < deadline, "the Ray head did not start"
+    time.sleep(0.5)
+
+
 def _env():
   return dict(os.environ, PYTHONPATH=os.getcwd(), RAY_USAGE_STATS_ENABLED="0")
 
@@ -80,7 +90,7 @@ def test_a_ray_run_survives_losing_its_extra_node(tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   extra = None
   try:
-    time.sleep(5)
+    _wait_for_port(port, head)  # the extra node gives up if the head is not up yet
     extra = subprocess.Popen([RAY, "start", "--block", f"--address={address}", "--node-ip-address=127.0.0.1",
                               "--num-cpus=1", '--resources={"extra_node": 1}', "--disable-usage-stats"], env=_env(),
                              start_new_session=True,
