@@ -78,7 +78,7 @@ def test_same_seed_same_designs_across_interrupted_runs_and_replay_agrees(smoke_
 def test_missing_corpus_is_one_clear_error(tmp_path):
   config = smoke_config()
   config.data.corpus = "wikipedia"
-  with pytest.raises(ValueError, match="unknown corpus 'wikipedia': expected 'kjv'"):
+  with pytest.raises(ValueError, match="unknown corpus 'wikipedia': expected one of"):
     loop.run(config, str(tmp_path), log=lambda _: None)
 
 
