@@ -92,7 +92,7 @@ class ZeroGateLeak(UnitModule):
   def __call__(self, x, z):
     kernel = self.param("kernel", nn.initializers.normal(0.3), (3, x.shape[-1]), jnp.float32)
     g = self.param("gate", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
-    y = causal_depthwise_conv(x, kernel) + g.astype(x.dtype) * shift_back(x, 1)
+    y = causal_depthwise_conv(x, kernel) + g.astype(x.dtype)[None, None, :] * shift_back(x, 1)
     return self.dense(x.shape[-1], "out", out=True)(y), z
 
 
