@@ -157,7 +157,10 @@ class Store:
         self._db.execute("ROLLBACK")
       raise
     if outer:
-      integrity.checkpoint(self._db)  # committed history lives in the main file
+      self._after_commit()
+
+  def _after_commit(self) -> None:
+    integrity.checkpoint(self._db)  # SQLite: committed history lives in the main file, not the WAL
 
   # -- schema --------------------------------------------------------------------------------
   def version(self) -> int:

@@ -153,6 +153,9 @@ class PgStore(Store):
       raise StoreError(f"cannot connect to the PostgreSQL store {self.path}: {detail}") from None
     self._migrate()
 
+  def _after_commit(self) -> None:
+    """PostgreSQL keeps committed history durable itself (no WAL file to fold back)."""
+
   def _db_clock(self) -> float:
     return float(self._db.conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
 

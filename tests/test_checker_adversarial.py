@@ -229,6 +229,7 @@ def ladder_rung(config, name):
   return rung
 
 
+@pytest.mark.slow  # a full check at each of three rungs (~1 min)
 def test_gpt_seed_passes_every_check_at_every_rung_of_the_ladder():
   config = ladder_config()
   gpt = seeds.seed("gpt")

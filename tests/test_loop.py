@@ -92,6 +92,7 @@ def test_smoke_run_promotes_a_design_to_the_second_rung(smoke_run):
   assert any("small" in r["rungs"] for r in board)
 
 
+@pytest.mark.slow  # two more smoke runs (~2 min on 2 cores); replay agreement is in the default run
 def test_replay_with_one_changed_value_reports_the_first_affected_design(smoke_run, tmp_path):
   workdir, _, _ = smoke_run
   changed = smoke_config()
