@@ -305,17 +305,15 @@ def train_design(design_json: str, rung, *, data_cfg, train_cfg, checker_cfg, se
 
 
 def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
-  """World-readable copies of what training reads (the packed splits, a SentencePiece model, the
+  """World-readable copies of what training reads (the prepared token shards, a SentencePiece model, the
   zero-shot task files) in a fresh directory, since the sandbox's uid may not read the cache."""
   from train import data as data_lib  # pylint: disable=g-import-not-at-top
   stage = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-data-")
   os.chmod(stage, 0o755)
   data = _to_dict(data_cfg)
-  for split in ("train", "validation"):
-    src = data_lib.packed_cache_path(data_cfg, split)
-    if not os.path.isfile(src):
-      data_lib.load_split(data_cfg, split)
-    _copy(src, os.path.join(stage, "packed", os.path.basename(src)))
+  directory, _ = data_lib.prepared(data_cfg)  # the token shards, prepared here if need be
+  rel = os.path.relpath(directory, data_lib.resolve_data_dir(data_cfg))
+  _copy(directory, os.path.join(stage, rel))  # same place under the staged data_dir
   if data.get("vocab") == "spm":
     data["spm_model"] = _copy(os.path.expanduser(data["spm_model"]), os.path.join(stage, "spm.model"))
   data["data_dir"] = stage
