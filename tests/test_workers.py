@@ -72,13 +72,14 @@ def test_a_verifier_worker_trains_the_controllers_jobs_like_the_one_process_run(
   loop.run(external(config), str(tmp_path / "two"), log=lines.append)
   out, _ = worker.communicate(timeout=300)
   assert worker.returncode == 0, out[-3000:]
-  assert "worker w0: 1 job(s) done; exiting" in out
+  # Two jobs: the GPT seed at the lowest rung, then as the baseline at the second rung.
+  assert "worker w0: 2 job(s) done; exiting" in out
   assert any("waiting for verifier workers: 1 of 1 job(s) open" in line for line in lines)
   assert_same_run(tmp_path / "one", tmp_path / "two")
   jobs, _ = assert_each_job_done_once(tmp_path / "two")
-  assert [(j["worker_id"], j["attempts"]) for j in jobs] == [("w0", 1)]
+  assert [(j["worker_id"], j["attempts"]) for j in jobs] == [("w0", 1)] * 2
   with Store.open(str(tmp_path / "one")) as store:  # the one-process run used its in-process worker
-    assert [j["worker_id"].split("@")[0] for j in store.jobs()] == ["in-process"]
+    assert [j["worker_id"].split("@")[0] for j in store.jobs()] == ["in-process"] * 2
     assert store.get_meta("run_finished") is None and not store.artifacts(kind="config")
 
 
