@@ -84,13 +84,15 @@ def score(workdir: str, design_id: str, rung_name: str, tasks: list[str] | str,
     store.close()
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
-_DESIGN = flags.DEFINE_string("design", None, "Design id.")
-_RUNG = flags.DEFINE_string("rung", None, "Rung name of the verification to score.")
-_TASKS = flags.DEFINE_list("tasks", None, "Zero-shot task files or folders of them.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Examples per task (0: all).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Scoring batch size.")
-flags.mark_flags_as_required(["workdir", "design", "rung", "tasks"])
+def define_flags() -> None:
+  """The CLI's flags, defined only when it runs (importing `score` defines none)."""
+  flags.DEFINE_string("workdir", None, "The run's workdir.")
+  flags.DEFINE_string("design", None, "Design id.")
+  flags.DEFINE_string("rung", None, "Rung name of the verification to score.")
+  flags.DEFINE_list("tasks", None, "Zero-shot task files or folders of them.")
+  flags.DEFINE_integer("limit", 0, "Examples per task (0: all).")
+  flags.DEFINE_integer("batch_size", 32, "Scoring batch size.")
+  flags.mark_flags_as_required(["workdir", "design", "rung", "tasks"])
 
 
 def main(argv):
@@ -99,8 +101,8 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
   try:
-    scores = score(_WORKDIR.value, _DESIGN.value, _RUNG.value, _TASKS.value, batch_size=_BATCH.value,
-                   limit=_LIMIT.value)
+    f = flags.FLAGS
+    scores = score(f.workdir, f.design, f.rung, f.tasks, batch_size=f.batch_size, limit=f.limit)
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {str(e).strip(chr(34) + chr(39))}", file=sys.stderr)
     sys.exit(2)
@@ -108,4 +110,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
