@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from evolution import integrity
+from evolution.jobqueue import JobQueue
 from evolution.integrity import StoreError  # noqa: F401 (the API: a store that cannot be used)
 
 STATUSES = ("valid", "rejected", "verified", "failed")
@@ -95,7 +96,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class Store:
+class Store(JobQueue):
   """A transactional view of the run's SQLite database, shareable by several processes."""
 
   def __init__(self, path: str, clock: Callable[[], float] = time.time):
@@ -335,82 +336,6 @@ class Store:
     rows = self._db.execute("SELECT kind, name, hash, source, declaration, design_id, seq "
                             "FROM code_units ORDER BY seq")
     return [dict(r, declaration=json.loads(r["declaration"])) for r in rows]
-
-  # -- jobs ----------------------------------------------------------------------------------
-  def enqueue(self, design_id: str, rung: str) -> bool:
-    """Queue a verification job; False if that (design, rung) was ever queued."""
-    with self.transaction():
-      cur = self._db.execute("INSERT OR IGNORE INTO jobs (design_id, rung, state) VALUES (?, ?, 'pending')",
-                             (design_id, rung))
-      if cur.rowcount != 1:
-        return False
-      self._log("job_enqueued", {"design_id": design_id, "rung": rung})
-    return True
-
-  def claim(self, worker_id: str, lease_s: float) -> tuple[str, str] | None:
-    """Atomically take the oldest pending job (expired leases first return to pending), or None."""
-    with self.transaction():
-      now = self._clock()
-      expired = self._db.execute("SELECT id, design_id, rung, worker_id, attempts FROM jobs "
-                                 "WHERE state = 'claimed' AND lease_until <= ? ORDER BY id", (now,)).fetchall()
-      for job in expired:
-        self._db.execute("UPDATE jobs SET state = 'pending', worker_id = NULL, lease_until = NULL "
-                         "WHERE id = ?", (job["id"],))
-        self._log("job_expired", {"design_id": job["design_id"], "rung": job["rung"],
-                                  "worker_id": job["worker_id"], "attempt": job["attempts"]})
-      job = self._db.execute("SELECT id, design_id, rung, attempts FROM jobs WHERE state = 'pending' "
-                             "ORDER BY id LIMIT 1").fetchone()
-      if job is None:
-        return None
-      self._db.execute("UPDATE jobs SET state = 'claimed', worker_id = ?, lease_until = ?, "
-                       "attempts = attempts + 1 WHERE id = ?", (worker_id, now + lease_s, job["id"]))
-      self._log("job_claimed", {"design_id": job["design_id"], "rung": job["rung"], "worker_id": worker_id,
-                                "lease_s": lease_s, "attempt": job["attempts"] + 1})
-    return job["design_id"], job["rung"]
-
-  def heartbeat(self, worker_id: str, design_id: str, rung: str, lease_s: float) -> bool:
-    """Extend a held lease to now + lease_s; False if the worker no longer holds the job."""
-    cur = self._db.execute("UPDATE jobs SET lease_until = ? WHERE design_id = ? AND rung = ? "
-                           "AND state = 'claimed' AND worker_id = ?",
-                           (self._clock() + lease_s, design_id, rung, worker_id))
-    return cur.rowcount == 1
-
-  def release(self, worker_id: str, design_id: str, rung: str) -> bool:
-    """Hand a held job back to the queue (e.g. on shutdown); False if not held."""
-    with self.transaction():
-      cur = self._db.execute("UPDATE jobs SET state = 'pending', worker_id = NULL, lease_until = NULL "
-                             "WHERE design_id = ? AND rung = ? AND state = 'claimed' AND worker_id = ?",
-                             (design_id, rung, worker_id))
-      if cur.rowcount != 1:
-        return False
-      self._log("job_released", {"design_id": design_id, "rung": rung, "worker_id": worker_id})
-    return True
-
-  def complete(self, design_id: str, rung: str, worker_id: str, metrics: dict[str, Any],
-               status: str | None = None) -> bool:
-    """Record a held job's verification (and optionally the design's status) and mark it done.
-
-    False, with no change, if the worker no longer holds the job (its lease expired and was
-    taken over, or it was never claimed by this worker).
-    """
-    with self.transaction():
-      if self._db.execute("SELECT 1 FROM jobs WHERE design_id = ? AND rung = ? AND state = 'claimed' "
-                          "AND worker_id = ?", (design_id, rung, worker_id)).fetchone() is None:
-        return False
-      self.add_verification(design_id, rung, metrics)
-      self._db.execute("UPDATE jobs SET state = 'done', lease_until = NULL WHERE design_id = ? AND rung = ?",
-                       (design_id, rung))
-      if status is not None:
-        self.set_status(design_id, status)
-      self._log("job_completed", {"design_id": design_id, "rung": rung, "worker_id": worker_id})
-    return True
-
-  def jobs(self, state: str | None = None) -> list[dict[str, Any]]:
-    """Jobs in queue order, optionally only those in `state` (pending, claimed, done)."""
-    sql = "SELECT design_id, rung, state, worker_id, lease_until, attempts FROM jobs"
-    rows = self._db.execute(sql + (" WHERE state = ?" if state else "") + " ORDER BY id",
-                            (state,) if state else ())
-    return [dict(r) for r in rows]
 
   # -- run-level state -----------------------------------------------------------------------
   def get_meta(self, key: str, default: Any = None) -> Any:

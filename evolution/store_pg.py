@@ -140,6 +140,7 @@ class PgStore(Store):
   """
 
   IntegrityError = psycopg.IntegrityError
+  _ROW_LOCK = " FOR UPDATE SKIP LOCKED"  # claims skip rows another claimer holds; leases on the DB clock
 
   def __init__(self, url: str, clock: Callable[[], float] | None = None):  # pylint: disable=super-init-not-called
     self.path = redact(url)
@@ -196,29 +197,6 @@ class PgStore(Store):
     return [r[0] for r in rows]
 
   # -- jobs ----------------------------------------------------------------------------------
-  def claim(self, worker_id: str, lease_s: float) -> tuple[str, str] | None:
-    """Atomically take the oldest pending job not locked by another claimer (expired leases first
-    return to pending), or None; the lease runs on the database's clock."""
-    with self.transaction():
-      now = self._clock()
-      expired = self._db.execute("SELECT id, design_id, rung, worker_id, attempts FROM jobs "
-                                 "WHERE state = 'claimed' AND lease_until <= ? ORDER BY id "
-                                 "FOR UPDATE SKIP LOCKED", (now,)).fetchall()
-      for job in expired:
-        self._db.execute("UPDATE jobs SET state = 'pending', worker_id = NULL, lease_until = NULL "
-                         "WHERE id = ?", (job["id"],))
-        self._log("job_expired", {"design_id": job["design_id"], "rung": job["rung"],
-                                  "worker_id": job["worker_id"], "attempt": job["attempts"]})
-      job = self._db.execute("SELECT id, design_id, rung, attempts FROM jobs WHERE state = 'pending' "
-                             "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
-      if job is None:
-        return None
-      self._db.execute("UPDATE jobs SET state = 'claimed', worker_id = ?, lease_until = ?, "
-                       "attempts = attempts + 1 WHERE id = ?", (worker_id, now + lease_s, job["id"]))
-      self._log("job_claimed", {"design_id": job["design_id"], "rung": job["rung"], "worker_id": worker_id,
-                                "lease_s": lease_s, "attempt": job["attempts"] + 1})
-    return job["design_id"], job["rung"]
-
   def heartbeat(self, worker_id: str, design_id: str, rung: str, lease_s: float) -> bool:
     """Extend a held lease to (database) now + lease_s; False if the worker no longer holds it."""
     if self._injected_clock:
