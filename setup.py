@@ -32,7 +32,7 @@ setup(
     packages=find_packages(include=["genesys_jax*", "gab*", "evolution*", "train*", "configs*", "launch*"]),
     install_requires=RUNTIME,
     package_data={"genesys_jax.report": ["templates/*.html"]},
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ray>=2.9",
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ray>=2.9",
                              "websockets>=13"],  # websockets: the tests' CDP client for Chromium
                     "fleet": ["psycopg[binary]>=3.1", "ray>=2.9"]},  # PostgreSQL store, Ray executor
     entry_points={"console_scripts": ["genesys-launch=genesys_jax.launch:run",

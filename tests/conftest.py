@@ -1,9 +1,23 @@
 """Shared test setup: tiny configs, explicit keys, a data cache shared by the whole session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
-import jax
-import pytest
+# Compiled XLA programs are cached on disk for the session (JAX's persistent compilation cache),
+# shared by the pytest-xdist workers and every CLI, worker and launch process the tests start: many
+# tests compile the same programs (the seeds' checks, the GPT reference of the efficiency check).
+# It changes no result (the same executables are loaded). Sandboxed children never see it: their
+# environment is scrubbed (gab.sandbox.ENV_KEEP), so untrusted code cannot write into it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="genesys_jax_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -1,5 +1,10 @@
 """The LLM designer end to end through the loop: the real google-genai client against the fake
-endpoint, code units checked in the sandbox and trained, recorded, replayed with the server gone."""
+endpoint, code units checked in the sandbox and trained, recorded, replayed with the server gone.
+
+One scripted proposal walks through every failure the pipeline must feed back: 429 then 503, a
+malformed review, a timed-out planner, then coder attempts with a syntax error, hostile code (lint),
+a non-causal unit (the sandboxed checker), a 50 GB allocation (contained by the sandbox), a valid
+unit the observer rejects, and the accepted one."""
 
 import json
 import os
@@ -37,8 +42,9 @@ SCRIPT = {
     "proposer": [{"status": 429}, {"status": 503}, {"json": s.PROPOSAL}, {"json": s.PROPOSAL}],
     "reviewer": [{"text": '{"rating": 5, "review": "great"'}, s.rating(4, "sound")],
     "planner": [{"delay": 3.0, "json": s.PLAN}, {"json": s.PLAN}],
-    "coder": [s.code(s.SYNTAX_ERROR), s.code(s.HOSTILE), s.code(s.VALID_2)],
-    "observer": [s.rating(4, "good")],
+    "coder": [s.code(s.SYNTAX_ERROR), s.code(s.HOSTILE), s.code(s.NON_CAUSAL), s.code(s.MEMORY_HOG),
+              s.code(s.VALID_1), s.code(s.VALID_2)],
+    "observer": [s.rating(2, "the mix is too large"), s.rating(4, "good")],
 }
 
 
@@ -75,10 +81,13 @@ def coder_prompts(fake):
 def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_trained(llm_run):
   workdir, board, lines, fake = llm_run
   assert fake.roles() == (["searcher"] + ["proposer"] * 3 + ["reviewer", "proposer", "reviewer", "planner", "planner"]
-                          + ["coder", "coder", "coder", "observer"])
+                          + ["coder"] * 5 + ["observer", "coder", "observer"])
   prompts = coder_prompts(fake)
   assert "line 17: syntax error" in prompts[1]               # the lint's line went back
   assert "forbidden import os" in prompts[2]                 # hostile code: refused before running
+  assert "causality fail" in prompts[3]                      # the sandboxed checker's report went back
+  assert "sandbox" in prompts[4] or "init fail" in prompts[4]   # the 50 GB allocation was contained
+  assert "observer rated it 2/5" in prompts[5]               # the observer's review went back
   proposer_2 = [json.dumps(r["body"]) for r in fake.requests if r["role"] == "proposer"][3]
   assert "could not be reviewed" in proposer_2 and "not a valid Rating" in proposer_2
   assert "Literature notes:\\nToken shift mixes neighbours" in proposer_2
@@ -96,7 +105,7 @@ def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_tra
     assert {"proposal", "reviews", "ratings", "transcript", "designer", "plans"} <= kinds
     summary = json.loads(store.artifacts(design_id=child["id"], kind="designer")[0]["content"])
     assert summary["designer"] == "llm" and summary["title"] == "ShiftGate" and summary["rating"] == 4
-    assert summary["attempts"] == 3 and summary["status"] == "accepted"
+    assert summary["attempts"] == 6 and summary["status"] == "accepted"
     assert summary["usd"] == pytest.approx(summary["usd_proposal"] + summary["usd_implementation"])
     assert summary["usd_proposal"] > 0 and summary["usd_implementation"] > 0
     assert summary["tokens_total"] > 0
@@ -105,11 +114,13 @@ def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_tra
     assert proposal["search"]["queries"] == ["token shift mixer"]
     assert proposal["search"]["urls"] == [{"uri": "https://arxiv.org/abs/2305.13048", "title": "RWKV"}]
     assert proposal["selection"] == "0.0.1" and proposal["parents"] == child["parents"]
-    assert len(calls) == 10                                 # one per call; the SDK retries inside one
+    assert len(calls) == 14                                 # one per call; the SDK retries inside one
+    ratings = json.loads(store.artifacts(design_id=child["id"], kind="ratings")[0]["content"])
+    assert [r["rating"] for r in ratings] == [2, 4]
   row = next(r for r in board if r["designer"] == "llm")
-  assert row["title"] == "ShiftGate" and row["rating"] == 4 and row["attempts"] == 3
+  assert row["title"] == "ShiftGate" and row["rating"] == 4 and row["attempts"] == 6
   assert row["usd"] > 0 and row["tokens_total"] > 0
-  assert any("ShiftGate (review 4/5, 3 tries" in line for line in lines)
+  assert any("ShiftGate (review 4/5, 6 tries" in line for line in lines)
 
 
 def test_the_key_is_never_written_to_the_workdir(llm_run):

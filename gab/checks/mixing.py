@@ -6,8 +6,12 @@ that is position-wise, cannot pass by a rounding error.
 - `dependence`: two token rows that differ; the relative change of the logits per relative change
   of the embeddings must be at least `min_input_dependence`; when it is not, the first unit whose
   input changes and whose output does not is the culprit.
-- `mixing`: the gradient of a sequence mixer's output at L - 1 w.r.t. its own input (reverse mode);
-  its largest entry at positions < L - 1 must be at least `min_ratio` of its largest overall.
+- `mixing`: does anything a sequence mixer outputs at other positions depend on its input at
+  position 0 (or at L - 1)? Reverse mode: random cotangents on every output position but s, pulled
+  back to the mixer's own input; the largest entry at s, relative to the largest overall, must be at
+  least `min_ratio`. A position-wise unit gives exactly zero; a mixer whose output happens to be
+  position-wise at one position for some parameters (TTT with a row scale clipped to zero) still
+  mixes elsewhere.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ def is_tested(spec) -> bool:
 
 
 def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[tuple[Location, float]]:
-  """(unit, ratio) for each sequence-mixer call whose output at L - 1 barely depends on s < L - 1."""
+  """(unit, ratio) for each sequence-mixer call whose outputs at other positions barely depend on
+  its input at position 0 or L - 1."""
   b, length = tokens_BxL.shape
   mixers: list[Location] = []
 
@@ -118,18 +123,20 @@ def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[t
     zeros = jnp.zeros((n, b, length, model.d_model), jnp.float32)
     outs, pull = jax.vjp(f, zeros)  # reverse mode: units with custom VJPs are covered too
     ratios = []
-    def grad_of(i, t):
-      cot = [jnp.zeros(o.shape, o.dtype).at[:, t].set(
-                 jax.random.normal(jax.random.fold_in(key, 2 * i + int(t != 0)), o[:, t].shape).astype(o.dtype))
-             if j == i else jnp.zeros(o.shape, o.dtype) for j, o in enumerate(outs)]
+
+    def grad_at(i, s):
+      """|d (c . y_i at every position but s) / d x_i|: [B, L, D]."""
+      cot = [jnp.where(jnp.arange(length)[None, :, None] != s % length,
+                       jax.random.normal(jax.random.fold_in(key, 2 * i + int(s != 0)), o.shape),
+                       0.0).astype(o.dtype) if j == i else jnp.zeros(o.shape, o.dtype)
+             for j, o in enumerate(outs)]
       (g,) = pull(cot)
       return jnp.abs(g[i].astype(jnp.float32))
     for i in range(n):
-      # d y_i[L - 1] / d x_i[s]: a mixer depends on some s < L - 1, a position-wise unit on none.
-      # A unit whose y[0] depends on later inputs mixes too (the wrong way: causality fails it).
-      last, first = grad_of(i, -1), grad_of(i, 0)
-      ratios.append(jnp.maximum(jnp.max(last[:, :-1]) / jnp.maximum(jnp.max(last), 1e-30),
-                                jnp.max(first[:, 1:]) / jnp.maximum(jnp.max(first), 1e-30)))
+      # Other positions' outputs depend on x_i[0] (a causal mixer) or on x_i[L - 1] (the wrong
+      # way: causality fails it); a position-wise unit's on neither.
+      ratios.append(jnp.maximum(*(jnp.max(g[:, s]) / jnp.maximum(jnp.max(g), 1e-30)
+                                  for s, g in ((0, grad_at(i, 0)), (-1, grad_at(i, -1))))))
     return jnp.stack(ratios)
 
   ratios = jax.device_get(jit(program)(params, key))

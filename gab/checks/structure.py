@@ -172,8 +172,9 @@ def dataflow_failure(ctx: Context) -> Check | None:
     where, r = lazy[0]
     more = f" (+{len(lazy) - 1} more)" if len(lazy) > 1 else ""
     return Check("forward", FAIL, f"{where} is registered as a sequence mixer but does not mix "
-                 f"positions: its output at the last position moves by {r:.1e} of its response to "
-                 f"its inputs at earlier positions (at least {cfg.min_mixing:g} expected){more}",
+                 f"positions: the gradient of its outputs at other positions w.r.t. its input at the "
+                 f"first (or last) position is {r:.1e} of its largest gradient (at least "
+                 f"{cfg.min_mixing:g} expected){more}",
                  "a sequence_mixer's output at t must depend on inputs at some s < t; register a "
                  "position-wise unit as a channel_mixer or norm")
   return None
