@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import designer_scripts as s
-from evolution.designers import table4
+from genesys_jax.cli import table4
 from evolution.designers.fake_gemini import FakeGemini
 from evolution.store import Store
 from genesys_jax import loop
