@@ -1,6 +1,6 @@
 """Export a run's evolution tree as JSON and GraphML, for plotting and graph tools (Gephi, yEd).
 
-  python -m evolution.export --workdir=DIR [--out=PATH_PREFIX]
+  python -m genesys_jax.cli.export --workdir=DIR [--out=PATH_PREFIX]   (or python -m evolution.export)
 
 writes PATH_PREFIX.json and PATH_PREFIX.graphml (default DIR/evolution_tree.*), each atomically.
 JSON: {"nodes": [{id, seq, operator, description, status, tree, metrics: {rung: metrics}}],
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -114,22 +113,6 @@ def export(workdir: str, out_prefix: str | None = None) -> tuple[str, str, dict[
   return json_path, graphml_path, tree
 
 
-def main(argv: list[str]) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
-  try:
-    json_path, graphml_path, tree = export(flags.FLAGS.workdir, flags.FLAGS.out)
-  except (FileNotFoundError, StoreError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"{len(tree['nodes'])} designs, {len(tree['edges'])} edges -> {json_path}, {graphml_path}")
-  return 0
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("workdir", None, "An evolution run's workdir (holding evolution.db).")
-  flags.DEFINE_string("out", None, "Path prefix for the .json and .graphml files "
-                      "(default WORKDIR/evolution_tree).")
-  flags.mark_flag_as_required("workdir")
-  app.run(lambda argv: sys.exit(main(argv)))
+if __name__ == "__main__":  # the command is genesys_jax.cli.export; this path stays runnable
+  from genesys_jax.cli import export as _cli  # pylint: disable=g-import-not-at-top
+  _cli.run()

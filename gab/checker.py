@@ -44,19 +44,13 @@ batch_size, memory_limit_gb (0: the device's memory, if known) and seq_len (the 
 Without a rung, checks 6-8 use the built-in `cfg.rung`: d_model 128, n_blocks 2, batch_size 8,
 seq_len 128, the GPT seed's size there (429,056 parameters), no memory limit.
 
-CLI: `python -m gab.checker --design=FILE.json [--rung=NAME] [--config=configs/ladder.py]` prints
-one JSON object {"passed", "checks": [{"name", "status", "message", "hint"}], "sizing"} and exits 0
-(passed), 1 (failed) or 2 (unusable input). `--rung` picks `config.rungs[NAME]` (seq_len from
-`config.data.seq_len`) and the check scale `config.checker`; the config file, configs/ladder.py by
-default, is read only when --config or --rung is given.
+CLI: `python -m genesys_jax.cli.check --design=FILE.json [--rung=NAME] [--config=...]` (also as
+`python -m gab.checker`) prints one JSON object {"passed", "checks": [{"name", "status", "message",
+"hint"}], "sizing"} and exits 0 (passed), 1 (failed) or 2 (unusable input); it resolves the config
+and hands this module plain values (see genesys_jax/cli/check.py).
 """
 
 from __future__ import annotations
-
-import importlib.util
-import json
-import os
-import sys
 
 import ml_collections
 
@@ -74,8 +68,6 @@ CHECKS = (check_format, check_init, check_forward, check_causality, check_differ
           check_stability, check_parameter_budget, check_efficiency, check_effectiveness)
 NAMES = ("format", "init", "forward", "causality", "differentiability", "stability",
          "parameter_budget", "efficiency", "effectiveness")
-DEFAULT_LADDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "ladder.py")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -142,56 +134,6 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None) -
   return Report(checks, ctx.sizing)
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location("ladder_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def main(argv: list[str]) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
-  FLAGS = flags.FLAGS  # noqa: N806
-  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top
-  try:
-    tree, name, units = load_design_file(FLAGS.design)
-  except DesignError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  config = cli_errors.config_or_exit(FLAGS["config"], "config") if FLAGS.config is not None else None
-  if config is None and FLAGS.rung:
-    config = load_config(DEFAULT_LADDER)
-  if config is not None:
-    cli_errors.validate_or_exit(config, rungs=[FLAGS.rung] if FLAGS.rung else [])
-  cfg, rung = (config.checker if config is not None else None), None
-  if FLAGS.rung:
-    if FLAGS.rung not in config.rungs:
-      print(f"error: unknown rung {FLAGS.rung!r}; valid rungs: {', '.join(config.rungs)}",
-            file=sys.stderr)
-      return 2
-    rung = ml_collections.ConfigDict(config.rungs[FLAGS.rung].to_dict())
-    rung.seq_len = config.data.seq_len
-    if "train" in config and config.train.get("dtype"):
-      rung.dtype = config.train.dtype  # the compute dtype the design will train in
-  if units:  # code units run only in the sandbox (gab.sandbox), never in this process
-    from gab import sandbox  # pylint: disable=g-import-not-at-top
-    report = sandbox.check_design(design_to_json(tree, name, units), cfg, rung)
-    print(json.dumps(report, sort_keys=True))
-    return 0 if report["passed"] else 1
-  report = check(tree, cfg, rung)
-  print(report.to_json(), flush=True)
-  if any("did not finish within its timeout" in c.message for c in report.checks):
-    os._exit(1)  # a computation that hangs cannot be joined: leave without waiting for it
-  return 0 if report.passed else 1
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("design", None, "Design JSON file to check (as written by gab.seeds).")
-  flags.DEFINE_string("rung", None, "Check at config.rungs[RUNG] (default: a small built-in rung).")
-  config_flags.DEFINE_config_file("config", None, f"Ladder config file (default {DEFAULT_LADDER}, "
-                                  "read when --rung is given).")
-  flags.mark_flag_as_required("design")
-  app.run(lambda argv: sys.exit(main(argv)))
+if __name__ == "__main__":  # the old command, kept: `python -m gab.checker` is `genesys_jax.cli.check`
+  from genesys_jax.cli import check as _cli  # pylint: disable=g-import-not-at-top
+  _cli.run()

@@ -18,8 +18,9 @@ Every failure comes back as a failed `sandbox` check: `sandbox: timeout`, `sandb
 a lint failure as a failed `format` check (`sandbox: forbidden import os at line 3 of ...`),
 without starting a process.
 
-`train_design(...)` trains a design with code units the same way (generous limits, the data
-directory read-only and its checkpoint and log directories writable) and returns its metrics.
+`train.sandboxed.train_design(...)` trains a design with code units the same way (generous limits,
+the data directory read-only and its checkpoint and log directories writable) and returns its
+metrics: the child runs a job of a higher layer by the "module:function" its `call` names.
 """
 
 from __future__ import annotations
@@ -222,7 +223,8 @@ def lint_report(design_json: str) -> dict[str, Any] | None:
   return None
 
 
-def _to_dict(cfg):
+def as_dict(cfg):
+  """A config (ConfigDict, dict or None) as a plain dict for a job's JSON."""
   if cfg is None:
     return None
   return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
@@ -232,13 +234,13 @@ def check_design(design_json: str, checker_cfg=None, rung=None, *, timeout_s: fl
                  fingerprint: bool = False) -> dict[str, Any]:
   """The checker's report for the design, computed in the sandbox (see the module docstring).
 
-  With `fingerprint`, a passing report also carries "fingerprint" (`evolution.canonical.fingerprint`,
+  With `fingerprint`, a passing report also carries "fingerprint" (`gab.canonical.fingerprint`,
   which runs the design's code, so it is computed in the sandbox too).
   """
   bad = lint_report(design_json)
   if bad is not None:
     return bad
-  job = dict(mode="check", design=design_json, cfg=_to_dict(checker_cfg), rung=_to_dict(rung),
+  job = dict(mode="check", design=design_json, cfg=as_dict(checker_cfg), rung=as_dict(rung),
              fingerprint=fingerprint)
   try:
     result = run_child(job, timeout_s=timeout_s, limits=CHECK_LIMITS)
@@ -275,68 +277,5 @@ def _report(result: dict[str, Any]) -> dict[str, Any]:
   return report
 
 
-# -- training, sandboxed -------------------------------------------------------------------------
-def train_design(design_json: str, rung, *, data_cfg, train_cfg, checker_cfg, seed: int,
-                 checkpoint_dir: str | None = None, log_dir: str | None = None, zeroshot_cfg=None,
-                 desc: str = "train", stop_after: int | None = None, fit: bool = True,
-                 timeout_s: float = 24 * 3600) -> dict[str, Any]:
-  """{"metrics", "sizing"} of training the design in the sandbox; raises SandboxError (a named
-  reason) or DesignFailure (the design failed in training: diverged, out of memory, ...)."""
-  stage = _stage_data(data_cfg, zeroshot_cfg)
-  data, zs = stage["data"], stage["zeroshot"]
-  binds = [(stage["dir"], False)]
-  checkpoint_dir, log_dir = [os.path.abspath(p) if p else None for p in (checkpoint_dir, log_dir)]
-  for path in (checkpoint_dir, log_dir):
-    if path:
-      os.makedirs(path, exist_ok=True)
-      binds.append((path, True))
-  job = dict(mode="train", design=design_json, rung=_to_dict(rung), data=data, train=_to_dict(train_cfg),
-             checker=_to_dict(checker_cfg), zeroshot=zs, seed=seed, checkpoint_dir=checkpoint_dir,
-             log_dir=log_dir, desc=desc, stop_after=stop_after, fit=fit)
-  try:
-    result = run_child(job, timeout_s=timeout_s, limits=TRAIN_LIMITS, binds=binds)
-  finally:
-    shutil.rmtree(stage["dir"], ignore_errors=True)
-  if result.get("violations"):
-    raise DesignFailure(f"sandbox: host callback {', '.join(result['violations'])} refused")
-  if "error" in result:
-    raise DesignFailure(result["error"])
-  return result["result"]
-
-
-def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
-  """World-readable copies of what training reads (the prepared token shards, a SentencePiece model, the
-  zero-shot task files) in a fresh directory, since the sandbox's uid may not read the cache."""
-  from train import data as data_lib  # pylint: disable=g-import-not-at-top
-  stage = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-data-")
-  os.chmod(stage, 0o755)
-  data = _to_dict(data_cfg)
-  directory, _ = data_lib.prepared(data_cfg)  # the token shards, prepared here if need be
-  rel = os.path.relpath(directory, data_lib.resolve_data_dir(data_cfg))
-  _copy(directory, os.path.join(stage, rel))  # same place under the staged data_dir
-  if data.get("vocab") == "spm":
-    data["spm_model"] = _copy(os.path.expanduser(data["spm_model"]), os.path.join(stage, "spm.model"))
-  data["data_dir"] = stage
-  zs = _to_dict(zeroshot_cfg)
-  if zs:
-    zs["tasks"] = [_copy(os.path.abspath(t), os.path.join(stage, "zeroshot", f"{i}_{os.path.basename(t)}"))
-                   for i, t in enumerate(zs.get("tasks", ()))]
-  return {"dir": stage, "data": data, "zeroshot": zs}
-
-
-def _copy(src: str, dst: str) -> str:
-  os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
-  if os.path.isdir(src):
-    shutil.copytree(src, dst)
-  else:
-    shutil.copyfile(src, dst)
-  for root, dirs, files in os.walk(dst) if os.path.isdir(dst) else [(os.path.dirname(dst), [], [os.path.basename(dst)])]:
-    for d in dirs:
-      os.chmod(os.path.join(root, d), 0o755)
-    for f in files:
-      os.chmod(os.path.join(root, f), 0o644)
-  return dst
-
-
 class DesignFailure(RuntimeError):
-  """A design with code units failed in sandboxed training; the message names why."""
+  """A design with code units failed in a sandboxed job (training); the message names why."""

@@ -13,9 +13,9 @@ It reads one job (JSON) from stdin, then, before importing anything but the stan
   4. sets resource limits (CPU seconds, file size, open files, processes, no core dumps; address
      space when the job asks: CPU only), drops to an unprivileged uid (as root) and enters /tmp/work;
   5. replaces JAX's host-callback entry points by ones that refuse (and record the attempt).
-Then it runs the job ("check": the checker on the design, with its code units registered; "train":
-sizing and training) and writes one JSON result to the original stdout; everything else the
-job prints goes to stderr.
+Then it runs the job ("check": the checker on the design, with its code units registered; "call":
+the function the job names, e.g. `train.sandboxed.run_in_child` for sizing and training) and writes
+one JSON result to the original stdout; everything else the job prints goes to stderr.
 """
 
 import ctypes
@@ -184,30 +184,17 @@ def run_check(job):
   rung = ml_collections.ConfigDict(job["rung"]) if job.get("rung") is not None else None
   report = checker.check(tree, cfg, rung).to_dict()
   if job.get("fingerprint") and report["passed"] and not VIOLATIONS:
-    from evolution import canonical  # pylint: disable=g-import-not-at-top
+    from gab import canonical  # pylint: disable=g-import-not-at-top
     report["fingerprint"] = canonical.fingerprint(tree)
   return report
 
 
-def run_train(job):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from gab import codeunits, sizing  # pylint: disable=g-import-not-at-top
-  from gab.tree import design_from_json, design_units  # pylint: disable=g-import-not-at-top
-  from train import data as data_lib, trainer  # pylint: disable=g-import-not-at-top
-  tree, _ = design_from_json(job["design"])
-  for source in design_units(job["design"]).values():
-    codeunits.register(source)
-  cd = ml_collections.ConfigDict
-  rung, cfg = cd(job["rung"]), cd(job["checker"])
-  size = sizing.fit_to_rung(tree, rung, cfg) if job.get("fit", True) else {}
-  corpus = data_lib.load_corpus(cd(job["data"]))
-  metrics = trainer.train_and_evaluate(
-      tree, rung, corpus, seed=job["seed"], d_model=size.get("d_model"), n_blocks=size.get("n_blocks"),
-      checkpoint_dir=job.get("checkpoint_dir"), log_dir=job.get("log_dir"), train_cfg=cd(job["train"]),
-      zeroshot_cfg=cd(job["zeroshot"]) if job.get("zeroshot") else None, desc=job.get("desc", "train"),
-      stop_after=job.get("stop_after"))
-  metrics.pop("state", None)
-  return {"metrics": metrics, "sizing": size}
+def run_call(job):
+  """A job of a higher layer (training: `train.sandboxed.run_in_child`), named by the parent as
+  "module:function" in `call` and imported only here, after isolation."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module, _, name = job["call"].partition(":")
+  return getattr(importlib.import_module(module), name)(job)
 
 
 def die_with_parent():
@@ -228,7 +215,7 @@ def main():
   result = {"isolation": info}
   try:
     neutralise_host_callbacks()
-    result["result"] = run_check(job) if job["mode"] == "check" else run_train(job)
+    result["result"] = run_check(job) if job["mode"] == "check" else run_call(job)
   except MemoryError as e:
     result["error"] = f"MemoryError: {e}"
   except Exception as e:  # noqa: BLE001 - the parent turns this into a named reason

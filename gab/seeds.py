@@ -1,13 +1,12 @@
 """The seed designs evolution starts from, as unit trees.
 
-`python -m gab.seeds --out=DIR` writes each seed as a design JSON file (the JSON the store keeps).
+`python -m genesys_jax.cli.seeds --out=DIR` (or `python -m gab.seeds`) writes each seed as a design
+JSON file (the JSON the store keeps): `write_seeds`.
 """
 
 from __future__ import annotations
 
 import os
-
-from absl import app, flags
 
 from gab import registry
 from gab.units import mamba2, retnet, rwkv6, ttt
@@ -46,13 +45,6 @@ def write_seeds(out_dir: str) -> list[str]:
   return paths
 
 
-def main(argv):
-  del argv
-  for path in write_seeds(flags.FLAGS.out):
-    print(path)
-
-
-if __name__ == "__main__":
-  flags.DEFINE_string("out", None, "Directory to write one <seed>.json design file per seed into.")
-  flags.mark_flag_as_required("out")
-  app.run(main)
+if __name__ == "__main__":  # the command is genesys_jax.cli.seeds; this path stays runnable
+  from genesys_jax.cli import seeds as _cli  # pylint: disable=g-import-not-at-top
+  _cli.run()

@@ -3,7 +3,7 @@ the rest.
 
 The controller only *declares* code units (`gab.codeunits.declare`: no code runs), so proposing,
 typing, canonical forms and selection work on them; checking (`gab.sandbox.check_design`) and
-training (`gab.sandbox.train_design`) a design that uses one happen in sandboxed children without
+training (`train.sandboxed.train_design`) a design that uses one happen in sandboxed children without
 the controller's environment. Designs built from built-in kinds only take the in-process paths.
 """
 
@@ -18,6 +18,7 @@ from evolution.store import Store
 from gab import codeunits, registry, sandbox, seeds
 from gab.checks.base import Check, Report
 from gab.tree import Unit, design_to_json, load_design_file
+from train import sandboxed
 
 
 def setup(config: ml_collections.ConfigDict, store: Store) -> list[str]:
@@ -68,7 +69,7 @@ def train(design: dict[str, Any], rung, *, config, checker_cfg, checkpoint_dir: 
           log_dir: str, desc: str) -> dict[str, Any]:
   """Sizing and training of a stored design with code units, in the sandbox; its metrics.
   Raises `sandbox.DesignFailure` or `sandbox.SandboxError` (the loop records a failed run)."""
-  out = sandbox.train_design(design["tree"], rung, data_cfg=config.data, train_cfg=config.train,
-                             checker_cfg=checker_cfg, seed=config.seed, checkpoint_dir=checkpoint_dir,
-                             log_dir=log_dir, zeroshot_cfg=config.zeroshot, desc=desc)
+  out = sandboxed.train_design(design["tree"], rung, data_cfg=config.data, train_cfg=config.train,
+                               checker_cfg=checker_cfg, seed=config.seed, checkpoint_dir=checkpoint_dir,
+                               log_dir=log_dir, zeroshot_cfg=config.zeroshot, desc=desc)
   return out["metrics"]

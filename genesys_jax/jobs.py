@@ -135,9 +135,9 @@ class Heartbeat:
 def make_verifier(config: ml_collections.ConfigDict, workdir: str, store: Store, log: Log):
   """An `Evolution` that only verifies: the loop's attributes `verify` reads, none of the
   controller's side effects (no config.json, no run lock, no store of its own)."""
-  from genesys_jax import loop  # pylint: disable=g-import-not-at-top  (loop imports this module)
+  from genesys_jax import loop, resolve  # pylint: disable=g-import-not-at-top  (loop imports this module)
   evo = loop.Evolution.__new__(loop.Evolution)
-  evo.config, evo.workdir, evo.log = config, workdir, log
+  evo.config, evo.workdir, evo.log = resolve.resolve(config), workdir, log  # (idempotent)
   evo.rungs = list(config.ladder.rungs)
   evo.store, evo.key, evo._data = store, jax.random.key(config.seed), None  # pylint: disable=protected-access
   evo.verifier_only = True  # the controller, not a worker, refreshes the report

@@ -9,7 +9,6 @@ and the same config and seed give the same designs in the same order (`replay_fr
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 from typing import Any, Callable
@@ -22,7 +21,8 @@ from evolution.designers import config as designer_config
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import code_units, controller, islands, ladder, leaderboard, replay, runlock, validate
+from genesys_jax import (code_units, controller, islands, ladder, leaderboard, replay, resolve,
+                         runlock, validate)
 from genesys_jax.report import site as report_site
 from gab import sandbox
 from train import data as data_lib
@@ -69,6 +69,7 @@ class Evolution:
   """One run of the loop over a workdir."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Log = _print):
+    config = resolve.resolve(config)  # rungs' seq_len, the checker's vocab_size: once, for the run
     self.config, self.workdir, self.log = config, workdir, log
     self.rungs = list(config.ladder.rungs)
     if not self.rungs:
@@ -83,7 +84,7 @@ class Evolution:
     self.key = jax.random.key(config.seed)
     self.designers = None
     if config.get("designer") and config.designer.kind != "gp":
-      from evolution.designers.step import LLMDesigners  # pylint: disable=g-import-not-at-top
+      from genesys_jax.designers import LLMDesigners  # pylint: disable=g-import-not-at-top
       self.designers = LLMDesigners(config, self.store, api_key)
     self.bounds = operators.Bounds.from_config(config.evolution)
     self.n_islands = int(config.evolution.get("islands", 0) or 0)
@@ -98,18 +99,12 @@ class Evolution:
     return self._data
 
   def rung(self, name: str) -> ml_collections.ConfigDict:
-    """The rung's config, with the context length the data is packed at."""
-    rung = copy.deepcopy(self.config.rungs[name])
-    with rung.unlocked():
-      rung.seq_len = self.config.data.seq_len
-    return rung
+    """The rung's config (resolved: with the context length the data is packed at)."""
+    return self.config.rungs[name]
 
   def checker_config(self) -> ml_collections.ConfigDict:
-    """The checker's config, sizing against the data's real vocabulary."""
-    cfg = copy.deepcopy(self.config.checker)
-    with cfg.unlocked():
-      cfg.vocab_size = self.data.vocab_size
-    return cfg
+    """The checker's config (resolved: sizing against the data's real vocabulary)."""
+    return self.config.checker
 
   def check(self, tree: Unit) -> checker.Report:
     if code_units.uses_code(tree):  # its code runs only in the sandbox
@@ -309,6 +304,7 @@ class Evolution:
   # -- the run -------------------------------------------------------------------------------
   def run(self) -> list[dict[str, Any]]:
     controller.start(self)
+    self.data  # noqa: B018 - prepared before the first check: a bad corpus stops the run here
     self.add_seeds()
     n = self.config.evolution.n_proposals
     done = self.store.get_meta("proposals_done", 0)

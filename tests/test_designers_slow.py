@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from evolution.designers import table4
+from genesys_jax.cli import table4
 from evolution.designers.fake_gemini import FakeGemini
 from evolution.store import Store
 from test_designers_loop import KEY

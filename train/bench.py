@@ -1,4 +1,5 @@
-"""Training throughput of the seed designs: `python -m train.bench [--designs=gpt,mamba2] [--shape=cpu]`.
+"""Training throughput of the seed designs: `python -m genesys_jax.cli.bench [--designs=gpt,mamba2]
+[--shape=cpu]` (also `python -m train.bench`).
 
 Each design trains for a few steps on synthetic random tokens (no data pipeline cost) with the
 trainer's own step (`train.trainer.make_train_step`, AdamW from `make_optimizer`, donated state) and
@@ -11,7 +12,6 @@ cost of compiling a model from a unit tree.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from typing import Any
@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags, logging
 
 from gab import seeds
 from gab.model import LM
@@ -49,15 +48,6 @@ SHAPES = {
     "350m": Shape(1024, 24, 2048, 8, 32000, "bfloat16", 20),
 }
 
-_DESIGNS = flags.DEFINE_list("designs", ["gpt", "mamba2", "retnet", "rwkv6", "ttt"], "Seed names to time.")
-_SHAPE = flags.DEFINE_enum("shape", "cpu", tuple(SHAPES), "Model and batch shape (see SHAPES).")
-_STEPS = flags.DEFINE_integer("steps", None, "Steps per timed window (default: the shape's).")
-_WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows per model; the median window counts.")
-_MEASURE_PEAK = flags.DEFINE_bool("measure_peak", False, "Time a large bf16 matmul and use it as the "
-                                  "peak for MFU instead of the device's nominal peak.")
-_SEED = flags.DEFINE_integer("seed", 0, "Init and token seed.")
-_ATTENTION = flags.DEFINE_enum("attention", "auto", attention_impl.IMPLEMENTATIONS,
-                               "Softmax attention kernel (gab/units/attention_impl.py).")
 
 
 def bench_optimizer(total_steps: int):
@@ -138,8 +128,9 @@ def _design_facts(tree) -> dict[str, Any]:
 
 
 def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float | None,
-                 seed: int) -> dict[str, Any]:
-  """The JSON record of one seed design (GPT: timed against the reference), or an error record."""
+                 seed: int, attention: str = "auto") -> dict[str, Any]:
+  """The JSON record of one seed design (GPT: timed against the reference), or an error record.
+  `attention`: the softmax attention kernel (gab/units/attention_impl.py)."""
   if name not in seeds.SEEDS:
     return {"design": name, "error": "unknown seed"}
   tree = seeds.seed(name)
@@ -147,7 +138,7 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
   tokens_BxL1 = jax.random.randint(jax.random.key(seed + 1), (shape.batch, shape.seq_len + 1), 0,
                                    shape.vocab, jnp.int32)
   optimizer = bench_optimizer(WARMUP_STEPS + steps * windows)
-  impl = _ATTENTION.value if flags.FLAGS.is_parsed() else "auto"
+  impl = attention
   runners = [Runner(LM(tree, shape.vocab, shape.d_model, shape.n_blocks, dtype=dtype, attention=impl),
                     tokens_BxL1, optimizer, seed)]
   if name == "gpt":
@@ -181,24 +172,6 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
   return result
 
 
-def main(argv):
-  del argv
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  shape = SHAPES[_SHAPE.value]
-  steps = _STEPS.value or shape.steps
-  peak, peak_source = metrics.peak_flops(), "nominal_bf16"
-  if _MEASURE_PEAK.value:
-    peak, peak_source = measured_peak_flops(), "measured_bf16_matmul"
-  for name in _DESIGNS.value:
-    try:
-      result = bench_design(name, shape, steps, _WINDOWS.value, peak, _SEED.value)
-    except Exception as e:  # pylint: disable=broad-except  (one failing design must not stop the rest)
-      result = {"design": name, "error": f"{type(e).__name__}: {e}"}
-    if "error" not in result:
-      result.update(shape=_SHAPE.value, peak_flops=peak, peak_source=peak_source if peak else None)
-    print(json.dumps(result, sort_keys=True), flush=True)
-
-
-if __name__ == "__main__":
-  app.run(main)
+if __name__ == "__main__":  # the command is genesys_jax.cli.bench; this path stays runnable
+  from genesys_jax.cli import bench as _cli  # pylint: disable=g-import-not-at-top
+  _cli.run()

@@ -1,4 +1,5 @@
-"""Data pipeline throughput: `python -m train.bench_data [--megabytes=50] [--workers=2]`.
+"""Data pipeline throughput: `python -m genesys_jax.cli.bench_data [--megabytes=50] [--workers=2]`
+(also `python -m train.bench_data`); `write_mixed_corpus` writes its corpus.
 
 Writes a mixed files: corpus (KJV chapters as text files, JSONL and JSONL.gz records) of the
 given size into a temporary directory, prepares it (tokenisation with the byte vocabulary, in
@@ -12,11 +13,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
-import time
 
 import numpy as np
-from absl import app, flags
 
 from train import kjv
 
@@ -59,41 +57,6 @@ def write_mixed_corpus(root, target_bytes: int, seed: int = 0) -> str:
   return os.path.join(str(root), "*")
 
 
-def main(argv):
-  del argv
-  from train import data, prepare  # pylint: disable=g-import-not-at-top
-
-  with tempfile.TemporaryDirectory() as tmp:
-    pattern = write_mixed_corpus(os.path.join(tmp, "text"), _MB.value << 20)
-    cfg = data.default_data_config()
-    cfg.corpus, cfg.data_dir = f"files:{pattern}", os.path.join(tmp, "data")
-    cfg.prepare_workers = _WORKERS.value or os.cpu_count() or 1
-    text_bytes = sum(os.path.getsize(os.path.join(tmp, "text", f))
-                     for f in os.listdir(os.path.join(tmp, "text")))
-    t0 = time.perf_counter()
-    prepare.prepare(cfg, progress=False)
-    prep_s = time.perf_counter() - t0
-    _, manifest = data.prepared(cfg)
-    tokens = sum(s["tokens"] for s in manifest["splits"].values())
-    print(json.dumps({"bench": "prepare", "corpus_file_bytes": text_bytes, "tokens": tokens,
-                      "workers": cfg.prepare_workers, "seconds": prep_s,
-                      "tokens_per_s": tokens / prep_s}), flush=True)
-    for name, seq_len, batch in (("cpu", 256, 8), ("paper", 2048, 256)):
-      cfg.seq_len = seq_len
-      windows = data.load_split(cfg, "train")
-      it = data.BatchIterator(windows, batch, seed=0)
-      n, t0 = 0, time.perf_counter()
-      while time.perf_counter() - t0 < _SECONDS.value:
-        it.next()
-        n += 1
-      dt = time.perf_counter() - t0
-      print(json.dumps({"bench": "load", "shape": name, "batch": batch, "seq_len": seq_len,
-                        "batches": n, "seconds": dt,
-                        "tokens_per_s": n * batch * seq_len / dt}), flush=True)
-
-
-if __name__ == "__main__":
-  _MB = flags.DEFINE_integer("megabytes", 50, "Size of the generated corpus.")
-  _WORKERS = flags.DEFINE_integer("workers", 0, "Tokeniser processes (0: all CPUs).")
-  _SECONDS = flags.DEFINE_float("seconds", 5.0, "Time spent reading batches per shape.")
-  app.run(main)
+if __name__ == "__main__":  # the command is genesys_jax.cli.bench_data; this path stays runnable
+  from genesys_jax.cli import bench_data as _cli  # pylint: disable=g-import-not-at-top
+  _cli.run()

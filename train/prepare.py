@@ -1,4 +1,5 @@
-"""Prepare a corpus once: `python -m train.prepare --config=configs/ladder.py [--config.data.corpus=...]`.
+"""Prepare a corpus once: `prepare(data_cfg)` (the command: `python -m genesys_jax.cli.prepare
+--config=configs/ladder.py [--config.data.corpus=...]`, also `python -m train.prepare`).
 
 Documents from the source (`train/sources.py`) are cut into chunks (~4 MiB of text, in source
 order), tokenised in parallel by spawned worker processes (results are taken in chunk order, so
@@ -297,28 +298,6 @@ def _write_manifest(directory, data_cfg, vocab, parts, fingerprint) -> str:
   return directory
 
 
-def main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  config = flags.FLAGS["config"].value
-  directory = prepare(config.data, workers=flags.FLAGS["workers"].value or None, progress=True)
-  manifest = shards.read_manifest(directory, full=flags.FLAGS["verify"].value)
-  print(json.dumps({"dir": directory, "corpus": manifest["corpus"], "vocab": manifest["vocab"],
-                    "splits": manifest["splits"], "parts": len(manifest["parts"]),
-                    "verified": bool(flags.FLAGS["verify"].value)}, sort_keys=True))
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", "configs/ladder.py", "Ladder config file.")
-  flags.DEFINE_integer("workers", 0, "Tokeniser processes (0: data.prepare_workers or all CPUs).")
-  flags.DEFINE_bool("verify", False, "Check every file's full sha256 against the manifest.")
-
-  def _main(argv):
-    try:
-      main(argv)
-    except (ValueError, FileNotFoundError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-  app.run(_main)
+if __name__ == "__main__":  # the command is genesys_jax.cli.prepare; this path stays runnable
+  from genesys_jax.cli import prepare as _cli  # pylint: disable=g-import-not-at-top
+  _cli.run()

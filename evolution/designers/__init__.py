@@ -12,7 +12,8 @@ over the GP tree (README "LLM designers on Gemini").
   agents.py    proposer (+ search), reviewer, planner, coder, observer
   pipeline.py  the unit-by-unit implementation loop with the sandboxed checker
   direct.py    the direct-prompting baseline
-  step.py      the loop's side: one proposal by a designer, recorded in the store
-  table4.py    valid-implementation rate and cost per design, llm vs direct
+  table4.py    `python -m evolution.designers.table4` (now `genesys_jax.cli.table4`): valid rate
   fake_gemini.py  the test double of the Gemini API (a local HTTP server)
+
+The loop's side (one proposal by a designer, recorded in the store) is genesys_jax/designers.py.
 """

@@ -1,8 +1,9 @@
 """Checks 5, 6 and 9: gradients reach every parameter, nothing overflows, and a few steps learn.
 
-All three use the trainer's own train step (`train.trainer.make_train_step`, its loss and its
-optimiser), the same step the efficiency check compiles at the rung's shapes and the verifier runs. It takes an
-`input_scale` that multiplies the token embeddings, for the large-input probe.
+All three use the trainer's own train step (`gab.train_step.make_train_step`, its loss and its
+optimiser: the step `train.trainer` runs), the same step the efficiency check compiles at the
+rung's shapes and the verifier runs. It takes an `input_scale` that multiplies the token
+embeddings, for the large-input probe.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from gab import train_step
 from gab.checks.base import FAIL, PASS, Check, jit
 from gab.checks.context import Context
 from gab.checks.probe import Probe, describe_params, error_text, scale_embeddings
@@ -24,24 +26,22 @@ from gab.tree import Unit
 
 
 def optimizer(learning_rate: float, steps: int = 10) -> optax.GradientTransformation:
-  """The trainer's optimiser (`train.trainer.make_optimizer`: clipping, AdamW with weight decay on
+  """The trainer's optimiser (`gab.train_step.make_optimizer`: clipping, AdamW with weight decay on
   matrices) at a constant learning rate after a one-step warm-up."""
-  from train import trainer  # pylint: disable=g-import-not-at-top
   rung = ml_collections.ConfigDict(dict(lr=learning_rate, warmup_frac=0.0, min_lr_ratio=1.0,
                                         grad_clip=1.0, weight_decay=0.1))
-  return trainer.make_optimizer(rung, steps)
+  return train_step.make_optimizer(rung, steps)
 
 
 def make_train_step(model: LM, opt: optax.GradientTransformation, tree: Unit):
   """`step(state, tokens_BxL1, input_scale) -> (state, metrics)`: the trainer's own train step
-  (`train.trainer.make_train_step`, loss `token_nll`), traced with the embeddings scaled by
+  (`gab.train_step.make_train_step`, loss `token_nll`), traced with the embeddings scaled by
   `input_scale` (the large-input probe) and the units instrumented (errors name the unit).
 
   metrics: the loss, the gradient norm, and per parameter array whether its gradient is finite and
   whether it is nonzero.
   """
-  from train import trainer  # pylint: disable=g-import-not-at-top
-  inner = trainer.make_train_step(model, opt, grad_stats=True)
+  inner = train_step.make_train_step(model, opt, grad_stats=True)
 
   def step(state, tokens_BxL1, input_scale):
     with Probe(tree), scale_embeddings(input_scale):
@@ -50,8 +50,7 @@ def make_train_step(model: LM, opt: optax.GradientTransformation, tree: Unit):
 
 
 def initial_state(params, opt: optax.GradientTransformation):
-  from train import trainer  # pylint: disable=g-import-not-at-top
-  return trainer.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
+  return train_step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
                             jax.random.key_data(jax.random.key(0)))
 
 

@@ -1,4 +1,5 @@
-"""The loop's side of the LLM designers: one proposal by `llm` or `direct`, recorded in the store.
+"""The loop's side of the LLM designers (`evolution/designers/`): one proposal by `llm` or `direct`,
+recorded in the store.
 
 GP picks the mode and the parents (`Evolution.select`, the same draw as its own operators); the
 designer makes the child; the child is recorded as an ordinary design (tree + code units, status
