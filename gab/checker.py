@@ -52,6 +52,8 @@ and hands this module plain values (see genesys_jax/cli/check.py).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import ml_collections
 
 from gab import seeds, sizing
@@ -113,12 +115,17 @@ def resolve_rung(rung, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return r
 
 
-def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None) -> Report:
-  """Run the checks in order, stopping at the first failure (later checks need its results)."""
+def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
+          progress: Callable[[str], None] | None = None) -> Report:
+  """Run the checks in order, stopping at the first failure (later checks need its results).
+
+  `progress(name)`, if given, is called before each check starts."""
   cfg = complete_config(cfg)
   ctx = Context(tree, cfg, resolve_rung(rung, cfg))
   checks: list[Check] = []
   for name, fn in zip(NAMES, CHECKS):
+    if progress is not None:
+      progress(name)
     try:
       finished, result = run_with_timeout(lambda fn=fn: fn(ctx), cfg.timeout_s)
       checks.append(result if finished else Check(

@@ -21,8 +21,8 @@ from evolution.designers import config as designer_config
 from evolution.store import Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
-from genesys_jax import (code_units, controller, islands, ladder, leaderboard, replay, resolve,
-                         runlock, validate)
+from genesys_jax import (check_guard, code_units, controller, islands, ladder, leaderboard, replay,
+                         resolve, runlock, validate)
 from genesys_jax.report import site as report_site
 from gab import sandbox
 from train import data as data_lib
@@ -111,7 +111,8 @@ class Evolution:
       report, self._fingerprints[tree.content_hash()] = code_units.check(
           tree, self.checker_config(), self.rung(self.rungs[0]))
       return report
-    return checker.check(tree, self.checker_config(), self.rung(self.rungs[0]))
+    return check_guard.guarded(self.workdir, tree, lambda progress: checker.check(
+        tree, self.checker_config(), self.rung(self.rungs[0]), progress), self.log)
 
   # -- proposing -----------------------------------------------------------------------------
   def add_seeds(self) -> None:

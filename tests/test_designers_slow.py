@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from genesys_jax.cli import table4
 from evolution.designers.fake_gemini import FakeGemini
 from evolution.store import Store
+from genesys_jax.cli import table4
 from test_designers_loop import KEY
 
 pytestmark = pytest.mark.slow
