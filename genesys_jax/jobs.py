@@ -124,12 +124,20 @@ class Heartbeat:
     try:
       while not self._stop.wait(self.cfg.heartbeat_s):
         if not store.heartbeat(self.worker_id, *self.job, self.cfg.lease_s):
+          if _done_by(store, self.worker_id, self.job):
+            return  # recorded by this worker a moment ago: nothing is left to hold
           self.log(f"worker {self.worker_id}: lease on {self.job[0]}@{self.job[1]} was taken over; "
                    f"stopping so that only one worker trains it")
           self.on_lost()
           return
     finally:
       store.close()
+
+
+def _done_by(store: Store, worker_id: str, job: tuple[str, str]) -> bool:
+  """Whether `worker_id` itself recorded `job` (its lease ends then, and that is no loss)."""
+  return any((j["design_id"], j["rung"]) == tuple(job) and j["worker_id"] == worker_id
+             for j in store.jobs("done"))
 
 
 def make_verifier(config: ml_collections.ConfigDict, workdir: str, store: Store, log: Log):

@@ -96,3 +96,19 @@ def smoke_run(tmp_path_factory):
   lines = []
   board = loop.run(ladder_config("smoke"), str(workdir), log=lines.append)
   return workdir, board, lines
+
+
+# Test modules that share a session fixture run in the same xdist worker, so it runs once.
+SHARED_SCOPES = {"tests/test_report.py": "tests/test_loop.py"}  # both use `smoke_run`
+
+
+def pytest_xdist_make_scheduler(config, log):
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class Scheduling(LoadScopeScheduling):
+    """`--dist loadscope` (a module per worker), with the modules of SHARED_SCOPES together."""
+
+    def _split_scope(self, nodeid: str) -> str:
+      scope = super()._split_scope(nodeid)
+      return SHARED_SCOPES.get(scope, scope)
+  return Scheduling(config, log)
