@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging as pylogging
 import os
+import sys
 from typing import Any, Callable
 
 import orbax.checkpoint as ocp
@@ -75,10 +76,30 @@ class _DropAll(pylogging.Filter):
     return False
 
 
+_ORBAX_READS = ("_read_array_index_and_device_put",)
+
+
+def _drop_failed_read_coroutines(previous):
+  """An unraisable-exception hook that drops the "Exception ignored in: <coroutine
+  _read_array_index_and_device_put>" tracebacks Orbax's failed reads print when their coroutines are
+  collected (possibly well after the restore returned), and hands everything else to `previous`."""
+  def hook(unraisable):
+    obj = unraisable.object
+    if getattr(obj, "__qualname__", "") in _ORBAX_READS or getattr(
+        getattr(obj, "cr_code", None), "co_name", "") in _ORBAX_READS:
+      return
+    previous(unraisable)
+  hook._drops_orbax_reads = True
+  return hook
+
+
 @contextlib.contextmanager
 def _quiet_asyncio():
   """Hold back asyncio's logger while restoring, collecting garbage (and the never-retrieved task
-  errors it logs) before letting it speak again."""
+  errors it logs) before letting it speak again; failed-read coroutines collected later are
+  dropped by a lasting, narrowly matching unraisable hook."""
+  if not getattr(sys.unraisablehook, "_drops_orbax_reads", False):
+    sys.unraisablehook = _drop_failed_read_coroutines(sys.unraisablehook)
   logger, drop = pylogging.getLogger("asyncio"), _DropAll()
   logger.addFilter(drop)
   try:
