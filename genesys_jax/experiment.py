@@ -123,6 +123,7 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   wd = os.path.join(workdir, arm, f"seed{seed}")
   path = os.path.join(wd, "experiment_run.json")
   previous = json.load(open(path)) if os.path.exists(path) else {"wall_s": 0.0}
+  clock = _WallClock(os.path.join(wd, "experiment_wall.json"))
   if previous.get("complete"):
     log(f"{arm} seed {seed}: finished earlier ({wd})")
     if not os.path.exists(os.path.join(wd, "report", "index.html")):
@@ -131,13 +132,16 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   c = arm_config(config, arm, seed)
   os.makedirs(wd, exist_ok=True)
   log(f"{arm} seed {seed}: running in {wd}")
-  t0 = time.perf_counter()
   with open(os.path.join(wd, "log.txt"), "a") as f:
     def tee(line: str) -> None:
       f.write(line + "\n")
       f.flush()
-    loop.run(c, wd, log=tee)
-  wall = previous["wall_s"] + time.perf_counter() - t0
+      clock.save()
+    try:
+      loop.run(c, wd, log=tee)
+    finally:
+      clock.save(force=True)
+  wall = clock.total()
   store = Store.open(wd)
   try:
     summary = run_summary(store, list(c.ladder.rungs), c.evolution.n_proposals)
@@ -152,6 +156,31 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   log(f"{arm} seed {seed}: best top-rung bpb {result['best_top_bpb']} (GPT {result['gpt_top_bpb']}), "
       f"{wall:.0f} s")
   return result
+
+
+class _WallClock:
+  """The wall time of one (arm, seed) run summed over every process that worked on it: each
+  process adds its own elapsed time to what the file held when it started, saving at most every
+  `every_s` seconds (on the run's log lines) and when it ends, so a process that crashes or is
+  killed loses at most that much."""
+
+  def __init__(self, path: str, every_s: float = 10.0):
+    self.path, self.every_s = path, every_s
+    self.before = float(json.load(open(path))["wall_s"]) if os.path.exists(path) else 0.0
+    self.t0 = self.saved = time.perf_counter()
+
+  def total(self) -> float:
+    return self.before + time.perf_counter() - self.t0
+
+  def save(self, force: bool = False) -> None:
+    now = time.perf_counter()
+    if not force and now - self.saved < self.every_s:
+      return
+    self.saved = now
+    tmp = f"{self.path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump({"wall_s": self.total()}, f)
+    os.replace(tmp, self.path)
 
 
 def _write_report(wd: str) -> None:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -121,6 +122,20 @@ def test_scoring_after_the_fact_stores_zero_shot_accuracies_with_the_verificatio
   assert {k: v for k, v in after.items() if not k.startswith("zeroshot")} == before
   with pytest.raises(KeyError, match="no successful verification at rung 'nope'|rung 'nope' is not"):
     score.score(str(copy), design["id"], "nope", tasks)
+
+
+def test_an_experiment_runs_wall_time_sums_every_process_that_worked_on_it(tmp_path):
+  """A run resumed after a crash counts the crashed process's time too (it saves as it goes)."""
+  path = str(tmp_path / "experiment_wall.json")
+  first = experiment._WallClock(path, every_s=0.0)
+  time.sleep(0.2)
+  first.save()  # on a log line; the process then dies without its final save
+  second = experiment._WallClock(path)
+  assert second.before >= 0.2
+  time.sleep(0.1)
+  second.save(force=True)
+  assert experiment._WallClock(path).before >= 0.3
+  assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
 
 
 def test_experiment_summary_and_table(smoke_run, tmp_path):
