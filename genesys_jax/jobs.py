@@ -14,9 +14,12 @@ Checker jobs (rung `CHECK_JOB`, with external workers and `jobs.check_in_workers
 the check the controller would have run in-process (`check_design`: the checker for built-in
 trees, the sandbox for code units) and records its report and functional fingerprint
 (`Store.complete_check`); the controller applies them at its barrier, in proposal order
-(`controller.settle_checks`). A worker that dies while checking loses its lease like one that dies
-while training; a checker job that lost `jobs.max_attempts` attempts is recorded as a report
-failing the check `infrastructure` (the in-process loop's equivalent is check_guard's note).
+(`controller.settle_checks`). The checks that depend on the device (the per-device batch, the
+memory limit) see the worker's devices, those the design trains on; on the controller's devices
+the report is the one the in-process loop gives. A worker that dies while checking loses its lease
+like one that dies while training; a checker job that lost `jobs.max_attempts` attempts is
+recorded as a report failing the check `infrastructure` (the in-process loop's equivalent is
+check_guard's note, which is per process and workdir, so workers do not use it).
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ class Evolution:
     return None
 
   def step(self, index: int, n: int) -> None:
-    """Propose, check and record one child, atomically with the proposal counter."""
+    """Propose, check and record one child, atomically with the proposal counter (with checks in
+    verifier workers: record it as `checking` with its checker job; `apply_check` gives the verdict)."""
     designer = designer_config.choose(self.config, self.key, index)
     if designer != "gp":
       controller.settle_checks(self)  # its retries and novelty test see every earlier verdict
