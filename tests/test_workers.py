@@ -42,6 +42,17 @@ def start_worker(workdir, worker_id, *extra, devices=1):
                           stderr=subprocess.STDOUT, text=True)
 
 
+TIMED_OUT = "a check hit checker.timeout_s"
+
+
+def _report(design):
+  """Its checker report, unless a check ran into the wall-clock limit: that verdict measures the
+  machine's load (seen: causality over 300 s on the loaded 2-core machine), so it is not compared,
+  like replay's timing fields (the statuses still are)."""
+  checks = design["report"].get("checks", [])
+  return TIMED_OUT if any("did not finish within its timeout" in c["message"] for c in checks) else design["report"]
+
+
 def assert_same_run(reference, workdir):
   """The same designs, statuses, checker reports, fingerprints and metrics."""
   with Store.open(str(workdir)) as store:
@@ -50,7 +61,8 @@ def assert_same_run(reference, workdir):
     with Store.open(str(reference)) as ref:
       assert result["designs"] == len(ref.designs()) == len(store.designs())
       assert len(store.verifications()) == len(ref.verifications())
-      assert [(d["id"], d["report"]) for d in store.designs()] == [(d["id"], d["report"]) for d in ref.designs()]
+      reports = [(_report(a), _report(b)) for a, b in zip(store.designs(), ref.designs())]
+      assert [a for a, b in reports if TIMED_OUT not in (a, b)] == [b for a, b in reports if TIMED_OUT not in (a, b)]
       fingerprints = lambda s: [(a["design_id"], a["content"]) for a in s.artifacts(kind="fingerprint")]
       assert fingerprints(store) == fingerprints(ref)
 
@@ -116,7 +128,9 @@ def test_checks_on_a_worker_give_the_designs_reports_and_log_of_the_one_process_
   assert ("job_enqueued", "check") not in kinds[last_check:]
   assert any(k[0] == "job_enqueued" and k[1] != "check" for k in kinds[last_check:])
   verdicts = lambda lines: [l for l in lines if l.startswith("[") and "queued for" not in l]
-  assert len(verdicts(one_lines)) == 2 and verdicts(two_lines) == verdicts(one_lines)
+  assert len(verdicts(one_lines)) == 2 and len(verdicts(two_lines)) == 2
+  assert all(a == b for a, b in zip(verdicts(two_lines), verdicts(one_lines))
+             if "did not finish within its timeout" not in a + b)  # (see _report)
   assert sum("queued for a verifier worker's check" in l for l in two_lines) == 2
   with Store.open(str(tmp_path / "one")) as store:  # the one-process run checked in-process
     assert not [j for j in store.jobs() if j["rung"] == "check"] and not store.artifacts(kind="check")
