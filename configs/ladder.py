@@ -55,6 +55,8 @@ def get_config(variant: str | None = None) -> ConfigDict:
   c.store = ConfigDict(dict(url=""))
   # Verification jobs (genesys_jax/jobs.py): in_process trains them in the controller; else
   # verifier workers (python -m genesys_jax.worker) do. `generation` proposals share one barrier.
+  # check_in_workers (with workers): they also check the GP proposals (checker jobs, applied in
+  # proposal order at the barrier); False: the controller checks each proposal itself.
   c.jobs = jobs.default_config()
   # Who proposes: gp (offline operators), llm (Gemini agents), direct, mixed (see
   # evolution/designers/config.py); models per role, pricing, budgets, endpoint.

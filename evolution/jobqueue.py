@@ -1,5 +1,9 @@
 """The store's leased job queue: (design, rung) verification jobs claimed by workers.
 
+A job whose rung is `CHECK_JOB` (the reserved rung name "check") is a checker job: a worker runs
+the symbolic checker on the design and records the report and fingerprint as an artifact of kind
+"check" (`complete_check`), which the controller applies at its next barrier.
+
 A mixin of `evolution.store.Store` (and so of the PostgreSQL store): every method runs in the
 store's transactions and writes its events. A claim takes the oldest pending job, first returning
 expired leases to pending; `_ROW_LOCK` is what a backend appends to the claim's SELECTs to lock the
@@ -8,7 +12,10 @@ rows it takes (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite serialises writers i
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+CHECK_JOB = "check"  # the rung name of checker jobs (a reserved name: no ladder rung may take it)
 
 
 class JobQueue:
@@ -84,6 +91,24 @@ class JobQueue:
         self.set_status(design_id, status)
       self._log("job_completed", {"design_id": design_id, "rung": rung, "worker_id": worker_id})
     return True
+
+  def complete_check(self, design_id: str, worker_id: str, result: dict[str, Any]) -> bool:
+    """Record a held checker job's result ({"report", "fingerprint"}) as the design's "check"
+    artifact and mark the job done; False, with no change, if the worker no longer holds it."""
+    with self.transaction():
+      if self._db.execute("SELECT 1 FROM jobs WHERE design_id = ? AND rung = ? AND state = 'claimed' "
+                          "AND worker_id = ?", (design_id, CHECK_JOB, worker_id)).fetchone() is None:
+        return False
+      self.add_artifact(design_id, "check", json.dumps(result, sort_keys=True))
+      self._db.execute("UPDATE jobs SET state = 'done', lease_until = NULL WHERE design_id = ? AND rung = ?",
+                       (design_id, CHECK_JOB))
+      self._log("job_completed", {"design_id": design_id, "rung": CHECK_JOB, "worker_id": worker_id})
+    return True
+
+  def check_result(self, design_id: str) -> dict[str, Any] | None:
+    """The recorded result of a design's checker job, or None while it is open."""
+    found = self.artifacts(design_id=design_id, kind="check")
+    return json.loads(found[-1]["content"]) if found else None
 
   def jobs(self, state: str | None = None) -> list[dict[str, Any]]:
     """Jobs in queue order, optionally only those in `state` (pending, claimed, done)."""

@@ -3,7 +3,8 @@
 Tables (the designs and verifications columns are a contract other tools read):
   designs(id, tree, parents, operator, description, seq, status, report)
     id = the tree's content hash; tree = design JSON; parents = JSON list of ids;
-    seq = creation order; status in {valid, rejected, verified, failed}.
+    seq = creation order; status in {valid, rejected, verified, failed}, or checking while a
+    verifier worker checks it (report = {"checking": true, "proposal": index} until then).
   verifications(design_id, rung, metrics)   metrics = JSON with val_bpb, params, tokens, or, for a
                                             failed run, val_bpb null and an "error" string.
   meta(key, value)                          run-level counters (e.g. the next proposal index).
@@ -13,7 +14,9 @@ Tables (the designs and verifications columns are a contract other tools read):
   events(seq, kind, payload)                append-only log; each event is written in the
                                             transaction of the change it records.
   jobs(id, design_id, rung, state, worker_id, lease_until, attempts)  the verification queue that
-                                            several worker processes share.
+                                            several worker processes share; rung CHECK_JOB (the
+                                            reserved name "check") is a checker job, whose result
+                                            is an artifact of kind "check".
   code_units(kind, name, hash, source, declaration, design_id, seq)  every code unit of the run
                                             (kind = Name@hash8), the design that introduced it
                                             (NULL: config.units.files) and the order they came in.
@@ -32,10 +35,10 @@ import time
 from typing import Any, Callable, Iterable
 
 from evolution import integrity
-from evolution.jobqueue import JobQueue
+from evolution.jobqueue import CHECK_JOB, JobQueue  # noqa: F401 (CHECK_JOB: the API)
 from evolution.integrity import StoreError  # noqa: F401 (the API: a store that cannot be used)
 
-STATUSES = ("valid", "rejected", "verified", "failed")
+STATUSES = ("valid", "rejected", "verified", "failed", "checking")
 
 # MIGRATIONS[v] takes a store from version v to v + 1. Version 1 is the walking skeleton's schema
 # (IF NOT EXISTS: stores written before versioning have those tables at user_version 0).
@@ -226,10 +229,14 @@ class Store(JobQueue):
   def has_design(self, design_id: str) -> bool:
     return self._db.execute("SELECT 1 FROM designs WHERE id = ?", (design_id,)).fetchone() is not None
 
-  def set_status(self, design_id: str, status: str) -> None:
+  def set_status(self, design_id: str, status: str, report: dict | None = None) -> None:
+    """Change a design's status (and, given `report`, its checker report: a checked design)."""
     _check_status(status)
     with self.transaction():
       row = self._db.execute("SELECT status FROM designs WHERE id = ?", (design_id,)).fetchone()
+      if row is not None and report is not None:
+        self._db.execute("UPDATE designs SET report = ? WHERE id = ?",
+                         (json.dumps(report, sort_keys=True), design_id))
       if row is None or row["status"] == status:
         return
       self._db.execute("UPDATE designs SET status = ? WHERE id = ?", (status, design_id))

@@ -9,6 +9,12 @@ from the store, keyed by (design, rung), only at these barriers. So the same see
 designs and metrics with the in-process worker (`jobs.in_process`, the default: the controller
 claims and trains its own jobs, in job-id order) or with any number of verifier workers
 (`python -m genesys_jax.worker`), and `replay_from` holds across both.
+
+With verifier workers (and `jobs.check_in_workers`, the default) the checks of GP proposals are
+jobs too: each child is recorded as `checking` with a checker job, and at the barrier, before any
+training is enqueued, the controller waits for them and applies the verdicts in proposal order
+(`settle_checks`). A proposal never depends on its predecessors' verdicts within a generation (the
+pool is the verified designs, the known set every design), so this too gives the same run.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from typing import Any
 
 from evolution import store_url
-from evolution.store import Store
+from evolution.store import CHECK_JOB, Store
 from genesys_jax import jobs as jobs_lib
 
 IN_PROCESS_WORKER = "in-process"
@@ -59,9 +65,23 @@ def _in_process_id(evo) -> str:
   return f"{IN_PROCESS_WORKER}@{socket.gethostname()}:{os.path.abspath(evo.workdir)}"
 
 
+def settle_checks(evo) -> None:
+  """Wait for the checker jobs of every `checking` design, then apply their results in proposal
+  (creation) order, each judged for novelty against the designs before it only: the statuses,
+  reports and fingerprints the in-process loop would have recorded, whichever worker finished first.
+  Each design's verdict is one transaction: a controller killed midway resumes with the rest."""
+  pending = evo.store.designs("checking")
+  if not pending:
+    return
+  await_jobs(evo, [(d["id"], CHECK_JOB) for d in pending])  # (queued with each proposal)
+  for design in pending:
+    evo.apply_check(design, evo.store.check_result(design["id"]))
+
+
 def verify_pending(evo) -> None:
-  """Verify every valid design at the lowest rung (one barrier), then fill the ladder's open slots
-  above it one promotion at a time."""
+  """Apply the checks workers made, verify every valid design at the lowest rung (one barrier),
+  then fill the ladder's open slots above it one promotion at a time."""
+  settle_checks(evo)
   first = evo.rungs[0]
   await_jobs(evo, [(d["id"], first) for d in evo.store.designs("valid")])
   await_jobs(evo, evo.baseline_jobs())  # the seeds on every rung, outside the promotion budget

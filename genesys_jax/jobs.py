@@ -9,6 +9,17 @@ renews the lease every `jobs.heartbeat_s`; a worker that finds its lease taken o
 claimed for more than `jobs.max_attempts` times means that many attempts were lost to
 infrastructure (a worker died, its host went away, a crash not caused by the design): it is
 recorded as a failed verification with an `InfrastructureError` instead of being retried forever.
+
+Checker jobs (rung `CHECK_JOB`, with external workers and `jobs.check_in_workers`): the worker runs
+the check the controller would have run in-process (`check_design`: the checker for built-in
+trees, the sandbox for code units) and records its report and functional fingerprint
+(`Store.complete_check`); the controller applies them at its barrier, in proposal order
+(`controller.settle_checks`). The checks that depend on the device (the per-device batch, the
+memory limit) see the worker's devices, those the design trains on; on the controller's devices
+the report is the one the in-process loop gives. A worker that dies while checking loses its lease
+like one that dies while training; a checker job that lost `jobs.max_attempts` attempts is
+recorded as a report failing the check `infrastructure` (the in-process loop's equivalent is
+check_guard's note, which is per process and workdir, so workers do not use it).
 """
 
 from __future__ import annotations
@@ -22,8 +33,11 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from evolution import store_url
-from evolution.store import Store
+from evolution import canonical, store_url
+from evolution.store import CHECK_JOB, Store
+from gab import checker
+from gab.tree import design_from_json
+from genesys_jax import code_units
 
 Log = Callable[[str], None]
 LEASE_LOST_EXIT = 3
@@ -40,7 +54,8 @@ def default_config() -> ml_collections.ConfigDict:
       lease_s=300.0,     # a claimed job returns to the queue this long after its last heartbeat
       heartbeat_s=10.0,
       max_attempts=2,    # attempts lost to infrastructure before a job is recorded as failed
-      poll_s=0.5))       # how often an idle worker or a waiting controller looks at the queue
+      poll_s=0.5,        # how often an idle worker or a waiting controller looks at the queue
+      check_in_workers=True))  # with external workers, GP proposals are checked by them too
 
 
 def jobs_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -49,6 +64,12 @@ def jobs_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if "jobs" in config:
     out.update(config.jobs.to_dict())
   return out
+
+
+def checks_in_workers(config: ml_collections.ConfigDict) -> bool:
+  """Whether the loop hands the checks of GP proposals to verifier workers as jobs."""
+  cfg = jobs_config(config)
+  return not cfg.in_process and bool(cfg.check_in_workers)
 
 
 def store_url_of(config: ml_collections.ConfigDict) -> str:
@@ -165,27 +186,74 @@ def infrastructure_failure(attempts: int) -> dict[str, Any]:
                    f"for a reason other than the design); not retried"}
 
 
+def lost_check_report(attempts: int) -> checker.Report:
+  return checker.Report([checker.Check(
+      "infrastructure", checker.FAIL,
+      f"{attempts - 1} attempts to check this design were lost (the worker checking it died: a crash "
+      f"inside XLA or the runtime, out of memory, or its host went away); not tried again",
+      "make the design smaller or simpler (fewer units, shorter chunks); if it looks right, "
+      "this is an XLA bug worth reporting with the design file")], {})
+
+
 def settle_lost_job(verifier, store: Store, worker_id: str, job: tuple[str, str], log: Log) -> bool:
   """Record a just-claimed job that already lost `jobs.max_attempts` attempts as an infrastructure
-  failure (True), instead of training it again (False: train it)."""
+  failure (True), instead of running it again (False: run it)."""
   attempts = attempts_of(store, job)
   if attempts <= jobs_config(verifier.config).max_attempts:
     return False
   log(f"worker {worker_id}: {job[0]}@{job[1]} lost {attempts - 1} attempts; recording it as failed")
+  if job[1] == CHECK_JOB:
+    result = {"report": lost_check_report(attempts).to_dict(), "fingerprint": None}
+    if not store.complete_check(job[0], worker_id, result):
+      raise LeaseLost(f"worker {worker_id} lost its lease on {job}")
+    return True
   status = "failed" if job[1] == verifier.rungs[0] else None
   if not store.complete(*job, worker_id, infrastructure_failure(attempts), status=status):
     raise LeaseLost(f"worker {worker_id} lost its lease on {job}")
   return True
 
 
+def check_design(verifier, design: dict[str, Any]) -> dict[str, Any]:
+  """{"report", "fingerprint"} of a stored design: the check `Evolution.check` runs in-process (the
+  sizing is against the lowest rung), and the functional fingerprint of a design that passed
+  (of a design with code units: the sandbox's, whatever the verdict)."""
+  tree, _ = design_from_json(design["tree"])  # a /2 design's code units are declared, not run
+  cfg, rung = verifier.checker_config(), verifier.rung(verifier.rungs[0])
+  if code_units.uses_code(tree):
+    report, fingerprint = code_units.check(tree, cfg, rung)
+  else:
+    report = checker.check(tree, cfg, rung)
+    fingerprint = canonical.fingerprint(tree) if report.passed else None
+  return {"report": report.to_dict(), "fingerprint": fingerprint}
+
+
+def _run_check_job(verifier, store: Store, url: str, worker_id: str, job: tuple[str, str], log: Log,
+                   on_lost: Callable[[], None] | None) -> None:
+  beat = Heartbeat(url, verifier.workdir, worker_id, job, jobs_config(verifier.config), log, on_lost)
+  try:
+    with beat:
+      result = check_design(verifier, store.design(job[0]))
+  except BaseException:
+    store.release(worker_id, *job)
+    log(f"worker {worker_id}: released {job[0]}@{job[1]} after an error:\n{traceback.format_exc(limit=3)}")
+    raise
+  if not store.complete_check(job[0], worker_id, result):
+    raise LeaseLost(f"worker {worker_id} lost its lease on {job} before recording it")
+
+
 def run_job(verifier, store: Store, url: str, worker_id: str, job: tuple[str, str], log: Log,
             writes: bool = True, on_lost: Callable[[], None] | None = None, settle: bool = True) -> None:
-  """Train and record one job this worker has claimed (`writes=False`: a multi-host worker's
-  process > 0, which trains in step with process 0 but records nothing). `settle=False` (the
-  in-process worker, whose restarts are the user's) never gives up on a job for lost attempts."""
+  """Train (or, for a `CHECK_JOB`, check) and record one job this worker has claimed
+  (`writes=False`: a multi-host worker's process > 0, which trains in step with process 0 but
+  records nothing, and leaves checks to process 0). `settle=False` (the in-process worker, whose
+  restarts are the user's) never gives up on a job for lost attempts."""
   cfg = jobs_config(verifier.config)
   design_id, rung = job
   if writes and settle and settle_lost_job(verifier, store, worker_id, job, log):
+    return
+  if rung == CHECK_JOB:
+    if writes:
+      _run_check_job(verifier, store, url, worker_id, job, log, on_lost)
     return
   recorder = JobRecorder(store, worker_id, job, writes)
   real_store, verifier.store = verifier.store, recorder

@@ -18,11 +18,12 @@ import ml_collections
 
 from evolution import canonical, integrity, operators, selection
 from evolution.designers import config as designer_config
-from evolution.store import Store
+from evolution.store import CHECK_JOB, Store
 from gab import checker, seeds, sizing
 from gab.tree import DesignError, Unit, design_from_json, design_to_json
 from genesys_jax import (check_guard, code_units, controller, islands, ladder, leaderboard, replay,
                          resolve, runlock, validate)
+from genesys_jax import jobs as jobs_lib
 from genesys_jax.report import site as report_site
 from gab import sandbox
 from train import data as data_lib
@@ -37,6 +38,11 @@ _PARENTS_PER_MODE = {"scratch": 0, "mutation": 1, "crossover": 2}
 # bug or a bad config and stops the run.
 _DESIGN_FAILURES = (FloatingPointError, DesignError, jax.errors.JaxRuntimeError,
                     sandbox.DesignFailure, sandbox.SandboxError)
+
+
+def _novelty_failure(twin: str) -> checker.Check:
+  return checker.Check("novelty", checker.FAIL, f"computes the same function as stored design {twin}",
+                       "change what the block computes, not only how it is written")
 
 
 def _print(line: str) -> None:
@@ -187,32 +193,51 @@ class Evolution:
     """The fingerprint of `tree` and the id of another stored design computing the same function."""
     fp = (self._fingerprints.get(tree.content_hash()) if code_units.uses_code(tree)
           else canonical.fingerprint(tree))
+    return fp, self.twin_of(tree.content_hash(), fp)
+
+  def twin_of(self, design_id: str, fp: str | None) -> str | None:
+    """Another stored design whose fingerprint is `fp` (None: none, or no fingerprint)."""
     if fp is None:
-      return fp, None
+      return None
     for art in self.store.artifacts(kind="fingerprint"):
-      if art["content"] == fp and art["design_id"] != tree.content_hash():
-        return fp, art["design_id"]
-    return fp, None
+      if art["content"] == fp and art["design_id"] != design_id:
+        return art["design_id"]
+    return None
 
   def step(self, index: int, n: int) -> None:
-    """Propose, check and record one child, atomically with the proposal counter."""
+    """Propose, check and record one child, atomically with the proposal counter (with checks in
+    verifier workers: record it as `checking` with its checker job; `apply_check` gives the verdict)."""
     designer = designer_config.choose(self.config, self.key, index)
     if designer != "gp":
+      controller.settle_checks(self)  # its retries and novelty test see every earlier verdict
       return self.designers.step(self, index, n, designer)
     child, parents, mode, description = self.propose(index)
+    if jobs_lib.checks_in_workers(self.config):  # checked by a worker; applied at the barrier
+      return self._record(index, n, child, parents, mode, description, None)
     report = self.check(child)
     fingerprint, twin = self.duplicate_of(child) if report.passed else (None, None)
     if twin is not None:
-      report.checks.append(checker.Check("novelty", checker.FAIL,
-                                         f"computes the same function as stored design {twin}",
-                                         "change what the block computes, not only how it is written"))
+      report.checks.append(_novelty_failure(twin))
+    self._record(index, n, child, parents, mode, description, report,
+                 fingerprint if twin is None else None)
+
+  def _record(self, index: int, n: int, child: Unit, parents: list[str], mode: str, description: str,
+              report: checker.Report | None, fingerprint: str | None = None) -> None:
+    """Record proposal `index` with its verdict, or (`report` None) as `checking`, with its checker
+    job, in one transaction with the proposal counter."""
     with self.store.transaction():
       cid = child.content_hash()
+      if report is None:
+        status, stored = "checking", {"checking": True, "proposal": index}
+      else:
+        status, stored = "valid" if report.passed else "rejected", report.to_dict()
       added = self.store.add_design(cid, code_units.design_json(child), parents, mode, description,
-                                    "valid" if report.passed else "rejected", report.to_dict())
+                                    status, stored)
       if added:
         code_units.record(self.store, child, cid)
-      if added and fingerprint is not None and twin is None:
+      if added and report is None:
+        self.store.enqueue(cid, CHECK_JOB)
+      if added and fingerprint is not None:
         self.store.add_artifact(cid, "fingerprint", fingerprint)
       self.store.set_meta("proposals_done", index + 1)
       if self.n_islands:
@@ -220,8 +245,33 @@ class Evolution:
         islands.save(self.store, islands.after_proposal(
             self.key, isles, index + 1, self.config.evolution.get("migrate_every", 4),
             selection.designs_from_store(self.store, self.rungs), self.rungs[0]))
+    if report is not None:
+      self._log_proposal(index, n, cid, mode, parents, description, report)
+    else:
+      self.log(f"[{index + 1}/{n}] {cid} {mode} from {','.join(parents) or '-'} ({description}): "
+               f"queued for a verifier worker's check")
+
+  def _log_proposal(self, index: int, n: int, cid: str, mode: str, parents: list[str],
+                    description: str, report: checker.Report) -> None:
     self.log(f"[{index + 1}/{n}] {cid} {mode} from {','.join(parents) or '-'} ({description}): "
              f"{report.summary()}")
+
+  def apply_check(self, design: dict[str, Any], result: dict[str, Any]) -> None:
+    """Give a `checking` design the verdict its checker job recorded, as `step` would have given it
+    in-process: the novelty test against the fingerprints recorded before it, the same status,
+    report, fingerprint artifact and log line. Called in proposal order (controller.settle_checks)."""
+    report = checker.Report([checker.Check(**c) for c in result["report"]["checks"]],
+                            result["report"].get("sizing", {}))
+    fingerprint = result.get("fingerprint") if report.passed else None
+    twin = self.twin_of(design["id"], fingerprint)
+    if twin is not None:
+      report.checks.append(_novelty_failure(twin))
+    with self.store.transaction():
+      self.store.set_status(design["id"], "valid" if report.passed else "rejected", report.to_dict())
+      if fingerprint is not None and twin is None:
+        self.store.add_artifact(design["id"], "fingerprint", fingerprint)
+    self._log_proposal(design["report"]["proposal"], self.config.evolution.n_proposals, design["id"],
+                       design["operator"], design["parents"], design["description"], report)
 
   # -- verifying -----------------------------------------------------------------------------
   def verify(self, design: dict[str, Any], rung_name: str) -> None:

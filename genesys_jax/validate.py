@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Mapping
 
+from evolution.jobqueue import CHECK_JOB
+
 _MISSING = object()
 MODES = ("scratch", "mutation", "crossover")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -112,6 +114,7 @@ SECTIONS: dict[str, dict[str, Rule]] = {
                   "max_depth": integer(1), "max_size": integer(1)},
     "ladder": {"rungs": strings, "n_target": integer(1), "ratio": number(0.0, 1.0, lo_open=True),
                "exploit_prob": probability},
+    "jobs": {"check_in_workers": lambda v: None if isinstance(v, bool) else "true or false"},
 }
 RUNG = {"d_model": integer(1), "n_blocks": integer(1), "target_params": integer(0),
         "lr": number(0.0, lo_open=True), "batch_size": integer(1), "train_tokens": integer(0),
@@ -186,6 +189,9 @@ def _check_rungs(config, processes: int, only: Iterable[str] | None, out: list[s
       out.append(f"config.ladder.rungs names {missing}, but config.rungs has only {sorted(rungs)}")
     if len(set(ladder)) != len(ladder):
       out.append(f"config.ladder.rungs = {_fmt(ladder)}: expected each rung once")
+  if CHECK_JOB in rungs:
+    out.append(f"config.rungs.{CHECK_JOB}: {CHECK_JOB!r} is reserved (the job queue's name for checker "
+               f"jobs); rename the rung")
   names = list(rungs) if only is None else [r for r in only if r in rungs]
   for name in names:
     lines: list[str] = []

@@ -1,7 +1,9 @@
 """A verifier worker: `python -m genesys_jax.worker --workdir=DIR` (or `--store=URL`).
 
 Claims the oldest pending (design, rung) job of a run, trains it with the loop's own verifier
-(heartbeats renew its lease while it trains), records the result and takes the next; it exits once
+(heartbeats renew its lease while it trains), or, for a checker job (rung "check"), checks the
+design as the controller would have (`jobs.check_design`), records the result and takes the next;
+it exits once
 the controller has finished the run and no job is open (`--exit_when_idle`, the default). The
 run's resolved config comes from the store (the controller publishes it) or `WORKDIR/config.json`.
 Checkpoints and TensorBoard events go under `--workdir` (a shared path lets a retried job resume
@@ -10,7 +12,8 @@ where a lost worker stopped; a local one retrains it from the start, with the sa
 Multi-host verification (a TPU pod slice, or 2 CPU processes in the tests): start one worker per
 host with `--coordinator=HOST:PORT --num_processes=N --process_id=I` (on Cloud TPU VMs
 `--coordinator=auto` lets jax.distributed find its peers); process 0 claims, heartbeats and
-records; every process trains the job in step, sharded over all hosts' devices.
+records; every process trains the job in step, sharded over all hosts' devices (a checker job is
+run by process 0 alone).
 """
 
 from __future__ import annotations

@@ -154,6 +154,33 @@ def test_jobs_are_claimed_in_order_and_a_dead_workers_lease_expires(url):
   alive.close()
 
 
+def test_a_checker_job_records_its_result_once_and_the_check_sets_status_and_report(url):
+  clock = Clock()
+  store = store_url.open_store(url, clock=clock)
+  with store.transaction():
+    store.add_design("d0", tree_json(0), [], "mutation", "m", "checking", {"checking": True, "proposal": 0})
+    assert store.enqueue("d0", store_lib.CHECK_JOB)
+  assert store.check_result("d0") is None and [d["id"] for d in store.designs("checking")] == ["d0"]
+  assert store.claim("dead", 30) == ("d0", "check")
+  clock.now += 31
+  assert store.claim("alive", 30) == ("d0", "check")
+  result = {"report": {"passed": True, "checks": [], "sizing": {}}, "fingerprint": "fp"}
+  assert not store.complete_check("d0", "dead", result)  # its lease was taken over: no record
+  assert store.check_result("d0") is None
+  assert store.complete_check("d0", "alive", result)
+  assert not store.complete_check("d0", "alive", result)  # done: a second record is refused
+  assert store.check_result("d0") == result and store.verifications() == []
+  assert [(j["rung"], j["state"], j["worker_id"], j["attempts"]) for j in store.jobs()] == [
+      ("check", "done", "alive", 2)]
+  store.set_status("d0", "valid", {"passed": True, "checks": [], "sizing": {}})
+  assert store.design("d0")["status"] == "valid" and store.design("d0")["report"]["passed"]
+  store.set_status("d0", "valid", {"passed": True, "checks": [], "sizing": {"d_model": 8}})
+  assert store.design("d0")["report"]["sizing"] == {"d_model": 8}  # same status, new report
+  assert [e["payload"] for e in store.events(kind="status_set")] == [
+      {"id": "d0", "status": "valid", "previous": "checking"}]
+  store.close()
+
+
 def _claimer(url, worker_id, n_claims):
   """One worker process: claim and complete `n_claims` jobs, reporting what it got."""
   done = []

@@ -42,23 +42,46 @@ def start_worker(workdir, worker_id, *extra, devices=1):
                           stderr=subprocess.STDOUT, text=True)
 
 
+TIMED_OUT = "a check hit checker.timeout_s"
+
+
+def _report(design):
+  """Its checker report, unless a check ran into the wall-clock limit: that verdict measures the
+  machine's load (seen: causality over 300 s on the loaded 2-core machine), so it is not compared,
+  like replay's timing fields (the statuses still are)."""
+  checks = design["report"].get("checks", [])
+  return TIMED_OUT if any("did not finish within its timeout" in c["message"] for c in checks) else design["report"]
+
+
 def assert_same_run(reference, workdir):
+  """The same designs, statuses, checker reports, fingerprints and metrics."""
   with Store.open(str(workdir)) as store:
     result = replay.compare(str(reference), store)
     assert not result["diverged"], result["first_divergence"]
     with Store.open(str(reference)) as ref:
       assert result["designs"] == len(ref.designs()) == len(store.designs())
       assert len(store.verifications()) == len(ref.verifications())
+      reports = [(_report(a), _report(b)) for a, b in zip(store.designs(), ref.designs())]
+      assert [a for a, b in reports if TIMED_OUT not in (a, b)] == [b for a, b in reports if TIMED_OUT not in (a, b)]
+      fingerprints = lambda s: [(a["design_id"], a["content"]) for a in s.artifacts(kind="fingerprint")]
+      assert fingerprints(store) == fingerprints(ref)
 
 
 def assert_each_job_done_once(workdir):
+  """Every job done, each recorded once: a verification per training job, a "check" artifact per
+  checker job (one per proposal of the run)."""
   with Store.open(str(workdir)) as store:
     jobs = store.jobs()
     assert jobs and {j["state"] for j in jobs} == {"done"}
     done = [(e["payload"]["design_id"], e["payload"]["rung"]) for e in store.events(kind="job_completed")]
     assert sorted(done) == sorted((j["design_id"], j["rung"]) for j in jobs)
+    training = [j for j in jobs if j["rung"] != "check"]
     added = store.events(kind="verification_added")
-    assert len(added) == len(jobs) and not any(e["payload"]["replaced"] for e in added)
+    assert len(added) == len(training) and not any(e["payload"]["replaced"] for e in added)
+    checks = sorted(j["design_id"] for j in jobs if j["rung"] == "check")
+    assert checks == sorted(a["design_id"] for a in store.artifacts(kind="check"))
+    assert checks == sorted(d["id"] for d in store.designs() if d["operator"] != "seed")
+    assert not store.designs("checking")
     return store.jobs(), store.events()
 
 
@@ -81,6 +104,36 @@ def test_a_verifier_worker_trains_the_controllers_jobs_like_the_one_process_run(
   with Store.open(str(tmp_path / "one")) as store:  # the one-process run used its in-process worker
     assert [j["worker_id"].split("@")[0] for j in store.jobs()] == ["in-process"] * 2
     assert store.get_meta("run_finished") is None and not store.artifacts(kind="config")
+
+
+def test_checks_on_a_worker_give_the_designs_reports_and_log_of_the_one_process_run(tmp_path):
+  config = smoke_config(n_proposals=2)
+  config.jobs.generation = 2
+  for rung in ("tiny", "small"):
+    config.rungs[rung].train_tokens = 2048
+    config.rungs[rung].eval_batches = 1
+  one_lines, two_lines = [], []
+  loop.run(config, str(tmp_path / "one"), log=one_lines.append)
+  worker = start_worker(tmp_path / "two", "w0")
+  loop.run(external(config), str(tmp_path / "two"), log=two_lines.append)
+  out, _ = worker.communicate(timeout=600)
+  assert worker.returncode == 0, out[-3000:]
+  assert_same_run(tmp_path / "one", tmp_path / "two")
+  jobs, events = assert_each_job_done_once(tmp_path / "two")
+  checks = [j for j in jobs if j["rung"] == "check"]
+  assert len(checks) == 2 and all((j["worker_id"], j["attempts"]) == ("w0", 1) for j in checks)
+  # The checker jobs were all done before any training job of their generation was queued.
+  kinds = [(e["kind"], e["payload"].get("rung")) for e in events if e["kind"].startswith("job_")]
+  last_check = max(i for i, k in enumerate(kinds) if k == ("job_completed", "check"))
+  assert ("job_enqueued", "check") not in kinds[last_check:]
+  assert any(k[0] == "job_enqueued" and k[1] != "check" for k in kinds[last_check:])
+  verdicts = lambda lines: [l for l in lines if l.startswith("[") and "queued for" not in l]
+  assert len(verdicts(one_lines)) == 2 and len(verdicts(two_lines)) == 2
+  assert all(a == b for a, b in zip(verdicts(two_lines), verdicts(one_lines))
+             if "did not finish within its timeout" not in a + b)  # (see _report)
+  assert sum("queued for a verifier worker's check" in l for l in two_lines) == 2
+  with Store.open(str(tmp_path / "one")) as store:  # the one-process run checked in-process
+    assert not [j for j in store.jobs() if j["rung"] == "check"] and not store.artifacts(kind="check")
 
 
 GENERATION = dict(n_proposals=3)
@@ -109,25 +162,31 @@ def test_three_workers_end_with_the_same_designs_and_metrics_as_one_process(one_
 
 
 @pytest.mark.slow
-def test_a_worker_sigkilled_mid_training_loses_nothing(one_process, tmp_path):
+@pytest.mark.parametrize("job_kind", ["training", "check"])
+def test_a_worker_sigkilled_mid_job_loses_nothing(one_process, tmp_path, job_kind):
   reference, config = one_process
   workers = {f"w{i}": start_worker(tmp_path, f"w{i}") for i in range(3)}
   killed = {}
+  kind = "rung = 'check'" if job_kind == "check" else "rung != 'check'"
 
-  def kill_the_first_claimer_mid_training():
+  def held():
+    try:
+      with sqlite3.connect(tmp_path / "evolution.db") as db:
+        return db.execute("SELECT design_id, rung, worker_id FROM jobs WHERE state = 'claimed' "
+                          f"AND {kind} ORDER BY id").fetchall()
+    except sqlite3.Error:
+      return []
+
+  def kill_the_first_claimer_mid_job():
     while True:
-      try:
-        with sqlite3.connect(tmp_path / "evolution.db") as db:
-          held = db.execute("SELECT design_id, rung, worker_id FROM jobs WHERE state = 'claimed'").fetchone()
-      except sqlite3.Error:
-        held = None
-      if held:
-        time.sleep(3.0)  # compiling or training, lease held
-        killed.update(job=held[:2], worker=held[2])
-        workers[held[2]].send_signal(signal.SIGKILL)
-        return
+      if (first := held()[:1]):
+        time.sleep(3.0)  # compiling, checking or training, lease held
+        if first[0] in held():  # (not a check that failed fast: that one is done already)
+          killed.update(job=first[0][:2], worker=first[0][2])
+          workers[first[0][2]].send_signal(signal.SIGKILL)
+          return
       time.sleep(0.05)
-  killer = threading.Thread(target=kill_the_first_claimer_mid_training, daemon=True)
+  killer = threading.Thread(target=kill_the_first_claimer_mid_job, daemon=True)
   killer.start()
   loop.run(external(config, lease_s=6.0, heartbeat_s=1.0), str(tmp_path), log=lambda _: None)
   killer.join(timeout=60)
@@ -203,6 +262,39 @@ def test_a_job_that_lost_its_attempts_is_recorded_as_an_infrastructure_failure(t
   assert store.design("d0")["status"] == "failed"
   assert [(j["state"], j["attempts"]) for j in store.jobs()] == [("done", 3)]
   store.close()
+
+
+def test_a_checker_job_that_lost_its_attempts_rejects_the_design_as_an_infrastructure_failure(tmp_path):
+  from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
+  clock = Clock()
+  store = Store(str(tmp_path / "evolution.db"), clock=clock)
+  store.add_design("d0", '{"tree": {}}', [], "mutation", "m", "checking", {"checking": True, "proposal": 0})
+  store.enqueue("d0", "check")
+  lines = []
+  verifier = jobs.make_verifier(smoke_config(), str(tmp_path), store, lines.append)
+  for dead in ("w0", "w1"):  # two workers die holding it
+    job = store.claim(dead, 10)
+    assert not jobs.settle_lost_job(verifier, store, dead, job, lambda _: None)
+    clock.now += 11
+  job = store.claim("w2", 10)
+  assert job == ("d0", "check") and jobs.settle_lost_job(verifier, store, "w2", job, lambda _: None)
+  assert store.verifications() == [] and store.design("d0")["status"] == "checking"
+  verifier.apply_check(store.design("d0"), store.check_result("d0"))  # the controller, at its barrier
+  design = store.design("d0")
+  assert design["status"] == "rejected" and not design["report"]["passed"]
+  assert [c["name"] for c in design["report"]["checks"]] == ["infrastructure"]
+  assert design["report"]["checks"][0]["message"].startswith("2 attempts to check this design were lost")
+  assert not store.artifacts(kind="fingerprint")
+  assert lines == ["[1/3] d0 mutation from - (m): infrastructure: " + design["report"]["checks"][0]["message"]]
+  store.close()
+
+
+def test_a_rung_named_check_is_refused(tmp_path):
+  from genesys_jax import validate  # pylint: disable=g-import-not-at-top
+  config = smoke_config()
+  config.rungs.check = config.rungs.tiny
+  assert "config.rungs.check: 'check' is reserved (the job queue's name for checker jobs); rename the rung" \
+      in validate.config_errors(config)
 
 
 def test_a_worker_whose_lease_was_taken_over_records_nothing(tmp_path):
