@@ -7,8 +7,10 @@ import os
 import signal
 import socket
 import sqlite3
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -84,9 +86,12 @@ def _node_with(resource, address):
 def test_a_ray_run_survives_losing_its_extra_node(tmp_path):
   port = _free_port()
   address = f"{_loopback_alias()}:{port}"
+  # A short temp dir: Ray's sockets live under it and an AF_UNIX path is at most 107 bytes, which
+  # pytest's tmp_path/ray/session_<date>/sockets/plasma_store exceeds (the head exits at once).
+  ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
   head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                            "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
-                           f"--temp-dir={tmp_path}/ray"], env=_env(), start_new_session=True,
+                           f"--temp-dir={ray_dir}"], env=_env(), start_new_session=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   extra = None
   try:
@@ -127,7 +132,8 @@ def test_a_ray_run_survives_losing_its_extra_node(tmp_path):
       if proc is not None and proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    _kill_leftovers(str(tmp_path))
+    _kill_leftovers(ray_dir)
+    shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def _kill_leftovers(marker):

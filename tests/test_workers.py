@@ -85,28 +85,10 @@ def assert_each_job_done_once(workdir):
     return store.jobs(), store.events()
 
 
-def test_a_verifier_worker_trains_the_controllers_jobs_like_the_one_process_run(tmp_path):
-  config = smoke_config(n_proposals=0)
-  config.rungs.tiny.train_tokens = 2048
-  config.rungs.tiny.eval_batches = 1
-  loop.run(config, str(tmp_path / "one"), log=lambda _: None)
-  worker = start_worker(tmp_path / "two", "w0")  # before the controller: it waits for the run
-  lines = []
-  loop.run(external(config), str(tmp_path / "two"), log=lines.append)
-  out, _ = worker.communicate(timeout=300)
-  assert worker.returncode == 0, out[-3000:]
-  # Two jobs: the GPT seed at the lowest rung, then as the baseline at the second rung.
-  assert "worker w0: 2 job(s) done; exiting" in out
-  assert any("waiting for verifier workers: 1 of 1 job(s) open" in line for line in lines)
-  assert_same_run(tmp_path / "one", tmp_path / "two")
-  jobs, _ = assert_each_job_done_once(tmp_path / "two")
-  assert [(j["worker_id"], j["attempts"]) for j in jobs] == [("w0", 1)] * 2
-  with Store.open(str(tmp_path / "one")) as store:  # the one-process run used its in-process worker
-    assert [j["worker_id"].split("@")[0] for j in store.jobs()] == ["in-process"] * 2
-    assert store.get_meta("run_finished") is None and not store.artifacts(kind="config")
-
-
-def test_checks_on_a_worker_give_the_designs_reports_and_log_of_the_one_process_run(tmp_path):
+def test_a_verifier_worker_checks_and_trains_the_controllers_jobs_like_the_one_process_run(tmp_path):
+  """One worker, started before the controller (it waits for the run): the checks of the
+  proposals and every training run on it, with the one-process run's designs, checker reports,
+  fingerprints, metrics and log lines."""
   config = smoke_config(n_proposals=2)
   config.jobs.generation = 2
   for rung in ("tiny", "small"):
@@ -118,10 +100,13 @@ def test_checks_on_a_worker_give_the_designs_reports_and_log_of_the_one_process_
   loop.run(external(config), str(tmp_path / "two"), log=two_lines.append)
   out, _ = worker.communicate(timeout=600)
   assert worker.returncode == 0, out[-3000:]
+  assert any("waiting for verifier workers:" in line for line in two_lines)
   assert_same_run(tmp_path / "one", tmp_path / "two")
   jobs, events = assert_each_job_done_once(tmp_path / "two")
+  assert all((j["worker_id"], j["attempts"]) == ("w0", 1) for j in jobs)
+  assert f"worker w0: {len(jobs)} job(s) done; exiting" in out
   checks = [j for j in jobs if j["rung"] == "check"]
-  assert len(checks) == 2 and all((j["worker_id"], j["attempts"]) == ("w0", 1) for j in checks)
+  assert len(checks) == 2
   # The checker jobs were all done before any training job of their generation was queued.
   kinds = [(e["kind"], e["payload"].get("rung")) for e in events if e["kind"].startswith("job_")]
   last_check = max(i for i, k in enumerate(kinds) if k == ("job_completed", "check"))
@@ -132,8 +117,10 @@ def test_checks_on_a_worker_give_the_designs_reports_and_log_of_the_one_process_
   assert all(a == b for a, b in zip(verdicts(two_lines), verdicts(one_lines))
              if "did not finish within its timeout" not in a + b)  # (see _report)
   assert sum("queued for a verifier worker's check" in l for l in two_lines) == 2
-  with Store.open(str(tmp_path / "one")) as store:  # the one-process run checked in-process
+  with Store.open(str(tmp_path / "one")) as store:  # the one-process run checked and trained in-process
     assert not [j for j in store.jobs() if j["rung"] == "check"] and not store.artifacts(kind="check")
+    assert {j["worker_id"].split("@")[0] for j in store.jobs()} == {"in-process"}
+    assert store.get_meta("run_finished") is None and not store.artifacts(kind="config")
 
 
 GENERATION = dict(n_proposals=3)
