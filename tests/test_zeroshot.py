@@ -32,14 +32,21 @@ def lm():
 
 @pytest.fixture(scope="module")
 def brute_force(lm):
-  """One request alone, unpadded: sum of log-softmax and argmax hits at the continuation."""
+  """One request alone (a batch of one): sum of log-softmax and argmax hits at the continuation."""
   model, params = lm
-  apply_1xL = jax.jit(model.apply)  # compiled per exact length: no padding, batch of one
+  apply_1xL = jax.jit(model.apply)  # batch of one
+
+  # Inputs are padded on the right to a multiple of 16 (one compile per 16 lengths rather than per
+  # length; exact for this causal model): boundaries unlike the scorer's powers-of-two buckets,
+  # and the positions scored are the unpadded sequence's.
 
   def score(context, continuation, max_len):
     cont = VOCAB.encode(continuation)
     seq = np.asarray([1] + VOCAB.encode(context) + cont, np.int32)[-(max_len + 1):]
-    logits_LxV = np.asarray(apply_1xL(params, jnp.asarray(seq[None, :-1]))[0], np.float64)
+    n = len(seq) - 1
+    padded = np.zeros((1, -(-n // 16) * 16), np.int32)
+    padded[0, :n] = seq[:-1]
+    logits_LxV = np.asarray(apply_1xL(params, jnp.asarray(padded))[0, :n], np.float64)
     shifted_LxV = logits_LxV - logits_LxV.max(axis=-1, keepdims=True)
     logp_LxV = shifted_LxV - np.log(np.exp(shifted_LxV).sum(axis=-1, keepdims=True))
     positions = range(len(seq) - 1 - min(len(cont), len(seq) - 1), len(seq) - 1)

@@ -121,7 +121,9 @@ def check_scratch(tree):
 
 
 def test_a_random_scratch_design_is_checked_without_a_false_leak():
-  check_scratch(scratch_designs(1)[0])
+  """The smallest of the first three (the first alone, 9 units with RWKV6 and linear attention,
+  took 80 s of the default run); all twenty are checked in the slow test below."""
+  check_scratch(min(scratch_designs(3), key=lambda t: t.size()))
 
 
 @pytest.mark.slow
