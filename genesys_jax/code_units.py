@@ -10,12 +10,13 @@ the controller's environment. Designs built from built-in kinds only take the in
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
+from evolution import canonical
 from evolution.store import Store
-from gab import codeunits, registry, sandbox, seeds
+from gab import checker, codeunits, registry, sandbox, seeds
 from gab.checks.base import Check, Report
 from gab.tree import Unit, design_to_json, load_design_file
 from train import sandboxed
@@ -63,6 +64,18 @@ def check(tree: Unit, cfg, rung) -> tuple[Report, str | None]:
   result = sandbox.check_design(design_json(tree), cfg, rung, fingerprint=True)
   report = Report([Check(**c) for c in result["checks"]], result.get("sizing", {}))
   return report, result.get("fingerprint")
+
+
+def check_tree(tree: Unit, cfg, rung, in_process: Callable[[], Report] | None = None
+               ) -> tuple[Report, str | None]:
+  """(report, fingerprint) of any design, as the loop and the verifier workers check it: a design
+  with code units in the sandbox (its code runs nowhere else); any other by `in_process()` (default:
+  `gab.checker.check` at `rung`). The fingerprint (`gab.canonical.fingerprint`, the function the
+  block computes) is given only for a design that passed; None otherwise."""
+  if uses_code(tree):
+    return check(tree, cfg, rung)
+  report = in_process() if in_process is not None else checker.check(tree, cfg, rung)
+  return report, canonical.fingerprint(tree) if report.passed else None
 
 
 def train(design: dict[str, Any], rung, *, config, checker_cfg, checkpoint_dir: str,

@@ -122,7 +122,10 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   from genesys_jax import loop  # pylint: disable=g-import-not-at-top
   wd = os.path.join(workdir, arm, f"seed{seed}")
   path = os.path.join(wd, "experiment_run.json")
-  previous = json.load(open(path)) if os.path.exists(path) else {"wall_s": 0.0}
+  previous = {}
+  if os.path.exists(path):  # written once, when the run is complete
+    with open(path) as f:
+      previous = json.load(f)
   clock = _WallClock(os.path.join(wd, "experiment_wall.json"))
   if previous.get("complete"):
     log(f"{arm} seed {seed}: finished earlier ({wd})")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from evolution import canonical, store_url
+from evolution import store_url
 from evolution.store import CHECK_JOB, Store
 from gab import checker
 from gab.tree import design_from_json
@@ -216,14 +216,10 @@ def settle_lost_job(verifier, store: Store, worker_id: str, job: tuple[str, str]
 def check_design(verifier, design: dict[str, Any]) -> dict[str, Any]:
   """{"report", "fingerprint"} of a stored design: the check `Evolution.check` runs in-process (the
   sizing is against the lowest rung), and the functional fingerprint of a design that passed
-  (of a design with code units: the sandbox's, whatever the verdict)."""
+  (`code_units.check_tree`; the workers leave out `check_guard`, which guards the controller)."""
   tree, _ = design_from_json(design["tree"])  # a /2 design's code units are declared, not run
-  cfg, rung = verifier.checker_config(), verifier.rung(verifier.rungs[0])
-  if code_units.uses_code(tree):
-    report, fingerprint = code_units.check(tree, cfg, rung)
-  else:
-    report = checker.check(tree, cfg, rung)
-    fingerprint = canonical.fingerprint(tree) if report.passed else None
+  report, fingerprint = code_units.check_tree(tree, verifier.checker_config(),
+                                              verifier.rung(verifier.rungs[0]))
   return {"report": report.to_dict(), "fingerprint": fingerprint}
 
 
