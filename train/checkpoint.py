@@ -79,14 +79,33 @@ class _DropAll(pylogging.Filter):
 _ORBAX_READS = ("_read_array_index_and_device_put",)
 
 
+def _frames(tb) -> list[str]:
+  names = []
+  while tb is not None:
+    names.append(tb.tb_frame.f_code.co_name)
+    tb = tb.tb_next
+  return names
+
+
+def _is_callback_into_closed_loop(unraisable) -> bool:
+  """TensorStore completing a failed restore's other reads after its event loop closed: their done
+  callback is `loop.call_soon_threadsafe` itself, reported with no object and only its frames."""
+  return (unraisable.object is None and unraisable.exc_type is RuntimeError
+          and str(unraisable.exc_value) == "Event loop is closed"
+          and _frames(unraisable.exc_traceback) == ["call_soon_threadsafe", "_check_closed"])
+
+
 def _drop_failed_read_coroutines(previous):
   """An unraisable-exception hook that drops the "Exception ignored in: <coroutine
   _read_array_index_and_device_put>" tracebacks Orbax's failed reads print when their coroutines are
-  collected (possibly well after the restore returned), and hands everything else to `previous`."""
+  collected (possibly well after the restore returned), and the bare "RuntimeError: Event loop is
+  closed" ones of TensorStore's late callbacks, and hands everything else to `previous`."""
   def hook(unraisable):
     obj = unraisable.object
     if getattr(obj, "__qualname__", "") in _ORBAX_READS or getattr(
         getattr(obj, "cr_code", None), "co_name", "") in _ORBAX_READS:
+      return
+    if _is_callback_into_closed_loop(unraisable):
       return
     previous(unraisable)
   hook._drops_orbax_reads = True
