@@ -12,11 +12,11 @@ from typing import Any
 
 import jax
 
+from evolution import selection
 from gab import sandbox, sizing
 from gab.tree import DesignError, design_from_json
 from genesys_jax import code_units, controller, ladder
 from genesys_jax.report import site as report_site
-from evolution import selection
 from train import trainer
 
 _PROMOTION_STREAM = 1 << 30  # fold_in salt: promotion draws never collide with proposal draws

@@ -47,7 +47,8 @@ def test_loop_killed_five_times_ends_like_an_uninterrupted_run(tmp_path):
   while kills < 5:
     proc = launch(tmp_path / "crashy")
     deadline = time.time() + rng.uniform(3.0, 20.0)
-    while (time.time() < deadline or _guard_would_fail_the_design(tmp_path / "crashy")) and proc.poll() is None:
+    while proc.poll() is None and (time.time() < deadline
+                                   or _guard_would_fail_the_design(tmp_path / "crashy")):
       time.sleep(0.05)
     if proc.poll() is None:
       proc.send_signal(signal.SIGKILL)

@@ -12,6 +12,7 @@ import gc
 import logging as pylogging
 import os
 import sys
+import traceback
 from typing import Any, Callable
 
 import orbax.checkpoint as ocp
@@ -79,23 +80,16 @@ class _DropAll(pylogging.Filter):
 _ORBAX_READS = ("_read_array_index_and_device_put",)
 
 
-def _frames(tb) -> list[str]:
-  names = []
-  while tb is not None:
-    names.append(tb.tb_frame.f_code.co_name)
-    tb = tb.tb_next
-  return names
-
-
 def _is_callback_into_closed_loop(unraisable) -> bool:
   """TensorStore completing a failed restore's other reads after its event loop closed: their done
   callback is `loop.call_soon_threadsafe` itself, reported with no object and only its frames."""
   return (unraisable.object is None and unraisable.exc_type is RuntimeError
           and str(unraisable.exc_value) == "Event loop is closed"
-          and _frames(unraisable.exc_traceback) == ["call_soon_threadsafe", "_check_closed"])
+          and [f.name for f in traceback.extract_tb(unraisable.exc_traceback)]
+          == ["call_soon_threadsafe", "_check_closed"])
 
 
-def _drop_failed_read_coroutines(previous):
+def _drop_failed_restore_noise(previous):
   """An unraisable-exception hook that drops the "Exception ignored in: <coroutine
   _read_array_index_and_device_put>" tracebacks Orbax's failed reads print when their coroutines are
   collected (possibly well after the restore returned), and the bare "RuntimeError: Event loop is
@@ -118,7 +112,7 @@ def _quiet_asyncio():
   errors it logs) before letting it speak again; failed-read coroutines collected later are
   dropped by a lasting, narrowly matching unraisable hook."""
   if not getattr(sys.unraisablehook, "_drops_orbax_reads", False):
-    sys.unraisablehook = _drop_failed_read_coroutines(sys.unraisablehook)
+    sys.unraisablehook = _drop_failed_restore_noise(sys.unraisablehook)
   logger, drop = pylogging.getLogger("asyncio"), _DropAll()
   logger.addFilter(drop)
   try:
