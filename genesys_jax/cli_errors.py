@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import sys
 from typing import Iterable, NoReturn
@@ -71,6 +72,39 @@ def unknown_field(e: AttributeError, argv: Iterable[str]) -> str:
                if a.split("=", 1)[0].rsplit(".", 1)[-1] == field), field)
   return (f"unknown config field {full!r}{hint}: overrides must name existing fields of the "
           f"config file, e.g. --config.evolution.n_proposals=4")
+
+
+def flag_error(e: Exception) -> str:
+  """absl's flag parsing error as one line: the missing required flags named together."""
+  missing = re.findall(r"Flag --(\w+) must have a value other than None", str(e))
+  if missing:
+    return f"missing required flag{'s' if len(missing) > 1 else ''} " + ", ".join(
+        f"--{m}" for m in missing)
+  return _first_line(e)
+
+
+def _field_paths(config, prefix: str = "") -> list[str]:
+  out = []
+  for key, value in config.items():
+    path = f"{prefix}{key}"
+    out += _field_paths(value, path + ".") if hasattr(value, "items") else [path]
+  return out
+
+
+def unknown_flag(name: str, config) -> str:
+  """absl's unknown flag as one line, naming the config fields it may have meant
+  (`--n_proposals` -> `--config.evolution.n_proposals`); `config` may be None (not loaded)."""
+  line = f"unknown flag --{name}"
+  leaf = name.removeprefix("config.")
+  try:
+    fields = _field_paths(config) if config is not None else []
+  except Exception:  # noqa: BLE001 - a config that did not load: no hint
+    fields = []
+  matches = [f for f in fields if f == leaf or f.endswith("." + leaf)]
+  if not matches:
+    return line
+  more = f" (or {len(matches) - 1} more like it)" if len(matches) > 1 else ""
+  return f"{line}: config fields are set as --config.{matches[0]}=VALUE{more}"
 
 
 def validate_or_exit(config, rungs: Iterable[str] | None = None) -> None:

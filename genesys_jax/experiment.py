@@ -24,13 +24,11 @@ import sys
 import time
 from typing import Any, Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (data only) without CUDA noise
-
-import ml_collections  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+import ml_collections
+from absl import app, flags, logging
 
 # The launch command's --config and --workdir flags and its one-line flag errors.
-from genesys_jax.launch import _CONFIG, _WORKDIR, parse_flags  # noqa: E402
+from genesys_jax.launch import _CONFIG, _WORKDIR, parse_flags
 
 
 def _modes(**probs: float) -> Callable[[ml_collections.ConfigDict], None]:

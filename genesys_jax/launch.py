@@ -6,12 +6,7 @@ running again with the same `--workdir` resumes the run instead of restarting it
 
 from __future__ import annotations
 
-import os
 import sys
-
-# TensorFlow serves the data only: keep its C++ logging (e.g. `E0000 ... failed call to cuInit` on
-# a machine without a GPU) quiet. Set before anything imports TensorFlow; the caller may override.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -43,9 +38,7 @@ def main(argv):
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
   cli_errors.lock_free_or_exit(_WORKDIR.value)  # fail fast; the run takes the lock for itself
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy)
   from genesys_jax import loop  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
   with cli_errors.one_line_errors():
     loop.run(config, _WORKDIR.value)
 
@@ -54,6 +47,13 @@ def parse_flags(argv):
   """absl's parser, with config errors (unknown field, wrong type) as one line, not a traceback."""
   try:
     return flags.FLAGS(argv)
+  except flags.UnrecognizedFlagError as e:
+    from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
+    try:
+      config = _CONFIG.value
+    except Exception:  # noqa: BLE001 - not parsed or not loadable: no hint
+      config = None
+    print(f"error: {cli_errors.unknown_flag(e.flagname, config)}", file=sys.stderr)
   except flags.Error as e:
     lines = [line for line in str(e).splitlines() if line.strip()]
     detail = f"{lines[0]} {lines[-1]}" if "Traceback" in str(e) else " ".join(lines)

