@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 
 # The launch command's --config and --workdir flags and its one-line flag errors.
 from genesys_jax.launch import _CONFIG, _WORKDIR, parse_flags
@@ -221,8 +221,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  from genesys_jax import cli  # pylint: disable=g-import-not-at-top  (light)
+  cli.quiet_absl_logging()
   try:
     seeds = [int(s) for s in _SEEDS.value]
   except ValueError:

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 
 
 def score(workdir: str, design_id: str, rung_name: str, tasks: list[str] | str,
@@ -106,8 +106,8 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
+  from genesys_jax import cli  # pylint: disable=g-import-not-at-top  (light)
+  cli.quiet_absl_logging()
   try:
     f = flags.FLAGS
     scores = score(f.workdir, f.design, f.rung, f.tasks, batch_size=f.batch_size, limit=f.limit)

@@ -1,17 +1,25 @@
-"""Tests for train/data.py on the real (local) KJV corpus, small seq_len: the TFDS split, the
-shards prepared through seqio (windows equal to the former packed caches), TF-free vocabularies
-equal to seqio's, batches, and a damaged TFDS cache rebuilt."""
+"""Tests for train/data.py on the real (local) KJV corpus, small seq_len: the document split, the
+shards (the very files the former TFDS builder and seqio Task prepared; tokens equal to seqio's),
+TF-free vocabularies equal to seqio's, and batches."""
 
+import hashlib
 import os
 
 import numpy as np
 import pytest
 import seqio
-import tensorflow_datasets as tfds
 
-from train import corpus, data
+from train import data, kjv
 
 SEQ_LEN = 64
+# sha256 of the KJV shard files (byte vocabulary, split seed 0, validation 0.05) as main's TFDS
+# builder + seqio Task path wrote them (commit 71ebb6d), before KJV was prepared without TensorFlow.
+TFDS_SEQIO_SHARDS = {
+    "part-00000.train.bin": "17b0492c8ca18fba4f883affc2370f5453ce42f187a7f6b7d092739d405bb9c1",
+    "part-00000.train.idx": "578bd61bae72a5cc9bd6e7ffd0e92c4b7366f2db7efe017dde3c72eba1bd62b6",
+    "part-00000.validation.bin": "6bc7b7ff3c6782bff170ff1c8145cd43769b9fd3ee48a528a82c5c0fa33cdff7",
+    "part-00000.validation.idx": "13d47b40c425659b55f7d40185a8562d805f86f46d6a15569528c0bf4da0baeb",
+}
 
 
 def _cfg(data_dir, **overrides):
@@ -22,11 +30,14 @@ def _cfg(data_dir, **overrides):
   return cfg
 
 
-def _split_docs(builder, split):
-  """(doc_ids, texts) of a prepared TFDS split, in stored order."""
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  rows = [(int(ex["doc_id"]), ex["text"].decode()) for ex in tfds.as_numpy(ds)]
-  return [r[0] for r in rows], [r[1] for r in rows]
+def _doc_tokens(directory, manifest, split):
+  """Each document's tokens (ending in EOS) of a prepared split, in stored order."""
+  docs = []
+  for part in manifest["parts"]:
+    tokens_T = np.fromfile(os.path.join(directory, part[split]["bin"]["file"]), manifest["dtype"])
+    ends = np.fromfile(os.path.join(directory, part[split]["idx"]["file"]), np.int64)
+    docs += np.split(tokens_T.astype(np.int64), ends[:-1])
+  return docs
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +86,30 @@ def test_unknown_corpus_and_vocab(tmp_path):
     data.load_split(_cfg(tmp_path), "test")
 
 
-def test_split_disjoint_and_covering(cfg, docs):
-  builder = corpus.build_tfds(cfg)
-  train_ids, train_texts = _split_docs(builder, "train")
-  val_ids, val_texts = _split_docs(builder, "validation")
+def test_split_disjoint_and_covering(docs):
+  train_ids, val_ids = kjv.split_doc_ids(len(docs), 0, 0.05)
   assert not set(train_ids) & set(val_ids)
-  assert sorted(train_ids + val_ids) == list(range(len(docs)))
+  assert sorted([*train_ids, *val_ids]) == list(range(len(docs)))
   assert len(val_ids) == round(0.05 * len(docs))
-  assert train_ids == sorted(train_ids)  # Document order is kept on disk.
-  assert [docs[i] for i in train_ids] == train_texts
-  assert [docs[i] for i in val_ids] == val_texts
+  assert list(train_ids) == sorted(train_ids)  # document order is kept
+  again = kjv.split_doc_ids(len(docs), 0, 0.05)[1]
+  np.testing.assert_array_equal(again, val_ids)
+  assert list(kjv.split_doc_ids(len(docs), 1, 0.05)[1]) != list(val_ids)
 
 
-def test_split_deterministic_and_seeded(cfg, tmp_path):
-  again = _split_docs(corpus.build_tfds(_cfg(tmp_path / "a")), "validation")
-  assert again == _split_docs(corpus.build_tfds(cfg), "validation")
-  other = _split_docs(corpus.build_tfds(_cfg(tmp_path / "b", split_seed=1)),
-                      "validation")
-  assert other[0] != again[0]
-  assert os.path.isdir(tmp_path / "b" / "tfds" / "genesys_corpus" /
-                       "kjv-seed1-val0.05")
+def test_kjv_shards_are_the_files_tfds_and_seqio_prepared(cfg, packed, docs):
+  """The shards are byte for byte those the TFDS builder + seqio Task wrote, and each document is
+  seqio's tokens of its text plus EOS, train documents then validation ones, in book order."""
+  directory, manifest = data.prepared(cfg)
+  for name, sha in TFDS_SEQIO_SHARDS.items():
+    with open(os.path.join(directory, name), "rb") as f:
+      assert hashlib.sha256(f.read()).hexdigest() == sha, name
+  vocab = seqio.ByteVocabulary()
+  for split, ids in zip(data.SPLITS, kjv.split_doc_ids(len(docs), 0, 0.05)):
+    got = _doc_tokens(directory, manifest, split)
+    assert len(got) == len(ids)
+    for i in (0, 1, len(ids) // 2, len(ids) - 1):
+      np.testing.assert_array_equal(got[i], vocab.encode(docs[ids[i]]) + [vocab.eos_id])
 
 
 def test_load_split_shapes_and_text(cfg, packed, docs):
@@ -105,17 +120,8 @@ def test_load_split_shapes_and_text(cfg, packed, docs):
     assert len(tokens_NxL1) > 0
     assert (tokens_NxL1[:] == vocab.eos_id).any()
   assert len(packed["train"]) > 10 * len(packed["validation"])
-  # Exactly the windows the packed caches had: seqio's tokens, documents concatenated, cut.
-  task = corpus.get_task(cfg)
-  for split, windows in packed.items():
-    ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False,
-                          num_epochs=1)
-    stream_T = np.concatenate([ex["targets"] for ex in ds.as_numpy_iterator()])
-    n = len(stream_T) // (SEQ_LEN + 1)
-    np.testing.assert_array_equal(windows[:], stream_T[:n * (SEQ_LEN + 1)].reshape(n, -1))
   # The stream starts with the first train document, then EOS.
-  builder = corpus.build_tfds(cfg)
-  first_id = _split_docs(builder, "train")[0][0]
+  first_id = kjv.split_doc_ids(len(docs), 0, 0.05)[0][0]
   stream_T = packed["train"][:].reshape(-1)
   eos = int(np.argmax(stream_T == vocab.eos_id))
   assert vocab.decode(stream_T[:eos].tolist()) == docs[first_id]
@@ -136,23 +142,6 @@ def test_cache_hit(cfg, packed):
   assert not [f for f in os.listdir(directory) if "tmp" in f]
   other = data.load_split(_cfg(cfg.data_dir, seq_len=32), "validation")  # same shards
   assert other.shape[1] == 33 and data.prepared(_cfg(cfg.data_dir, seq_len=32))[0] == directory
-
-
-def test_get_task_registered_once(cfg):
-  assert corpus.get_task(cfg) is corpus.get_task(cfg)
-  assert corpus.task_name(cfg) in seqio.TaskRegistry.names()
-
-
-def test_damaged_tfds_cache_is_rebuilt(tmp_path, capfd):
-  cfg = _cfg(tmp_path)
-  builder = corpus.build_tfds(cfg)
-  shard = os.path.join(builder.data_dir, builder.info.splits["validation"].filenames[0])
-  os.unlink(shard)
-  capfd.readouterr()
-  docs = corpus.kjv_token_docs(cfg)
-  err = capfd.readouterr().err
-  assert "data: TFDS cache" in err and "is missing); rebuilding" in err and err.count("\n") == 1
-  assert len(docs["validation"]) == 59 and os.path.isfile(shard)
 
 
 def test_vocabularies_equal_seqio(tmp_path, docs):

@@ -39,17 +39,21 @@ def test_tfds_not_prepared_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_tfds_prepared_dataset_is_read_from_its_directory(tmp_path):
-  from train import corpus  # pylint: disable=g-import-not-at-top  (TFDS: preparation only)
-  kjv = data.default_data_config()
-  kjv.data_dir = str(tmp_path)
-  corpus.build_tfds(kjv)
+  from train import kjv, quiet_tf  # pylint: disable=g-import-not-at-top  (TFDS: preparation only)
+  tfds = quiet_tf.tfds()
+  docs = kjv.corpus_documents("kjv")
+  train_ids, _ = kjv.split_doc_ids(len(docs), 0, 0.05)
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name="kjv_chapters", version="1.0.0", config="seed0", data_dir=str(tmp_path / "tfds"),
+      features=tfds.features.FeaturesDict({"text": tfds.features.Text()}), disable_shuffling=True,
+      split_datasets={"train": [(int(i), {"text": docs[i]}) for i in train_ids]})
   cfg = files_cfg(tmp_path, "")
-  cfg.corpus = "tfds:genesys_corpus/kjv-seed0-val0.05"  # newest version found on disk
+  cfg.corpus = "tfds:kjv_chapters/seed0"  # newest version found on disk
   cfg.tfds_data_dir = str(tmp_path / "tfds")
   directory, manifest = data.prepared(cfg)
   assert manifest["splits"]["train"]["docs"] + manifest["splits"]["validation"]["docs"] == 1130
   texts = [t for _, t in sources.make_source(cfg).items()]
-  assert texts[0] == corpus.corpus_documents("kjv")[int(corpus.split_doc_ids(1189, 0, 0.05)[0][0])]
+  assert texts[0] == docs[int(train_ids[0])] and len(texts) == 1130
 
 
 _TASK_MODULE = textwrap.dedent('''

@@ -192,17 +192,6 @@ def test_training_prints_progress_lines_when_output_is_not_a_terminal(capsys):
   assert [c[0] for c in metrics["loss_curve"]] == list(range(1, metrics["steps"] + 1))
 
 
-def test_start_up_prints_no_error_looking_tensorflow_or_cuda_lines():
-  code = ("import genesys_jax.launch, tensorflow as tf, tensorflow_datasets; "
-          "tf.config.list_physical_devices()")
-  env = dict(os.environ)  # a fresh shell's: importing jax here set TF_CPP_MIN_LOG_LEVEL=1 for us
-  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                        check=True, env=env)
-  bad = [line for line in proc.stderr.splitlines() if re.match(r"[EF]\d{4}", line) or "cuInit" in line]
-  assert not bad, bad
-
-
 @pytest.mark.slow
 def test_experiment_runs_two_arms_resumably_and_writes_its_table(tmp_path):
   config = ladder_config("smoke")

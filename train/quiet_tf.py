@@ -49,15 +49,18 @@ def _filtered_stderr() -> Iterator[None]:
 
 @functools.lru_cache(maxsize=None)
 def _tensorflow():
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what it logs after loading; caller may override
+  # What TF logs once loaded (e.g. `E0000 ... failed call to cuInit` while it reads data): fatal
+  # errors only, unless the caller chose a level (importing jax sets 1 where nothing is set).
+  if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in (None, "1"):
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
   with _filtered_stderr():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets  # noqa: F401  pylint: disable=g-import-not-at-top
     import seqio as _seqio  # noqa: F401  pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")  # the accelerators belong to JAX
-  except RuntimeError:  # TF's devices were initialised already (by the caller)
-    pass
+    try:
+      tf.config.set_visible_devices([], "GPU")  # the accelerators belong to JAX
+    except RuntimeError:  # TF's devices were initialised already (by the caller)
+      pass
   sys.modules["tensorflow_datasets"].disable_progress_bar()
   return tf
 

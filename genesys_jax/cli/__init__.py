@@ -18,3 +18,11 @@ A run is `python -m genesys_jax.launch` (genesys_jax/launch.py), a worker `genes
 Every module here defines its flags only when run (`run()`), so importing one beside another
 redefines nothing.
 """
+
+
+def quiet_absl_logging() -> None:
+  """absl logs INFO by default (e.g. JAX's `Unable to initialize backend 'tpu'` on every machine
+  without one, Orbax's every restore): WARNING, unless the command line sets --verbosity."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

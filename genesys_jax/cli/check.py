@@ -44,8 +44,9 @@ def main(argv: list[str]) -> int:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from gab import checker  # pylint: disable=g-import-not-at-top
   from gab.tree import DesignError, design_to_json, load_design_file  # pylint: disable=g-import-not-at-top
-  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top
+  from genesys_jax import cli, cli_errors  # pylint: disable=g-import-not-at-top
   del argv
+  cli.quiet_absl_logging()
   FLAGS = flags.FLAGS  # noqa: N806
   try:
     tree, name, units = load_design_file(FLAGS.design)

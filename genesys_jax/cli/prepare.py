@@ -13,8 +13,10 @@ import sys
 
 def main(argv) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from genesys_jax import cli  # pylint: disable=g-import-not-at-top
   from train import prepare, shards  # pylint: disable=g-import-not-at-top
   del argv
+  cli.quiet_absl_logging()
   config = flags.FLAGS["config"].value
   directory = prepare.prepare(config.data, workers=flags.FLAGS["workers"].value or None, progress=True)
   manifest = shards.read_manifest(directory, full=flags.FLAGS["verify"].value)
