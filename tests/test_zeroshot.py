@@ -116,9 +116,25 @@ def test_metrics_arithmetic():
       Example((("c", " w"),), (1,), 0), Example((("c", " v"),), (1,), 0)))
   out = zs.task_metrics(lambada, np.array([-2.0, -4.0]), np.array([True, False]),
                         np.array([2, 2]))
-  assert out["acc"] == out["acc_norm"] == 0.5 and out["n"] == 2
+  assert out["acc"] == 0.5 and out["n"] == 2 and "acc_norm" not in out
   assert out["ppl"] == pytest.approx(math.exp(3.0))
   assert out["ppl_token"] == pytest.approx(math.exp(1.5))
+
+
+def test_blimp_is_scored_by_raw_accuracy_for_selection():
+  """Minimal pairs: right when log P(good) > log P(bad), whatever the lengths; no acc_norm, so
+  the trainer's and `score`'s selection figure (acc_norm where there is one) is acc."""
+  blimp = Task("b", "blimp", "b.jsonl", (
+      # The longer good sentence loses in total (-6 < -4) but would win per byte (-0.5 > -1).
+      Example((("", "g" * 12), ("", "b" * 4)), (12, 4), gold=0),
+      Example((("", "g" * 4), ("", "b" * 4)), (4, 4), gold=0)))  # right either way
+  out = zs.task_metrics(blimp, np.array([-6.0, -4.0, -1.0, -2.0]), np.zeros(4, bool),
+                        np.ones(4, np.int64))
+  assert out == {"acc": 0.5, "n": 2}
+  assert out.get("acc_norm", out["acc"]) == 0.5  # what train/trainer.py and score.py select on
+  partial = Task("w", "partial", "w.jsonl", (Example((("a", " x"), ("b", " x")), (1, 1), gold=1),))
+  assert zs.task_metrics(partial, np.array([-1.0, -2.0]), np.zeros(2, bool),
+                         np.ones(2, np.int64)) == {"acc": 0.0, "n": 1}
 
 
 def _write(path, rows):

@@ -151,13 +151,20 @@ def _is_right(scores: np.ndarray, gold: int) -> bool:
   return bool(scores[gold] > np.delete(scores, gold).max(initial=-np.inf))
 
 
+# Formats whose length-normalised accuracy is a standard figure (PIQA, ARC, HellaSwag: choices of
+# different lengths). BLiMP's minimal pairs are scored by raw accuracy, as the benchmark defines
+# it; partial scoring and LAMBADA score one continuation, so normalising would change nothing.
+NORMALISED = ("choice",)
+
+
 def task_metrics(task: Task, loglik_N: np.ndarray, greedy_N: np.ndarray,
                  n_tokens_N: np.ndarray) -> dict[str, Any]:
-  """acc, acc_norm and n of a task from its requests' scores (in the order of its examples).
+  """acc and n of a task from its requests' scores (in the order of its examples), and acc_norm
+  for the formats in NORMALISED. Selection uses acc_norm where there is one, else acc.
 
-  LAMBADA (one candidate): acc is the greedy-match rate, acc_norm equals it, and it adds `ppl`
-  (exp of minus the mean per-example log-likelihood: per target word, the harness's figure,
-  comparable across tokenizers) and `ppl_token` (per scored token).
+  LAMBADA (one candidate): acc is the greedy-match rate, and it adds `ppl` (exp of minus the mean
+  per-example log-likelihood: per target word, the harness's figure, comparable across
+  tokenizers) and `ppl_token` (per scored token).
   """
   acc, acc_norm, off = [], [], 0
   for ex in task.examples:
@@ -165,14 +172,16 @@ def task_metrics(task: Task, loglik_N: np.ndarray, greedy_N: np.ndarray,
     ll = loglik_N[off:off + k]
     if task.format == "lambada":
       acc.append(bool(greedy_N[off]))
-      acc_norm.append(bool(greedy_N[off]))
     else:
       acc.append(_is_right(ll, ex.gold))
+    if task.format in NORMALISED:
       acc_norm.append(_is_right(ll / np.asarray(ex.norm_bytes, np.float64), ex.gold))
     off += k
   if off != len(loglik_N):
     raise ValueError(f"task {task.name}: {len(loglik_N)} scores for {off} requests")
-  out = {"acc": float(np.mean(acc)), "acc_norm": float(np.mean(acc_norm)), "n": len(acc)}
+  out = {"acc": float(np.mean(acc)), "n": len(acc)}
+  if task.format in NORMALISED:
+    out["acc_norm"] = float(np.mean(acc_norm))
   if task.format == "lambada":
     out["ppl"] = math.exp(-float(np.mean(loglik_N)))
     out["ppl_token"] = math.exp(-float(np.sum(loglik_N)) / max(int(np.sum(n_tokens_N)), 1))
@@ -198,7 +207,7 @@ def task_paths(paths: Sequence[str] | str) -> list[str]:
 def evaluate_tasks(apply_fn: ApplyFn, params, paths: Sequence[str] | str,
                    vocab: Vocabulary, max_len: int, batch_size: int,
                    limit: int | None = None) -> dict[str, dict[str, Any]]:
-  """{task name (file stem): {"acc", "acc_norm", "n", "truncated", "seconds", ...}}.
+  """{task name (file stem): {"acc", "n", "truncated", "seconds", ...}} (see `task_metrics`).
 
   `paths`: task files or folders of them (a comma-separated string also works); `limit` caps
   the examples per task (None or 0: all). `truncated` counts the continuations longer than

@@ -11,8 +11,8 @@ Four layouts, told apart by their fields (the first line decides; every line mus
 Joining context and continuation follows the harness convention: a single space goes between
 them, as the first character of the continuation (so it is scored), unless the context is empty,
 the context already ends with whitespace (PIQA's queries end with a newline) or the continuation
-starts with whitespace. Length normalisation (acc_norm) divides by the UTF-8 bytes of the choice,
-sentence or continuation itself, without that space.
+starts with whitespace. Length normalisation (acc_norm, reported for `choice` tasks only) divides
+by the UTF-8 bytes of the choice itself, without that space.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _EXPECTED = "; ".join(f"{name}: {', '.join(fields)}" for name, fields in FORMATS
 class Example:
   """One question: a (context, continuation) request per candidate and the right candidate."""
   requests: tuple[tuple[str, str], ...]
-  norm_bytes: tuple[int, ...]  # UTF-8 bytes each candidate's log-likelihood is divided by
+  norm_bytes: tuple[int, ...]  # UTF-8 bytes each candidate's log-likelihood is divided by (acc_norm)
   gold: int
 
 
