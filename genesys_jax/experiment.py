@@ -59,23 +59,20 @@ def arm_config(config: ml_collections.ConfigDict, arm: str, seed: int) -> ml_col
   return c
 
 
-def run_summary(store: Any, rungs: list[str], n_proposals: int) -> dict[str, Any]:
-  """What one run found, from its store (see the module docstring for each field)."""
-  from genesys_jax import leaderboard  # pylint: disable=g-import-not-at-top
-  boards = leaderboard.by_rung(store, rungs)
-  top = boards[rungs[-1]]
+def run_summary(workdir: str, store: Any, n_proposals: int) -> dict[str, Any]:
+  """What one run found, from its workdir and store (see the module docstring for each field)."""
+  from genesys_jax.report import gather  # pylint: disable=g-import-not-at-top
+  run = gather.load(workdir, store)
+  rungs = run.rungs
+  top = run.boards[rungs[-1]]
   gpt = next((r for r in top if r["is_seed"] and r["description"] == "gpt"), None)
   found = [r for r in top if not r["is_seed"] and r["val_bpb"] is not None]
   best = min(found, key=lambda r: r["val_bpb"]) if found else None
-  low = {r["id"]: r["val_bpb"] for r in boards[rungs[0]] if r["val_bpb"] is not None}
-  gpt_low = next((r["val_bpb"] for r in boards[rungs[0]] if r["is_seed"] and r["description"] == "gpt"
+  gpt_low = next((r["val_bpb"] for r in run.boards[rungs[0]] if r["is_seed"] and r["description"] == "gpt"
                   and r["val_bpb"] is not None), None)
-  proposals = [d for d in store.designs() if d["operator"] != "seed"]
-  curve, best_so_far = [], None
-  for d in proposals[:n_proposals]:
-    if low.get(d["id"]) is not None:
-      best_so_far = low[d["id"]] if best_so_far is None else min(best_so_far, low[d["id"]])
-    curve.append(best_so_far if best_so_far is not None else gpt_low)
+  proposals = [d for d in run.designs if d["operator"] != "seed"]
+  # The report's best-so-far at the lowest rung; the GPT seed's value before any discovered result.
+  curve = [gpt_low if y is None else y for y in gather.best_so_far(run, rungs[0])[1][:n_proposals]]
   return {
       "proposals": len(proposals), "valid": sum(d["status"] != "rejected" for d in proposals),
       "valid_rate": sum(d["status"] != "rejected" for d in proposals) / max(len(proposals), 1),
@@ -87,16 +84,17 @@ def run_summary(store: Any, rungs: list[str], n_proposals: int) -> dict[str, Any
       "delta_gpt_top": None if best is None else best["delta_gpt"],
       "param_ratio_top": None if best is None else best["param_ratio"],
       "beat_gpt_top": None if best is None or best["delta_gpt"] is None else best["delta_gpt"] < 0,
-      "best_so_far": curve, "auc_best_so_far": statistics.fmean(curve) if any(
-          x is not None for x in curve) and None not in curve else None,
+      "best_so_far": curve,
+      "auc_best_so_far": statistics.fmean(curve) if curve and None not in curve else None,
   }
 
 
 def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None, int]:
+  """(mean, sample sd, n) of the values given; sd None below two values (unknown, not 0)."""
   xs = [x for x in values if x is not None]
   if not xs:
     return None, None, 0
-  return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0), len(xs)
+  return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
 
 
 def table(runs: list[dict[str, Any]], arms: list[str]) -> list[dict[str, Any]]:
@@ -145,7 +143,7 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   wall = clock.total()
   store = Store.open(wd)
   try:
-    summary = run_summary(store, list(c.ladder.rungs), c.evolution.n_proposals)
+    summary = run_summary(wd, store, c.evolution.n_proposals)
   finally:
     store.close()
   _write_report(wd)

@@ -141,7 +141,7 @@ def test_an_experiment_runs_wall_time_sums_every_process_that_worked_on_it(tmp_p
 def test_experiment_summary_and_table(smoke_run, tmp_path):
   workdir, _, _ = smoke_run
   with Store.open(str(workdir)) as store:
-    s = experiment.run_summary(store, ["tiny", "small"], 3)
+    s = experiment.run_summary(str(workdir), store, 3)
   assert s["proposals"] == 3 and s["top_discovered"] >= 1 and s["gpt_top_bpb"] is not None
   assert s["delta_gpt_top"] == pytest.approx(s["best_top_bpb"] - s["gpt_top_bpb"])
   assert s["beat_gpt_top"] == (s["delta_gpt_top"] < 0)
@@ -221,3 +221,104 @@ def test_loop_with_islands_selects_parents_from_the_drawn_island(tmp_path):
     for d in store.designs():
       for p in d["parents"]:  # bred on its island: every parent was in that island's pool
         assert p in isles.pool(isles.home(d["id"]))
+
+
+# -- the numbers behind each chart, on a store whose history is known --------------------------
+def _store_with_history(workdir):
+  """A run of 4 proposals on rungs tiny -> small (2 promotion slots) whose promotions are recorded
+  after later proposals: d1 is promoted after proposal 3, d3 after proposal 4; d2 is rejected."""
+  from gab import seeds as seed_lib  # pylint: disable=g-import-not-at-top
+  from gab.tree import design_to_json  # pylint: disable=g-import-not-at-top
+  (workdir / "config.json").write_text(json.dumps(
+      {"ladder": {"rungs": ["tiny", "small"], "n_target": 2, "ratio": 0.5}}))
+  tree = design_to_json(seed_lib.seed("gpt"), "gpt")
+  result = lambda bpb, params=1000: {"val_bpb": bpb, "params": params, "tokens": 10}  # noqa: E731
+  with Store.open(str(workdir)) as store:
+    def add(i, op, status, parents=()):
+      store.add_design(i, tree, list(parents), op, i, status)
+    add("gpt", "seed", "verified")
+    store.add_verification("gpt", "tiny", result(3.0))
+    store.add_verification("gpt", "small", result(2.8, 4000))
+    add("d1", "mutation", "verified", ["gpt"])
+    store.add_verification("d1", "tiny", result(2.9))
+    add("d2", "mutation", "rejected", ["gpt"])
+    add("d3", "crossover", "verified", ["d1", "gpt"])
+    store.add_verification("d3", "tiny", result(2.7))
+    store.add_verification("d1", "small", result(2.6, 4000))
+    add("d4", "scratch", "verified")
+    store.add_verification("d4", "tiny", result(2.95))
+    store.add_verification("d3", "small", result(2.5, 4400))
+  return workdir
+
+
+def test_best_so_far_credits_each_result_to_the_proposal_it_was_known_at(tmp_path):
+  from genesys_jax.report import figures, gather  # pylint: disable=g-import-not-at-top
+  with Store.open(str(_store_with_history(tmp_path))) as store:
+    run = gather.load(str(tmp_path), store)
+  assert gather.best_so_far(run, "tiny") == ([1, 2, 3, 4], [2.9, 2.9, 2.7, 2.7])
+  # Not [2.6, 2.6, 2.5, 2.5]: d1's small result came after proposal 3, d3's after proposal 4.
+  assert gather.best_so_far(run, "small") == ([1, 2, 3, 4], [None, None, 2.6, 2.5])
+  fig = figures.best_so_far(run)
+  small = next(t for t in fig.data if t.name == "rung small")
+  assert list(small.y) == [None, None, 2.6, 2.5]
+  assert list(next(t for t in fig.data if t.name == "GPT seed @ small").y) == [2.8, 2.8]
+
+
+def test_ladder_chart_shows_slots_only_where_they_bound(tmp_path):
+  from genesys_jax.report import figures, gather, site  # pylint: disable=g-import-not-at-top
+  with Store.open(str(_store_with_history(tmp_path))) as store:
+    run = gather.load(str(tmp_path), store)
+  rows = gather.funnel(run)
+  assert rows == [{"rung": "tiny", "budget": None, "discovered": 3, "baselines": 1, "failed": 0},
+                  {"rung": "small", "budget": 2, "discovered": 2, "baselines": 1, "failed": 0}]
+  slots, found, seeds = figures.funnel(rows).data
+  assert list(slots.y) == [None, 2] and list(found.y) == [3, 2] and list(seeds.y) == [1, 1]
+  assert all(f <= s for f, s in zip(found.y[1:], slots.y[1:]))  # never over the slots it has
+  assert "take no slot" in seeds.name
+  index = site.pages(run)["index.html"]
+  assert re.search(r"<td>tiny</td><td class=\"num\">all valid</td><td class=\"num\">3</td>", index)
+
+
+def test_tree_legend_star_is_the_seed_and_colours_are_lowest_rung_bpb(tmp_path):
+  from genesys_jax.report import figures, gather  # pylint: disable=g-import-not-at-top
+  with Store.open(str(_store_with_history(tmp_path))) as store:
+    run = gather.load(str(tmp_path), store)
+  nodes = {t.name: t for t in figures.evolution_tree(run).data
+           if t.mode == "markers" and t.showlegend is not False}
+  assert set(nodes) == {"seed", "discovered, trained", "discovered, no result"}
+  ids = {name: [c.removeprefix("design-").removesuffix(".html") for c in t.customdata]
+         for name, t in nodes.items()}
+  assert ids == {"seed": ["gpt"], "discovered, trained": ["d1", "d3", "d4"],
+                 "discovered, no result": ["d2"]}
+  assert nodes["seed"].marker.symbol == "star" and nodes["discovered, trained"].marker.symbol == "circle"
+  assert list(nodes["discovered, trained"].marker.color) == [2.9, 2.7, 2.95]
+  assert list(nodes["seed"].marker.color) == [3.0]
+  for name in ("seed", "discovered, trained"):  # one colour scale for both
+    assert (nodes[name].marker.cmin, nodes[name].marker.cmax) == (2.7, 3.0)
+  assert nodes["discovered, no result"].marker.color == "#cccccc"
+
+
+def test_experiment_page_with_one_seed_has_no_sd_and_working_links(tmp_path):
+  from genesys_jax.report import site as report_site  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "gp" / "seed0"
+  wd.mkdir(parents=True)
+  with Store.open(str(_store_with_history(wd))) as store:
+    s = experiment.run_summary(str(wd), store, 4)
+  assert s["best_top_bpb"] == 2.5 and s["delta_gpt_top"] == pytest.approx(-0.3)
+  assert s["beat_gpt_top"] and s["param_ratio_top"] == 1.1 and s["top_discovered"] == 2
+  assert s["best_so_far"] == [2.9, 2.9, 2.7, 2.7] and s["auc_best_so_far"] == pytest.approx(2.8)
+  assert s["valid"] == 3 and s["valid_rate"] == 0.75
+  report_site.write(str(wd))
+  runs = [dict(s, arm="gp", seed=0, complete=True, wall_s=12.0)]
+  doc = experiment.write_results(str(tmp_path), ladder_config("smoke"), ["gp"], [0], runs)
+  (row,) = doc["table"]
+  assert row["best_top_bpb"] == 2.5 and row["best_top_bpb_sd"] is None and row["best_top_bpb_n"] == 1
+  html = (tmp_path / "experiment.html").read_text()
+  assert "0.0000" not in html
+  cells = re.findall(r'<td class="num">([^<]*)</td>', html.split("<tr><td>gp</td>", 1)[1].split("</tr>")[0])
+  assert cells[:4] == ["1", "2.5000", "-", "2.8000"]  # seeds done, best, its sd, GPT
+  nav = re.search(r"<nav>(.*?)</nav>", html, re.S).group(1)
+  hrefs = re.findall(r'href="([^"]+)"', nav) + re.findall(r'<a href="([^"]+)"', html)
+  assert len(re.findall(r'href="', nav)) == 3
+  for href in hrefs:
+    assert (tmp_path / href).is_file(), href

@@ -28,21 +28,26 @@ def best_so_far(run: gather.Run) -> go.Figure:
 
 
 def funnel(rows: list[dict[str, Any]]) -> go.Figure:
+  """Per rung, the promotion slots beside the discovered designs verified there (never above
+  them but at the lowest rung, which has no slots: it verifies every valid design), and the seed
+  baselines, which take no slot."""
   rungs = [r["rung"] for r in rows]
   fig = go.Figure([
-      go.Bar(x=rungs, y=[r["budget"] for r in rows], name="budget (discovered designs)"),
+      go.Bar(x=rungs, y=[r["budget"] for r in rows], name="promotion slots for discovered designs",
+             text=["every valid design" if r["budget"] is None else "" for r in rows]),
       go.Bar(x=rungs, y=[r["discovered"] for r in rows], name="discovered designs verified"),
-      go.Bar(x=rungs, y=[r["baselines"] for r in rows], name="seed baselines verified"),
+      go.Bar(x=rungs, y=[r["baselines"] for r in rows], name="seed baselines (take no slot)"),
   ])
-  fig.update_layout(title="the ladder: budget and use per rung", barmode="group",
+  fig.update_layout(title="the ladder: promotion slots and their use per rung", barmode="group",
                     yaxis_title="verifications")
   return fig
 
 
 def evolution_tree(run: gather.Run) -> go.Figure:
   """Designs laid out by generation (y) and creation order within it (x); edges coloured by the
-  child's operator; nodes by fitness (val_bpb at the lowest rung; grey: none). A click on a
-  node opens its page (customdata holds the link; the page's script follows it)."""
+  child's operator; nodes by fitness (val_bpb at the lowest rung; grey: none), seeds as stars
+  (a trace of their own, so the legend's star means "seed"). A click on a node opens its page
+  (customdata holds the link; the page's script follows it)."""
   gen = gather.generations(run)
   slot: dict[int, int] = {}
   pos = {}
@@ -63,24 +68,31 @@ def evolution_tree(run: gather.Run) -> go.Figure:
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"edge: {op}", hoverinfo="skip",
                              line=dict(color=OPERATOR_COLORS.get(op, "#999"), width=1.5)))
   fit = {d["id"]: gather.fitness(d, run.rungs) for d in run.designs}
-  for scored in (True, False):
-    ds = [d for d in run.designs if (fit[d["id"]] is not None) == scored]
+  scored = [v for v in fit.values() if v is not None]
+  scale = dict(colorscale="Viridis", reversescale=True, cmin=min(scored, default=0.0),
+               cmax=max(scored, default=1.0))
+  for name, symbol, keep in (
+      ("seed", "star", lambda d: d["operator"] == "seed"),
+      ("discovered, trained", "circle", lambda d: d["operator"] != "seed" and fit[d["id"]] is not None),
+      ("discovered, no result", "circle", lambda d: d["operator"] != "seed" and fit[d["id"]] is None)):
+    ds = [d for d in run.designs if keep(d)]
     if not ds:
       continue
-    marker = dict(size=14, line=dict(width=1, color="#333"),
-                  symbol=["star" if d["operator"] == "seed" else "circle" for d in ds])
-    if scored:
-      marker.update(color=[fit[d["id"]] for d in ds], colorscale="Viridis", reversescale=True,
-                    showscale=True, colorbar=dict(title="val_bpb"))
-    else:
+    marker = dict(size=14, symbol=symbol, line=dict(width=1, color="#333"))
+    if all(fit[d["id"]] is not None for d in ds):
+      marker.update(color=[fit[d["id"]] for d in ds], **scale)
+    else:  # no result to colour by (rejected, or training failed)
       marker.update(color="#cccccc")
     fig.add_trace(go.Scatter(
         x=[pos[d["id"]][0] for d in ds], y=[pos[d["id"]][1] for d in ds], mode="markers",
-        name="verified" if scored else "not verified", marker=marker,
-        customdata=[f"design-{d['id']}.html" for d in ds],
+        name=name, marker=marker, customdata=[f"design-{d['id']}.html" for d in ds],
         text=[f"{d['id']} [{d['operator']}] {d['status']}<br>{d['description'][:80]}"
-              + (f"<br>val_bpb {fit[d['id']]:.4f}" if scored else "") for d in ds],
+              + (f"<br>val_bpb {fit[d['id']]:.4f}" if fit[d["id"]] is not None else "") for d in ds],
         hovertemplate="%{text}<extra></extra>"))
+  if scored:  # one colour bar for every trace coloured by val_bpb (they share cmin and cmax)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                             marker=dict(color=[scale["cmin"]], showscale=True,
+                                         colorbar=dict(title="val_bpb"), **scale)))
   fig.update_layout(title="evolution tree (click a node to open its design)",
                     legend=dict(orientation="h", y=-0.05),
                     xaxis=dict(visible=False), yaxis=dict(title="generation", tickvals=sorted({-g for g in gen.values()}),

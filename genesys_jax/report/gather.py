@@ -24,6 +24,7 @@ class Run:
   boards: dict[str, list[dict[str, Any]]]        # leaderboard.by_rung
   lineage: list[dict[str, Any]]
   artifacts: dict[str, list[dict[str, Any]]]     # design id -> text artifacts worth showing
+  known_at: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # see known_at()
 
   @property
   def by_id(self) -> dict[str, dict[str, Any]]:
@@ -43,7 +44,23 @@ def load(workdir: str, store: Store) -> Run:
   for a in store.artifacts():
     if a["design_id"] and any(a["kind"].startswith(k) for k in _TEXT_ARTIFACTS):
       artifacts.setdefault(a["design_id"], []).append(a)
-  return Run(workdir, config, rungs, designs, leaderboard.by_rung(store, rungs), store.lineage(), artifacts)
+  return Run(workdir, config, rungs, designs, leaderboard.by_rung(store, rungs), store.lineage(), artifacts,
+             known_at(store))
+
+
+def known_at(store: Store) -> dict[tuple[str, str], int]:
+  """(design id, rung) -> how many proposals had been made when that result was recorded (its
+  last record): a design promoted after proposal 9 is known at the higher rung from 9 on, not
+  from its own proposal."""
+  events = sorted(store.events(kind="design_added") + store.events(kind="verification_added"),
+                  key=lambda e: e["seq"])
+  proposals, out = 0, {}
+  for e in events:
+    if e["kind"] == "design_added":
+      proposals += e["payload"]["operator"] != "seed"
+    else:
+      out[(e["payload"]["design_id"], e["payload"]["rung"])] = proposals
+  return out
 
 
 def counts(run: Run) -> dict[str, dict[str, int]]:
@@ -72,27 +89,36 @@ def totals(run: Run) -> dict[str, Any]:
 
 
 def funnel(run: Run) -> list[dict[str, Any]]:
-  """Per rung: the ladder's budget for discovered designs, discovered and baseline verifications."""
+  """Per rung: the ladder's promotion slots for discovered designs (None at the lowest rung, which
+  verifies every valid design), and the discovered and baseline verifications there."""
   lad = run.config.get("ladder", {})
   n_target, ratio = lad.get("n_target", 1), lad.get("ratio", 0.5)
   budget = ladder.budgets(len(run.rungs), n_target, ratio) if run.rungs else []
   out = []
   for i, r in enumerate(run.rungs):
     rows = run.boards[r]
-    out.append({"rung": r, "budget": budget[i], "discovered": sum(not x["is_seed"] for x in rows),
+    out.append({"rung": r, "budget": budget[i] if i else None,
+                "discovered": sum(not x["is_seed"] for x in rows),
                 "baselines": sum(x["is_seed"] for x in rows),
                 "failed": sum(x["val_bpb"] is None for x in rows)})
   return out
 
 
 def best_so_far(run: Run, rung: str) -> tuple[list[int], list[float | None]]:
-  """For each proposal (1-based), the best val_bpb at `rung` among discovered designs so far."""
-  xs, ys, best = [], [], None
-  for i, d in enumerate([d for d in run.designs if d["operator"] != "seed"], 1):
+  """For each number of proposals k (1-based), the best val_bpb at `rung` of a discovered design
+  whose result there had been recorded when the k-th proposal was made (`known_at`; results
+  recorded after the last proposal count at the last)."""
+  proposals = [d for d in run.designs if d["operator"] != "seed"]
+  results = []  # (k, val_bpb)
+  for own, d in enumerate(proposals, 1):
     bpb = d["metrics"].get(rung, {}).get("val_bpb")
     if bpb is not None:
-      best = bpb if best is None else min(best, bpb)
-    xs.append(i)
+      results.append((max(own, run.known_at.get((d["id"], rung), own)), bpb))
+  xs, ys, best = [], [], None
+  for k in range(1, len(proposals) + 1):
+    best = min([bpb for at, bpb in results if at == k] + ([best] if best is not None else []),
+               default=None)
+    xs.append(k)
     ys.append(best)
   return xs, ys
 
