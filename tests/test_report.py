@@ -229,8 +229,9 @@ def _store_with_history(workdir):
   after later proposals: d1 is promoted after proposal 3, d3 after proposal 4; d2 is rejected."""
   from gab import seeds as seed_lib  # pylint: disable=g-import-not-at-top
   from gab.tree import design_to_json  # pylint: disable=g-import-not-at-top
-  (workdir / "config.json").write_text(json.dumps(
-      {"ladder": {"rungs": ["tiny", "small"], "n_target": 2, "ratio": 0.5}}))
+  config = ladder_config("smoke")
+  config.ladder.n_target = 2  # rungs tiny -> small, ratio 0.5
+  (workdir / "config.json").write_text(config.to_json())
   tree = design_to_json(seed_lib.seed("gpt"), "gpt")
   result = lambda bpb, params=1000: {"val_bpb": bpb, "params": params, "tokens": 10}  # noqa: E731
   with Store.open(str(workdir)) as store:
@@ -322,3 +323,21 @@ def test_experiment_page_with_one_seed_has_no_sd_and_working_links(tmp_path):
   assert len(re.findall(r'href="', nav)) == 3
   for href in hrefs:
     assert (tmp_path / href).is_file(), href
+
+
+def test_design_page_links_its_json_and_its_export(tmp_path):
+  from genesys_jax import export_design  # pylint: disable=g-import-not-at-top
+  workdir = _store_with_history(tmp_path)
+  report = workdir / "report"
+  site.write(str(workdir))
+  page = (report / "design-d3.html").read_text()
+  assert 'href="design-d3.json"' in page and f"--workdir={workdir} --design=d3" in page
+  with Store.open(str(workdir)) as store:
+    assert (report / "design-d3.json").read_text() == store.design("d3")["tree"]
+  assert "exported" not in re.sub(r"<[^>]+>", "", page).split("standalone")[1].split("python")[0]
+  out = export_design.export(str(workdir), "d3")  # no checkpoint here: no parameters
+  assert json.loads(open(os.path.join(out, "config.json")).read())["rung"] == "small"
+  site.write(str(workdir))
+  page = (report / "design-d3.html").read_text()
+  href = re.search(r'<a href="([^"]+)">exported</a>', page).group(1)
+  assert (report / href).resolve() == (workdir / "export" / "design_d3" / "model.py").resolve()

@@ -3,7 +3,8 @@
 Pages: index.html (config, counts by status/operator/designer, time and cost, best-so-far per
 rung, the ladder funnel, the leaderboards' top rows), rung-R.html (the leaderboard of rung R, every
 design against the GPT seed and the best seed at that rung), tree.html (the evolution tree) and
-design-ID.html (one per design). Every file is written atomically (a temporary file renamed over
+design-ID.html (one per design, beside its design file design-ID.json, with the command that
+exports it as a standalone package). Every file is written atomically (a temporary file renamed over
 the old one), so a browser watching a running loop never reads half a page; plotly.js is copied
 from the installed plotly package, so the site works from file:// with no network.
 """
@@ -15,6 +16,7 @@ import os
 from typing import Any, Callable
 
 from evolution.store import Store
+from genesys_jax import export_design
 from genesys_jax.report import figures, gather, plots, render
 
 
@@ -24,11 +26,14 @@ def _design_page(run: gather.Run, d: dict[str, Any], nav: dict[str, Any]) -> str
   report = json.loads(d["report"]) if isinstance(d["report"], str) else (d["report"] or {})
   curves = figures.loss_curves(d)
   children = [c["child_id"] for c in run.lineage if c["parent_id"] == d["id"]]
+  export = os.path.join(export_design.default_out(run.workdir, d["id"]), "model.py")
   return render.page(
       "design.html", title=f"design {d['id']}", d=d, tree=gather.tree_of(d), rows=rows,
       report=report, diff=gather.diff_from_parent(run, d), code=gather.code_units(gather.tree_of(d)),
       curves=plots.div(curves, height=340) if curves else "", artifacts=run.artifacts.get(d["id"], []),
-      children=children, known=set(run.by_id), plotly=curves is not None, **nav)
+      children=children, known=set(run.by_id), plotly=curves is not None, run=run,
+      exported=os.path.relpath(export, os.path.join(run.workdir, "report")) if os.path.exists(export)
+      else "", **nav)
 
 
 def pages(run: gather.Run) -> dict[str, str]:
@@ -50,6 +55,7 @@ def pages(run: gather.Run) -> dict[str, str]:
                                         plotly=False, **nav)
   for d in run.designs:
     out[f"design-{d['id']}.html"] = _design_page(run, d, nav)
+    out[f"design-{d['id']}.json"] = d["tree"]  # the design file, as `cli.seeds` writes them
   return out
 
 
