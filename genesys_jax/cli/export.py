@@ -28,8 +28,8 @@ def main(argv: list[str]) -> int:
     if f.design:
       from genesys_jax import export_design  # pylint: disable=g-import-not-at-top
       out = export_design.export(f.workdir, f.design, f.rung, f.out)
-      print(f"design {f.design} -> {out} (a package: put its folder on sys.path, import "
-            f"{os.path.basename(out)}; see its model.py)")
+      print(f"design {f.design} -> {out} (a package: with {os.path.dirname(out)} on sys.path, "
+            f"import {os.path.basename(out)}; see its model.py)")
       return 0
     if f.rung:
       raise ValueError("--rung is for --design: which rung's size and parameters to export")
