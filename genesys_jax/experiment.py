@@ -89,6 +89,31 @@ def run_summary(workdir: str, store: Any, n_proposals: int) -> dict[str, Any]:
   }
 
 
+def format_table(doc: dict[str, Any]) -> str:
+  """The per-arm table as text (mean ± sd over the finished seeds; '-' where there is none)."""
+  def num(row, field, spec=".4f"):
+    x, sd = row[field], row.get(field + "_sd")
+    if x is None:
+      return "-"
+    return format(x, spec) + ("" if sd is None else f" ± {format(sd, spec.lstrip('+'))}")
+  rows = [("arm", "seeds", "best top-rung bpb", "GPT there", "Δ vs GPT", "params/GPT", "beat GPT",
+           "AUC best-so-far", "valid rate", "wall s")]
+  for r in doc["table"]:
+    rows.append((r["arm"], str(len(r["seeds"])), num(r, "best_top_bpb"), num(r, "gpt_top_bpb"),
+                 num(r, "delta_gpt_top", "+.4f"), num(r, "param_ratio_top", ".3f"),
+                 f"{r['beat_gpt_top']}/{len(r['seeds'])}", num(r, "auc_best_so_far"),
+                 num(r, "valid_rate", ".2f"), num(r, "wall_s", ".0f")))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = [f"rungs {' -> '.join(doc['rungs'])}, {doc['n_proposals']} proposals per run; Δ < 0: a "
+           "discovered design beat the GPT seed at the top rung"]
+  for k, row in enumerate(rows):
+    lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    if k == 0:
+      lines.append("-" * len(lines[-1]))
+  return "\n".join(lines)
+
+
 def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None, int]:
   """(mean, sample sd, n) of the values given; sd None below two values (unknown, not 0)."""
   xs = [x for x in values if x is not None]
@@ -130,11 +155,13 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
     return previous
   c = arm_config(config, arm, seed)
   os.makedirs(wd, exist_ok=True)
-  log(f"{arm} seed {seed}: running in {wd}")
+  log(f"{arm} seed {seed}: running in {wd} (its log: log.txt there)")
   with open(os.path.join(wd, "log.txt"), "a") as f:
-    def tee(line: str) -> None:
-      f.write(line + "\n")
+    def tee(text: str) -> None:
+      f.write(text + "\n")
       f.flush()
+      for line in text.splitlines():  # the run's progress, told apart from the other runs'
+        log(f"{arm} seed {seed} | {line}")
       clock.save()
     try:
       loop.run(c, wd, log=tee)
@@ -194,6 +221,7 @@ def experiment(config: ml_collections.ConfigDict, arms: list[str], seeds: list[i
   runs = []
   for seed in seeds:  # seed-major: a stopped experiment has every arm at the same number of seeds
     for arm in arms:
+      log(f"run {len(runs) + 1}/{len(arms) * len(seeds)}: arm {arm}, seed {seed}")
       runs.append(run_one(config, arm, seed, workdir, log))
       write_results(workdir, config, arms, seeds, runs)
   return write_results(workdir, config, arms, seeds, runs)
@@ -234,7 +262,9 @@ def main(argv):
   except (ValueError, FileNotFoundError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(json.dumps(doc["table"], indent=1, sort_keys=True))
+  print(format_table(doc))
+  print(f"page: {os.path.join(os.path.abspath(_WORKDIR.value), 'experiment.html')} (data: "
+        f"experiment.json there; each run's report: ARM/seedS/report/index.html)")
 
 
 if __name__ == "__main__":

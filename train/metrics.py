@@ -7,7 +7,9 @@ device's nominal dense bf16 peak. `train.bench` also reports FLOPs from XLA's co
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
 import time
 from typing import Any
 
@@ -54,17 +56,22 @@ def clear_events(log_dir: str) -> None:
 class Writer:
   """Scalars to TensorBoard event files in `log_dir` (process 0 only; a no-op without a dir).
 
-  Written with TensorBoard's own event writer, so training needs no TensorFlow.
+  A local directory gets TensorBoard's record format written to a plain file (`_EventFile`): its
+  own EventFileWriter goes through TensorFlow's file layer whenever TensorFlow is installed, which
+  would import TensorFlow (seconds, hundreds of MB and its start-up lines) in every training
+  process. A URL (gs://...) keeps that writer, whose file layer reaches such stores.
   """
 
   def __init__(self, log_dir: str | None):
     self._writer = None
     if log_dir and jax.process_index() == 0:
       from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
-      from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
-      os.makedirs(log_dir, exist_ok=True)
       self._pb = (event_pb2, summary_pb2)
-      self._writer = EventFileWriter(log_dir)
+      if "://" in log_dir:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+        self._writer = EventFileWriter(log_dir)
+      else:
+        self._writer = _EventFile(log_dir, event_pb2)
 
   def scalars(self, step: int, values: dict[str, Any]) -> None:
     if self._writer is None:
@@ -79,3 +86,28 @@ class Writer:
     if self._writer is not None:
       self._writer.flush()
       self._writer.close()
+
+
+_FILE_IDS = itertools.count()  # files this process began (two in one second stay apart)
+
+
+class _EventFile:
+  """One TensorBoard event file in a local directory, named and begun as TensorBoard's writer does."""
+
+  def __init__(self, log_dir: str, event_pb2):
+    from tensorboard.summary.writer.record_writer import RecordWriter  # pylint: disable=g-import-not-at-top
+    os.makedirs(log_dir, exist_ok=True)
+    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
+            f"{next(_FILE_IDS)}")
+    self._file = open(os.path.join(log_dir, name), "wb")
+    self._records = RecordWriter(self._file)
+    self.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+  def add_event(self, event) -> None:
+    self._records.write(event.SerializeToString())
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()

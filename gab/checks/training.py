@@ -103,6 +103,19 @@ def check_differentiability(ctx: Context) -> Check:
                    "compute the operations behind it in float32 and cast back")
   dead = _failing(run["grad_nonzero"], ctx.tree)
   if dead:
+    scale = ctx.cfg.large_input_scale
+    _, stats = ctx.train_step(run["initial_state"], ctx.tokens, scale)
+    if dead[0] not in _failing(jax.device_get(stats["grad_nonzero"]), ctx.tree):
+      # The path exists: with larger inputs the gradient is nonzero. At the initial scale the
+      # signal through it is a product of small activations below float32's range (seen: ~1e-53
+      # through an unnormalised MLP -> retention -> MLP chain inside a Gate), so training in
+      # float32 never moves the parameter either; the message says which of the two it is.
+      return Check("differentiability", FAIL, f"gradient of {dead[0]} underflows to exactly zero "
+                   f"in float32 over {ctx.cfg.train_steps} training steps{_more(dead)} (it is "
+                   f"nonzero with the embeddings scaled x{scale:g}: the signal through it vanishes, "
+                   "products of small activations, rather than being cut)",
+                   "normalise the inputs of multiplicative branches (a Gate's children, "
+                   "retention or MLPs fed unnormalised activations) so they stay near unit scale")
     return Check("differentiability", FAIL, f"gradient of {dead[0]} is identically zero over "
                  f"{ctx.cfg.train_steps} training steps{_more(dead)}", hint)
   n = len(jax.tree.leaves(run["grad_nonzero"]))
