@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch import plan as launch_plan
@@ -25,8 +25,9 @@ _LAUNCH = config_flags.DEFINE_config_dict("launch", launch_plan.default_config()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from genesys_jax import cli, cli_errors  # pylint: disable=g-import-not-at-top  (light)
-  cli.quiet_absl_logging()
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  from genesys_jax import cli_errors  # pylint: disable=g-import-not-at-top  (light)
   config = cli_errors.config_or_exit(_CONFIG, "config")
   cli_errors.validate_or_exit(config)
   if _LAUNCH.value.executor:
