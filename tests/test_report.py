@@ -198,12 +198,17 @@ def test_experiment_runs_two_arms_resumably_and_writes_its_table(tmp_path):
   config.evolution.n_proposals = 2
   lines = []
   doc = experiment.experiment(config, ["gp", "random"], [0], str(tmp_path), log=lines.append)
+  assert "run 2/2: arm random, seed 0" in lines
+  assert any(line.startswith("gp seed 0 | ") for line in lines)  # the runs' progress, prefixed
   assert [r["arm"] for r in doc["table"]] == ["gp", "random"]
+  table = experiment.format_table(doc).splitlines()
+  assert table[1].split()[:3] == ["arm", "seeds", "best"] and table[3].startswith("gp ")
   assert all(r["gpt_top_bpb"] is not None and r["wall_s"] > 0 for r in doc["table"])
   assert (tmp_path / "gp" / "seed0" / "report" / "index.html").exists()
   lines.clear()
   again = experiment.experiment(config, ["gp", "random"], [0], str(tmp_path), log=lines.append)
-  assert all("finished earlier" in line for line in lines if "seed 0" in line)
+  status = [line for line in lines if line.startswith(("gp seed 0:", "random seed 0:"))]
+  assert len(status) == 2 and all("finished earlier" in line for line in status), lines
   assert again["table"] == doc["table"]
   assert glob.glob(str(tmp_path / "experiment.html"))
 
