@@ -167,6 +167,7 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
       loop.run(c, wd, log=tee)
     finally:
       clock.save(force=True)
+      _release_memory()
   wall = clock.total()
   store = Store.open(wd)
   try:
@@ -182,6 +183,23 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
   log(f"{arm} seed {seed}: best top-rung bpb {result['best_top_bpb']} (GPT {result['gpt_top_bpb']}), "
       f"{wall:.0f} s")
   return result
+
+
+def _release_memory() -> None:
+  """After a run, before the next in this process: JAX's caches of compiled programs (a run
+  compiles its own designs, none of which the next one reuses) and the heap glibc keeps after
+  they are freed (measured: a smoke-scale random-arm run left 3.1 GB resident, 2.3 GB after the
+  trim)."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  import gc  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
+  gc.collect()
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):  # not glibc: its allocator keeps what it keeps
+    pass
 
 
 class _WallClock:
