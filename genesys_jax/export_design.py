@@ -78,7 +78,8 @@ def relative_imports(source: str, package: list[str]) -> str:
       edits.append((node, text))
   for node, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
     first, last = node.lineno - 1, node.end_lineno - 1
-    lines[first:last + 1] = [lines[first][:node.col_offset] + text + lines[last][node.end_col_offset:]]
+    head, tail = lines[first][:node.col_offset], lines[last][node.end_col_offset:]
+    lines[first:last + 1] = [head + text + tail]
   return "".join(lines)
 
 
@@ -115,7 +116,8 @@ def trained_params(checkpoint_dir: str) -> dict[str, np.ndarray] | None:
     steps = sorted(manager.all_steps())
     if not steps:
       return None
-    state = manager.restore(steps[-1], args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    restored = manager.restore(steps[-1], args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    state = restored["state"]
   finally:
     manager.close()
   flat = jax.tree_util.tree_flatten_with_path(state["params"])[0]
@@ -143,12 +145,14 @@ def export(workdir: str, design_id: str, rung: str | None = None, out: str | Non
   from gab.tree import design_from_json, design_units  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(workdir, "config.json")
   if not os.path.isfile(os.path.join(workdir, "evolution.db")) or not os.path.isfile(config_path):
-    raise FileNotFoundError(f"{workdir} holds no evolution.db and config.json: expected a run's workdir")
+    raise FileNotFoundError(f"{workdir} holds no evolution.db and config.json: expected a run's "
+                            "workdir")
   with open(config_path) as f:
     config = json.load(f)
   with Store.open(workdir) as store:
     if not store.has_design(design_id):
-      raise KeyError(f"no design {design_id!r} in {workdir}: expected an id from its leaderboard or report")
+      raise KeyError(f"no design {design_id!r} in {workdir}: expected an id from its leaderboard "
+                     "or report")
     design = store.design(design_id)
     results = {v["rung"]: v["metrics"] for v in store.verifications(design_id)}
   rung = _choose_rung(config, results, rung)
@@ -182,7 +186,8 @@ def export(workdir: str, design_id: str, rung: str | None = None, out: str | Non
     for kind, source in units.items():
       unit = codeunits.parse(source)
       module = f"{unit.name.lower()}_{unit.hash}"
-      _write(os.path.join(tmp, "code_units", module + ".py"), relative_imports(source, ["code_units"]))
+      _write(os.path.join(tmp, "code_units", module + ".py"),
+             relative_imports(source, ["code_units"]))
       spec["code_units"][kind] = {"module": module, "class": unit.class_name,
                                   "declaration": unit.declaration}
     if units:
@@ -241,7 +246,8 @@ def _register_code_units() -> None:
   for kind, entry in CONFIG["code_units"].items():
     if kind in registry.kinds():
       continue
-    cls = getattr(importlib.import_module(f"{__package__}.code_units.{entry['module']}"), entry["class"])
+    module = importlib.import_module(f"{__package__}.code_units.{entry['module']}")
+    cls = getattr(module, entry["class"])
     d = entry["declaration"]
     registry.register(registry.KindSpec(
         kind, d["role"], cls,
