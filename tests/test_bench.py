@@ -17,7 +17,7 @@ from train.reference_gpt import ReferenceGPT
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, D, N_BLOCKS, L = 259, 64, 2, 16
 
-# Tree LM leaf (under blocks_i/root) -> reference leaf (under block_i).
+# Tree LM leaf (under blocks_i/root) -> reference leaf (under blocks_i).
 _BLOCK_MAP = {
     ("0_Residual", "0_Sequence", "0_RMSNorm", "scale"): ("attn_norm",),
     ("0_Residual", "0_Sequence", "1_Attention", "qkv", "kernel"): ("qkv", "kernel"),
@@ -39,7 +39,7 @@ def tree_to_reference(tree_params):
     assert path[0] == "params", path
     if path[1].startswith("blocks_"):
       assert path[2] == "root", path
-      key = (f"block_{path[1][len('blocks_'):]}",) + _BLOCK_MAP[path[3:]]
+      key = (path[1],) + _BLOCK_MAP[path[3:]]
     else:
       key = path[1:]  # embed/embedding, final_norm
     assert key not in out, key

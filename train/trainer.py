@@ -120,8 +120,9 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   # Timing accumulates over attempts in the checkpoint, so a resumed run (even one resumed from its
   # final checkpoint, with nothing left to train) reports the throughput of the steps it trained.
   prior_wall, prior_timed = float(meta.get("train_wall_s", 0.0)), int(meta.get("timed_steps", 0))
-  batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed, step=meta.get("data_step", start),
+  batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed,
                                    process_index=jax.process_index(), process_count=jax.process_count())
+  data_offset = int(meta.get("data_step", start)) - start  # the batch of step s is data_offset + s
   epochs = batches.epochs_at(steps)
   if epochs > 1 and jax.process_index() == 0:
     logging.warning("data: %d steps of %d sequences cover %.2f epochs of the %d train windows "
@@ -135,12 +136,16 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   losses: list[float] = list(meta.get("losses", []))
   pending: list[jax.Array] = []
   end = steps if stop_after is None else min(steps, stop_after)
-  t0, timed_steps, elapsed = None, 0, 0.0
+  t0, timed_steps, elapsed, saving_s = None, 0, 0.0, 0.0
   last_line = time.perf_counter()
+
+  def batch(step: int) -> jax.Array:  # runs on the prefetch thread, ahead of the step
+    return sharding.global_batch(batches.batch_at(data_offset + step), mesh)
+
   with tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-            disable=None) as bar:
+            disable=None) as bar, data_lib.Prefetch(batch, start) as prefetched:
     for step in range(start, end):
-      state, out = step_fn(state, sharding.global_batch(next(batches), mesh))
+      state, out = step_fn(state, next(prefetched))
       pending.append(out["loss"])
       if t0 is None:  # time from the end of the first (compiling) step
         jax.block_until_ready(out["loss"])
@@ -152,7 +157,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       if done % cfg.log_every == 0 or done == end or (ckpt and ckpt.should_save(done, steps)):
         losses += [float(x) for x in jax.device_get(pending)]
         pending = []
-        tok_s = timed_steps * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+        tok_s = timed_steps * tokens_per_step / max(time.perf_counter() - t0 - saving_s, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tok_s:,.0f}")
         writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s,
                               "train/epochs": batches.epochs_at(done)})
@@ -161,11 +166,12 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
           print(f"    {desc}: step {done}/{steps}, loss {losses[-1]:.4f}, {tok_s:,.0f} tokens/s", flush=True)
         if not math.isfinite(losses[-1]):
           raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
-      elapsed = time.perf_counter() - t0  # the steps so far, not the checkpoint writes
+      elapsed = time.perf_counter() - t0 - saving_s  # the steps so far, not the checkpoint writes
       if ckpt and ckpt.should_save(done, steps):
-        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed,
+        ckpt.save(done, state, {"data_step": data_offset + done, "losses": losses, "seed": seed,
                                 "train_wall_s": prior_wall + elapsed,
                                 "timed_steps": prior_timed + timed_steps})
+        saving_s = time.perf_counter() - t0 - elapsed
   wall = prior_wall + (max(elapsed, 1e-9) if t0 is not None else 0.0)
   timed_steps += prior_timed
   if ckpt:
