@@ -27,6 +27,7 @@ from gab.tree import Unit
 from train import data as data_lib
 from train import metrics as metrics_lib
 from train import sharding
+from train import step_fit
 from train import zeroshot
 from train.checkpoint import Checkpointer
 
@@ -41,7 +42,8 @@ def default_train_config() -> ml_collections.ConfigDict:
       max_to_keep=2,
       log_every=10,
       remat=False,              # rematerialise each block in the backward pass (saves memory)
-      remat_policy="full",      # with remat: "full" (save block inputs only), "dots", "dots_all"
+      remat_policy="full",      # with remat: "full" (block inputs only), "dots", "dots_all", or
+                                # "auto": the cheapest that fits the memory (train/step_fit.py)
       attention="auto",         # softmax attention kernel: auto | xla | cudnn | pallas
       progress_every_s=30.0))   # without a terminal (no progress bar): a progress line this often
 
@@ -84,7 +86,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   mesh = sharding.make_mesh(cfg.mesh)
   d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
   model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
-             remat=cfg.remat and cfg.get("remat_policy", "full"), attention=cfg.get("attention", "auto"))
+             attention=cfg.get("attention", "auto"))
   seq_len = data.train.shape[1] - 1
   grad_accum = int(rung.get("grad_accum", 1))
   if rung.batch_size % (grad_accum * jax.process_count()):
@@ -106,12 +108,21 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   abstract = jax.eval_shape(init_state, key)
   state_sh = sharding.param_shardings(abstract, mesh)
   batch_sh = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(make_train_step(model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
-                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+  abstract_sh = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                             abstract, state_sh)
+
+  def build(remat):
+    remat_model = model.clone(remat=remat)
+    return remat_model, jax.jit(
+        make_train_step(remat_model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+  model, step_fn = step_fit.fitting_step(
+      build, cfg.remat and cfg.get("remat_policy", "full"),
+      (abstract_sh, jax.ShapeDtypeStruct((rung.batch_size, seq_len + 1), jnp.int32, sharding=batch_sh)),
+      step_fit.memory_limit(rung))
 
   ckpt = Checkpointer(checkpoint_dir, cfg.max_to_keep, cfg.save_every) if checkpoint_dir else None
-  restored = ckpt.restore_latest(jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)) if ckpt else None
+  restored = ckpt.restore_latest(abstract_sh) if ckpt else None
   if restored:
     start, state, meta = restored
   else:
