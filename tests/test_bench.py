@@ -106,8 +106,8 @@ def test_the_tree_compiles_to_the_hand_written_program():
   """The tree costs nothing: XLA's optimised train step of the GPT seed from its tree has the
   reference's operations (up to bitcasts, free reinterpretations), FLOPs and bytes accessed."""
   tokens = jax.ShapeDtypeStruct((2, L + 1), jnp.int32)
-  tree_step = _compiled_step(LM(seeds.seed("gpt"), VOCAB, D, N_BLOCKS, dtype=jnp.bfloat16), tokens)
-  ref_step = _compiled_step(ReferenceGPT(VOCAB, D, N_BLOCKS, dtype=jnp.bfloat16), tokens)
+  tree_step = _compiled_step(LM(seeds.seed("gpt"), VOCAB, 32, 1, dtype=jnp.bfloat16), tokens)
+  ref_step = _compiled_step(ReferenceGPT(VOCAB, 32, 1, dtype=jnp.bfloat16), tokens)
 
   def ops(compiled):
     found = re.findall(r"= [^=]*? ([a-z][a-z0-9\-]*)\(", compiled.as_text())

@@ -7,7 +7,6 @@ thread, the rematerialisation chosen by memory) and must give the same loss at e
 compute dtype's tolerance.
 """
 
-import importlib.util
 import logging
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import ladder_config
 from gab import seeds
 from gab.model import LM
 from train import data, step_fit, trainer
@@ -26,10 +26,7 @@ TOLERANCE = {"float32": 2e-5, "bfloat16": 2e-2}  # relative, on the loss
 
 @pytest.fixture(scope="module")
 def setup():
-  spec = importlib.util.spec_from_file_location("ladder", "configs/ladder.py")
-  ladder = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(ladder)
-  config = ladder.get_config("smoke")
+  config = ladder_config("smoke")
   rung = config.rungs.tiny
   rung.train_tokens = STEPS * rung.batch_size * config.data.seq_len
   rung.eval_batches = 1
