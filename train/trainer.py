@@ -59,13 +59,13 @@ def evaluate_bpb(model: LM, params, tokens_NxL1: np.ndarray, bytes_per_token: np
     nll = token_nll(model, p, t)
     return nll.sum(), table[t[:, 1:]].sum()
 
-  total_nll, total_bytes, total_tokens = 0.0, 0, 0
-  for local in data_lib.eval_batches(tokens_NxL1, batch_size, max_batches, jax.process_index(),
-                                     jax.process_count()):
-    nll, n_bytes = sums(params, sharding.global_batch(local, mesh))
-    total_nll += float(nll)
-    total_bytes += int(n_bytes)
-    total_tokens += batch_size * (tokens_NxL1.shape[1] - 1)
+  # Every batch is dispatched before any sum is read: the host reads the next batch meanwhile.
+  per_batch = [sums(params, sharding.global_batch(local, mesh)) for local in data_lib.eval_batches(
+      tokens_NxL1, batch_size, max_batches, jax.process_index(), jax.process_count())]
+  fetched = jax.device_get(per_batch)
+  total_nll = sum(float(nll) for nll, _ in fetched)
+  total_bytes = sum(int(n_bytes) for _, n_bytes in fetched)
+  total_tokens = len(per_batch) * batch_size * (tokens_NxL1.shape[1] - 1)
   return {"val_loss": total_nll / max(total_tokens, 1),
           "val_bpb": total_nll / LN2 / max(total_bytes, 1), "val_tokens": total_tokens}
 
