@@ -5,7 +5,7 @@ Both losses here cut the sequence into chunks of C positions, so at most [B, C, 
 once; C is the largest divisor of L with B x C x V x 4 bytes <= `budget_bytes` (small shapes: one
 chunk, no loop).
 
-- `chunked_nll`: per-token NLL, forward only (evaluation, the checker's probes).
+- `chunked_nll`: per-token NLL for evaluation (each chunk rematerialised if differentiated).
 - `mean_nll`: the training loss, a `jax.custom_vjp` whose forward pass also computes, chunk by
   chunk, the gradients with respect to the hidden states and the head matrix (softmax minus the
   one-hot target, times x or W). The backward pass only scales them by the incoming cotangent, so
