@@ -32,10 +32,13 @@ def trainer_rung(shape, steps: int) -> ml_collections.ConfigDict:
       grad_accum=1))
 
 
-def load_corpus(corpus: str, shape) -> data_lib.Corpus:
-  """The byte-vocabulary corpus `corpus` (kjv, files:GLOB, ...) in windows of the shape's length."""
+def load_corpus(corpus: str, shape, val_fraction: float | None = None) -> data_lib.Corpus:
+  """The byte-vocabulary corpus `corpus` (kjv, files:GLOB, ...) in windows of the shape's length;
+  `val_fraction` of its documents for validation (default: `data.val_fraction`'s)."""
   data_cfg = data_lib.default_data_config()
   data_cfg.corpus, data_cfg.seq_len = corpus, shape.seq_len
+  if val_fraction is not None:
+    data_cfg.val_fraction = val_fraction
   loaded = data_lib.load_corpus(data_cfg)
   if loaded.vocab_size != shape.vocab:
     raise ValueError(f"the trainer bench reads a byte corpus ({loaded.vocab_size} tokens), but this "

@@ -32,8 +32,9 @@ GPU_DIR = ".gpu"  # carried to the GPU machine; ignored by git (.gitignore)
 _BENCH = [sys.executable, "-m", "genesys_jax.cli.bench", "--measure_peak"]
 PARTS = (
     ("gpt_14m", 120, _BENCH + ["--shape=14m", "--designs=gpt", "--windows=5"]),
+    # (a quarter of KJV's chapters for validation: one evaluation batch of 256 x 2049 tokens)
     ("trainer_r14m", 150, _BENCH + ["--shape=r14m", "--designs=gpt", "--windows=3", "--trainer",
-                                    f"--corpus=files:{GPU_DIR}/kjv.jsonl"]),
+                                    f"--corpus=files:{GPU_DIR}/kjv.jsonl", "--val_fraction=0.25"]),
     ("gpt_125m", 120, _BENCH + ["--shape=125m", "--designs=gpt", "--windows=3"]),
     ("gpt_350m", 150, _BENCH + ["--shape=350m", "--designs=gpt", "--windows=3", "--steps=10"]),
     ("seeds_14m", 150, _BENCH + ["--shape=14m", "--designs=ttt,mamba2", "--windows=3"]),

@@ -1,6 +1,6 @@
 """Training throughput of the seed designs: `python -m genesys_jax.cli.bench [--designs=gpt,mamba2]
 [--shape=cpu|tiny|14m|125m|350m|r14m] [--steps=N] [--windows=5] [--measure_peak] [--attention=auto]
-[--trainer [--corpus=kjv|files:GLOB]]`.
+[--trainer [--corpus=kjv|files:GLOB] [--val_fraction=F]]`.
 
 (Also `python -m train.bench`.) One JSON line per design from `train.bench.bench_design`.
 """
@@ -34,6 +34,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("trainer", False, "Also time the real training loop (train.trainer) on --corpus "
                     "at the same shape: trainer_tokens_per_s and trainer_ratio.")
   flags.DEFINE_string("corpus", "kjv", "With --trainer: the byte-vocabulary corpus it reads (data.corpus).")
+  flags.DEFINE_float("val_fraction", None, "With --trainer: data.val_fraction of --corpus (its one "
+                     "evaluation batch per window must fit in the validation split).")
 
 
 def main(argv):
@@ -50,7 +52,7 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
       with cli_errors.one_line_errors():
-        corpus = bench_trainer.load_corpus(FLAGS.corpus, shape)
+        corpus = bench_trainer.load_corpus(FLAGS.corpus, shape, FLAGS.val_fraction)
     peak, peak_source = metrics.peak_flops(), "nominal_bf16"
     if FLAGS.measure_peak:
       peak, peak_source = bench.measured_peak_flops(), "measured_bf16_matmul"
