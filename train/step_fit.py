@@ -22,10 +22,10 @@ HEADROOM = 0.9  # of the limit: the allocator's fragmentation and the prefetched
 
 
 def memory_limit(rung) -> float | None:
-  """Bytes a step may use: the rung's `memory_limit_gb`, else the device's, else None."""
+  """Bytes a step may use: the rung's `memory_limit_gb`, else this process's device's, else None."""
   if float(rung.get("memory_limit_gb", 0.0)) > 0:
     return float(rung.memory_limit_gb) * 1e9
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}
   return float(stats["bytes_limit"]) if stats.get("bytes_limit") else None
 
 
@@ -35,13 +35,13 @@ def step_bytes(compiled) -> int:
              - m.alias_size_in_bytes)
 
 
-def fitting_step(build: Callable[[Any], tuple[Any, Any]], remat, abstract_args: tuple, limit):
+def fitting_step(build: Callable[[Any], tuple[Any, Any]], remat, abstract_args: tuple, rung):
   """(model, step) for `remat` (False, or a policy name) as given, or, for "auto", of the first
-  policy of AUTO_ORDER whose step compiled for `abstract_args` fits `limit` bytes (the compiled
-  step is returned then). `build(remat) -> (model, jitted step)`."""
+  policy of AUTO_ORDER whose step compiled for `abstract_args` fits the `memory_limit` of `rung`
+  (the compiled step is returned then). `build(remat) -> (model, jitted step)`."""
   if remat != "auto":
     return build(remat)
-  needs = []
+  limit, needs = memory_limit(rung), []
   for policy in AUTO_ORDER:
     model, step = build(policy)
     compiled = step.lower(*abstract_args).compile()

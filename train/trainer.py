@@ -119,7 +119,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   model, step_fn = step_fit.fitting_step(
       build, cfg.remat and cfg.get("remat_policy", "full"),
       (abstract_sh, jax.ShapeDtypeStruct((rung.batch_size, seq_len + 1), jnp.int32, sharding=batch_sh)),
-      step_fit.memory_limit(rung))
+      rung)
 
   ckpt = Checkpointer(checkpoint_dir, cfg.max_to_keep, cfg.save_every) if checkpoint_dir else None
   restored = ckpt.restore_latest(abstract_sh) if ckpt else None
