@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gab import loss as loss_lib
 from gab import registry
 from gab.tree import DesignError, Unit
 from gab.units import attention_impl
@@ -110,7 +111,11 @@ class LM(nn.Module):
 
   def head(self, x_BxLxD):
     """Float32 logits [..., vocab] of hidden states (the head tied to the embedding)."""
-    return self.embed.attend(x_BxLxD).astype(jnp.float32)
+    return loss_lib.head_logits(x_BxLxD, self.head_matrix(), self.dtype)
+
+  def head_matrix(self):
+    """The head's weights [vocab, d_model]: the token embedding (tied), float32."""
+    return self.embed.embedding
 
 
 def count_params(params) -> int:

@@ -7,6 +7,7 @@ It lives here, below both, so that neither imports the other.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -43,18 +44,27 @@ def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.G
                   mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
 
 
-def token_nll(model: LM, params, tokens_BxL1):
-  """Per-token negative log-likelihood (nats) of tokens[:, 1:] given tokens[:, :-1].
+def _features_and_head(model: LM, params, tokens_BxL):
+  """The final hidden state [B, L, d_model] and the head's weights [vocab, d_model] of an `LM` (or
+  a model with the same `features` and `head_matrix` methods, as `train.reference_gpt`'s)."""
+  x_BxLxD, _ = model.apply(params, tokens_BxL, method=type(model).features)
+  return x_BxLxD, model.apply(params, method=type(model).head_matrix)
 
-  For an `LM` the head and cross-entropy run a chunk of positions at a time (gab/loss.py), so
-  float32 logits of the whole batch never exist at once; other models give logits directly."""
-  if not isinstance(model, LM):
-    logits_BxLxV = model.apply(params, tokens_BxL1[:, :-1])
-    logp = jax.nn.log_softmax(logits_BxLxV, axis=-1)
-    return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
-  x_BxLxD, _ = model.apply(params, tokens_BxL1[:, :-1], method=LM.features)
-  head = lambda x: model.apply(params, x, method=LM.head)  # noqa: E731
-  return loss_lib.chunked_nll(head, x_BxLxD, tokens_BxL1[:, 1:], model.vocab_size)
+
+def token_nll(model: LM, params, tokens_BxL1):
+  """Per-token negative log-likelihood (nats) of tokens[:, 1:] given tokens[:, :-1], the head and
+  cross-entropy applied a chunk of positions at a time (gab/loss.py), so float32 logits of the
+  whole batch never exist at once."""
+  x_BxLxD, w_VxD = _features_and_head(model, params, tokens_BxL1[:, :-1])
+  head = functools.partial(loss_lib.head_logits, w_VxD=w_VxD, dtype=jnp.dtype(model.dtype))
+  return loss_lib.chunked_nll(head, x_BxLxD, tokens_BxL1[:, 1:], w_VxD.shape[0])
+
+
+def mean_nll(model: LM, params, tokens_BxL1):
+  """The training loss, the mean of `token_nll`, with the head, the cross-entropy and their
+  gradients fused a chunk at a time (`gab.loss.mean_nll`)."""
+  x_BxLxD, w_VxD = _features_and_head(model, params, tokens_BxL1[:, :-1])
+  return loss_lib.mean_nll(x_BxLxD, w_VxD, tokens_BxL1[:, 1:], jnp.dtype(model.dtype))
 
 
 def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1,
@@ -63,7 +73,7 @@ def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_acc
 
   With `grad_stats`, metrics also hold per parameter array whether its gradient is finite
   ("grad_finite") and nonzero ("grad_nonzero"): the checker trains through this same step."""
-  grad_fn = jax.value_and_grad(lambda p, t: token_nll(model, p, t).mean())
+  grad_fn = jax.value_and_grad(lambda p, t: mean_nll(model, p, t))
 
   def train_step(state: TrainState, tokens_BxL1):
     if grad_accum == 1:

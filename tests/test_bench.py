@@ -1,7 +1,9 @@
 """The hand-written reference GPT is the GPT seed's model exactly; `train.bench` prints its JSON lines."""
 
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,12 +14,13 @@ import pytest
 
 from gab import seeds
 from gab.model import LM, count_params
+from train import bench, trainer
 from train.reference_gpt import ReferenceGPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, D, N_BLOCKS, L = 259, 64, 2, 16
 
-# Tree LM leaf (under blocks_i/root) -> reference leaf (under block_i).
+# Tree LM leaf (under blocks_i/root) -> reference leaf (under blocks_i).
 _BLOCK_MAP = {
     ("0_Residual", "0_Sequence", "0_RMSNorm", "scale"): ("attn_norm",),
     ("0_Residual", "0_Sequence", "1_Attention", "qkv", "kernel"): ("qkv", "kernel"),
@@ -39,7 +42,7 @@ def tree_to_reference(tree_params):
     assert path[0] == "params", path
     if path[1].startswith("blocks_"):
       assert path[2] == "root", path
-      key = (f"block_{path[1][len('blocks_'):]}",) + _BLOCK_MAP[path[3:]]
+      key = (path[1],) + _BLOCK_MAP[path[3:]]
     else:
       key = path[1:]  # embed/embedding, final_norm
     assert key not in out, key
@@ -89,11 +92,38 @@ def test_equal_logits_under_mapped_parameters(models, dtype):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _compiled_step(model, tokens_BxL1):
+  opt = bench.bench_optimizer(10)
+
+  def init_state(key):
+    params = model.init(key, jnp.zeros((1, tokens_BxL1.shape[1] - 1), jnp.int32))
+    return trainer.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params), jax.random.key_data(key))
+  state = jax.eval_shape(init_state, jax.random.key(0))
+  return jax.jit(trainer.make_train_step(model, opt), donate_argnums=0).lower(state, tokens_BxL1).compile()
+
+
+def test_the_tree_compiles_to_the_hand_written_program():
+  """The tree costs nothing: XLA's optimised train step of the GPT seed from its tree has the
+  reference's operations (up to bitcasts, free reinterpretations), FLOPs and bytes accessed."""
+  tokens = jax.ShapeDtypeStruct((2, L + 1), jnp.int32)
+  tree_step = _compiled_step(LM(seeds.seed("gpt"), VOCAB, 32, 1, dtype=jnp.bfloat16), tokens)
+  ref_step = _compiled_step(ReferenceGPT(VOCAB, 32, 1, dtype=jnp.bfloat16), tokens)
+
+  def ops(compiled):
+    found = re.findall(r"= [^=]*? ([a-z][a-z0-9\-]*)\(", compiled.as_text())
+    return collections.Counter(op for op in found if op != "bitcast")
+  assert ops(tree_step) == ops(ref_step)
+  costs = [c[0] if isinstance(c, (list, tuple)) else c
+           for c in (tree_step.cost_analysis(), ref_step.cost_analysis())]
+  assert costs[0]["flops"] == costs[1]["flops"]
+  assert costs[0]["bytes accessed"] == pytest.approx(costs[1]["bytes accessed"], rel=1e-4)
+
+
 def test_bench_cli_prints_json_lines():
   env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
       [sys.executable, "-m", "train.bench", "--designs=gpt,no_such_design", "--steps=2", "--shape=tiny",
-       "--windows=2", "--measure_peak"],
+       "--windows=2", "--measure_peak", "--trainer"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -108,3 +138,6 @@ def test_bench_cli_prints_json_lines():
   assert gpt["tokens_per_s"] > 0 and gpt["step_s"] > 0 and gpt["xla_flops_per_step"] > 0
   assert gpt["mfu"] > 0 and gpt["peak_source"] == "measured_bf16_matmul"
   assert gpt["ratio_to_reference"] == pytest.approx(gpt["tokens_per_s"] / gpt["reference_tokens_per_s"])
+  # --trainer: the real loop on the KJV corpus, timed in windows between the step's
+  assert gpt["trainer_corpus"] == "kjv" and gpt["trainer_tokens_per_s"] > 0
+  assert gpt["trainer_ratio"] == pytest.approx(gpt["trainer_tokens_per_s"] / gpt["tokens_per_s"])

@@ -4,6 +4,7 @@ TF-free vocabularies equal to seqio's, and batches."""
 
 import hashlib
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -175,6 +176,23 @@ def test_batch_iterator_epochs():
   rows = np.concatenate([it.next()[:, 0] for _ in range(5)])  # 2 epochs.
   assert sorted(rows[:10]) == list(range(10))
   assert sorted(rows[10:]) == list(range(10))
+
+
+def test_prefetch_makes_each_step_once_in_order_on_another_thread():
+  made = []
+
+  def make(step):
+    made.append((step, threading.get_ident()))
+    if step == 7:
+      raise RuntimeError("bad window")
+    return step * 10
+  with data.Prefetch(make, start=3, depth=2) as batches:
+    assert [next(batches) for _ in range(4)] == [30, 40, 50, 60]
+    with pytest.raises(RuntimeError, match="bad window"):
+      next(batches)  # a failure on the thread reaches the step that needed the batch
+  steps = [s for s, _ in made]
+  assert steps == list(range(3, 3 + len(steps))) and 5 <= len(steps) <= 7  # at most 2 ahead
+  assert threading.get_ident() not in {t for _, t in made}
 
 
 def test_batch_iterator_process_slices(packed):

@@ -6,7 +6,9 @@ trainer's own step (`train.trainer.make_train_step`, AdamW from `make_optimizer`
 prints one JSON line: size, tokens/s, seconds per step, MFU and XLA's FLOPs per step. The GPT seed
 is also timed against `train.reference_gpt`, the same model written by hand, in interleaved windows
 (A B B A ...) whose medians are compared, so machine load weighs on both alike: the ratio is the
-cost of compiling a model from a unit tree.
+cost of compiling a model from a unit tree. With `--trainer`, windows of the real training loop on
+a real corpus join the interleaving (`train.bench_trainer`): `trainer_ratio` is the loop's tokens/s
+over the step's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import ml_collections
 from gab import seeds
 from gab.model import LM
 from gab.units import attention_impl
-from train import metrics, trainer
+from train import bench_trainer, metrics, trainer
 from train.reference_gpt import ReferenceGPT
 
 WARMUP_STEPS = 2
@@ -46,8 +48,8 @@ SHAPES = {
     "14m": Shape(128, 6, 2048, 32, 32000, "bfloat16", 20),
     "125m": Shape(768, 12, 2048, 16, 32000, "bfloat16", 20),
     "350m": Shape(1024, 24, 2048, 8, 32000, "bfloat16", 20),
+    "r14m": Shape(128, 6, 2048, 256, 259, "bfloat16", 10),  # the paper's r14m rung, bytes
 }
-
 
 
 def bench_optimizer(total_steps: int):
@@ -128,9 +130,11 @@ def _design_facts(tree) -> dict[str, Any]:
 
 
 def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float | None,
-                 seed: int, attention: str = "auto") -> dict[str, Any]:
+                 seed: int, attention: str = "auto", corpus=None) -> dict[str, Any]:
   """The JSON record of one seed design (GPT: timed against the reference), or an error record.
-  `attention`: the softmax attention kernel (gab/units/attention_impl.py)."""
+  `attention`: the softmax attention kernel (gab/units/attention_impl.py). With a `corpus`
+  (`train.bench_trainer.load_corpus`), the real training loop is timed too, in windows
+  interleaved with the step's (`trainer_tokens_per_s`, `trainer_ratio`)."""
   if name not in seeds.SEEDS:
     return {"design": name, "error": "unknown seed"}
   tree = seeds.seed(name)
@@ -145,6 +149,8 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
     reference = ReferenceGPT(shape.vocab, shape.d_model, shape.n_blocks, dtype=dtype, **_design_facts(tree))
     with attention_impl.use(impl):  # the reference traces (and compiles) here
       runners.append(Runner(reference, tokens_BxL1, optimizer, seed))
+  if corpus is not None:
+    runners.append(bench_trainer.TrainerRunner(tree, shape, corpus, seed, impl))
   seconds = time_interleaved(runners, steps, windows)
   window_s = [statistics.median(s) for s in seconds]
   tokens_per_window = shape.batch * shape.seq_len * steps
@@ -160,15 +166,22 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
       "model_flops_per_token": flops_per_token, "xla_flops_per_step": design.xla_flops_per_step,
       "compile_s": design.compile_s, "device": jax.devices()[0].device_kind, "attention": impl,
   }
-  if len(runners) > 1:
+  if name == "gpt":
     ref = runners[1]
     ref_tok_s = tokens_per_window / window_s[1]
-    window_ratios = [r / t for t, r in zip(*seconds)]  # each window pair, close in time
+    window_ratios = [r / t for t, r in zip(seconds[0], seconds[1])]  # each window pair, close in time
     result.update(reference_tokens_per_s=ref_tok_s, ratio_to_reference=tok_s / ref_tok_s,
                   reference_params=ref.n_params, reference_step_s=window_s[1] / steps,
                   reference_xla_flops_per_step=ref.xla_flops_per_step,
                   ratio_window_median=statistics.median(window_ratios),
                   ratio_window_range=[min(window_ratios), max(window_ratios)])
+  if corpus is not None:
+    trainer_s = seconds[-1]
+    trainer_ratios = [s / t for s, t in zip(seconds[0], trainer_s)]
+    result.update(trainer_tokens_per_s=tokens_per_window / statistics.median(trainer_s),
+                  trainer_ratio=window_s[0] / statistics.median(trainer_s),
+                  trainer_ratio_window_range=[min(trainer_ratios), max(trainer_ratios)],
+                  trainer_corpus=corpus.info.get("corpus"))
   return result
 
 

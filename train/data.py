@@ -10,10 +10,12 @@ is never loaded into memory. Nothing here imports TensorFlow, seqio or TFDS (onl
 `tfds:` or `seqio:` data does), so the trainer runs on machines without them.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import importlib.util  # noqa: F401  (tests patch data.importlib.util)
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import ml_collections
 import numpy as np
@@ -171,6 +173,36 @@ class BatchIterator:
     """Resumes at `state['step']` (from `state()`); returns self."""
     self.step = int(state["step"])
     return self
+
+
+class Prefetch:
+  """The batches of steps `start`, `start + 1`, ... made `depth` steps ahead on one background thread.
+
+  `make(step)` is the host's share of a step (read the windows, assemble the global array, start
+  its transfer to the devices); done ahead, it overlaps the device's work on the steps before, so
+  the device never waits for its next batch. `make` must be a pure function of the step (as
+  `BatchIterator.batch_at` is): what is made ahead is what would be made on time.
+  """
+
+  def __init__(self, make: Callable[[int], Any], start: int, depth: int = 2):
+    self._make, self._next = make, start + depth
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+    self._queue = collections.deque(self._pool.submit(make, s) for s in range(start, start + depth))
+
+  def __next__(self):
+    batch = self._queue.popleft().result()
+    self._queue.append(self._pool.submit(self._make, self._next))
+    self._next += 1
+    return batch
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+  def __enter__(self) -> "Prefetch":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def eval_batches(tokens_NxL1: np.ndarray, batch_size: int,

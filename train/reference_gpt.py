@@ -4,9 +4,11 @@ No unit tree and no registry: token embedding -> n_blocks x [x + attn(rmsnorm(x)
 x + swiglu(rmsnorm(x))] -> final RMSNorm -> head tied to the embedding. The math, parameter count
 and init scheme are exactly those of the GPT seed compiled from its tree (`gab.seeds.gpt`): fused
 qkv and gate/up projections, rotary (rotate-half) attention through `gab.units.attention_impl` (the
-seed's kernel selection), normal(0.02) init with residual-stream output projections scaled by (2 * n_blocks) ** -0.5, float32
-parameters and norms with matmuls in the compute dtype. Any throughput gap between the two is then
-the cost of building a model from a tree, not of a different model.
+seed's kernel selection), normal(0.02) init with residual-stream output projections scaled by
+(2 * n_blocks) ** -0.5, float32 parameters and norms with matmuls in the compute dtype, float32
+logits; the trainer's loss (`gab.train_step.mean_nll`) treats it as it treats the tree's `LM`.
+Any throughput gap between the two is then the cost of building a model from a tree, not of a
+different model.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class Block(nn.Module):
 
 
 class ReferenceGPT(nn.Module):
-  """`apply(params, tokens_BxL) -> float32 logits [B, L, vocab]`, like `gab.model.LM`."""
+  """`apply(params, tokens_BxL) -> float32 logits [B, L, vocab]`, with `features` and `head_matrix`
+  as `gab.model.LM` has them (so the trainer's loss applies the head the same way to both)."""
   vocab_size: int
   d_model: int
   n_blocks: int
@@ -79,15 +82,26 @@ class ReferenceGPT(nn.Module):
   expansion: float = 2.667
   dtype: Any = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=nn.initializers.normal(stddev=0.02),
+                          param_dtype=jnp.float32, dtype=self.dtype)
+    hidden = mlp_hidden(self.d_model, self.expansion)
+    self.blocks = [Block(self.n_heads, hidden, self.n_blocks, self.dtype) for _ in range(self.n_blocks)]
+    self.final_norm = self.param("final_norm", nn.initializers.ones, (self.d_model,), jnp.float32)
+
   def __call__(self, tokens_BxL):
-    embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=nn.initializers.normal(stddev=0.02),
-                     param_dtype=jnp.float32, dtype=self.dtype, name="embed")
+    x_BxLxD, _ = self.features(tokens_BxL)
+    return jnp.einsum("bld,vd->blv", x_BxLxD, self.head_matrix().astype(self.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def features(self, tokens_BxL):
+    """The final normed hidden state [B, L, d_model] (compute dtype) and an empty Z."""
     b, l = tokens_BxL.shape
     positions_BxL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32)[None, :], (b, l))
-    hidden = mlp_hidden(self.d_model, self.expansion)
-    x_BxLxD = embed(tokens_BxL).astype(self.dtype)
-    for i in range(self.n_blocks):
-      x_BxLxD = Block(self.n_heads, hidden, self.n_blocks, self.dtype, name=f"block_{i}")(x_BxLxD, positions_BxL)
-    final_scale_D = self.param("final_norm", nn.initializers.ones, (self.d_model,), jnp.float32)
-    return embed.attend(rmsnorm(x_BxLxD, final_scale_D)).astype(jnp.float32)
+    x_BxLxD = self.embed(tokens_BxL).astype(self.dtype)
+    for block in self.blocks:
+      x_BxLxD = block(x_BxLxD, positions_BxL)
+    return rmsnorm(x_BxLxD, self.final_norm), {}
+
+  def head_matrix(self):
+    return self.embed.embedding

@@ -27,6 +27,7 @@ from gab.tree import Unit
 from train import data as data_lib
 from train import metrics as metrics_lib
 from train import sharding
+from train import step_fit
 from train import zeroshot
 from train.checkpoint import Checkpointer
 
@@ -41,7 +42,8 @@ def default_train_config() -> ml_collections.ConfigDict:
       max_to_keep=2,
       log_every=10,
       remat=False,              # rematerialise each block in the backward pass (saves memory)
-      remat_policy="full",      # with remat: "full" (save block inputs only), "dots", "dots_all"
+      remat_policy="full",      # with remat: "full" (block inputs only), "dots", "dots_all", or
+                                # "auto": the cheapest that fits the memory (train/step_fit.py)
       attention="auto",         # softmax attention kernel: auto | xla | cudnn | pallas
       progress_every_s=30.0))   # without a terminal (no progress bar): a progress line this often
 
@@ -57,13 +59,13 @@ def evaluate_bpb(model: LM, params, tokens_NxL1: np.ndarray, bytes_per_token: np
     nll = token_nll(model, p, t)
     return nll.sum(), table[t[:, 1:]].sum()
 
-  total_nll, total_bytes, total_tokens = 0.0, 0, 0
-  for local in data_lib.eval_batches(tokens_NxL1, batch_size, max_batches, jax.process_index(),
-                                     jax.process_count()):
-    nll, n_bytes = sums(params, sharding.global_batch(local, mesh))
-    total_nll += float(nll)
-    total_bytes += int(n_bytes)
-    total_tokens += batch_size * (tokens_NxL1.shape[1] - 1)
+  # Every batch is dispatched before any sum is read: the host reads the next batch meanwhile.
+  per_batch = [sums(params, sharding.global_batch(local, mesh)) for local in data_lib.eval_batches(
+      tokens_NxL1, batch_size, max_batches, jax.process_index(), jax.process_count())]
+  fetched = jax.device_get(per_batch)
+  total_nll = sum(float(nll) for nll, _ in fetched)
+  total_bytes = sum(int(n_bytes) for _, n_bytes in fetched)
+  total_tokens = len(per_batch) * batch_size * (tokens_NxL1.shape[1] - 1)
   return {"val_loss": total_nll / max(total_tokens, 1),
           "val_bpb": total_nll / LN2 / max(total_bytes, 1), "val_tokens": total_tokens}
 
@@ -84,7 +86,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   mesh = sharding.make_mesh(cfg.mesh)
   d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
   model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
-             remat=cfg.remat and cfg.get("remat_policy", "full"), attention=cfg.get("attention", "auto"))
+             attention=cfg.get("attention", "auto"))
   seq_len = data.train.shape[1] - 1
   grad_accum = int(rung.get("grad_accum", 1))
   if rung.batch_size % (grad_accum * jax.process_count()):
@@ -106,12 +108,21 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   abstract = jax.eval_shape(init_state, key)
   state_sh = sharding.param_shardings(abstract, mesh)
   batch_sh = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(make_train_step(model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
-                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+  abstract_sh = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                             abstract, state_sh)
+
+  def build(remat):
+    remat_model = model.clone(remat=remat)
+    return remat_model, jax.jit(
+        make_train_step(remat_model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+  model, step_fn = step_fit.fitting_step(
+      build, cfg.remat and cfg.get("remat_policy", "full"),
+      (abstract_sh, jax.ShapeDtypeStruct((rung.batch_size, seq_len + 1), jnp.int32, sharding=batch_sh)),
+      rung)
 
   ckpt = Checkpointer(checkpoint_dir, cfg.max_to_keep, cfg.save_every) if checkpoint_dir else None
-  restored = ckpt.restore_latest(jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)) if ckpt else None
+  restored = ckpt.restore_latest(abstract_sh) if ckpt else None
   if restored:
     start, state, meta = restored
   else:
@@ -120,8 +131,9 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   # Timing accumulates over attempts in the checkpoint, so a resumed run (even one resumed from its
   # final checkpoint, with nothing left to train) reports the throughput of the steps it trained.
   prior_wall, prior_timed = float(meta.get("train_wall_s", 0.0)), int(meta.get("timed_steps", 0))
-  batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed, step=meta.get("data_step", start),
+  batches = data_lib.BatchIterator(data.train, rung.batch_size, seed=seed,
                                    process_index=jax.process_index(), process_count=jax.process_count())
+  data_offset = int(meta.get("data_step", start)) - start  # the batch of step s is data_offset + s
   epochs = batches.epochs_at(steps)
   if epochs > 1 and jax.process_index() == 0:
     logging.warning("data: %d steps of %d sequences cover %.2f epochs of the %d train windows "
@@ -135,12 +147,16 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   losses: list[float] = list(meta.get("losses", []))
   pending: list[jax.Array] = []
   end = steps if stop_after is None else min(steps, stop_after)
-  t0, timed_steps, elapsed = None, 0, 0.0
+  t0, timed_steps, elapsed, saving_s = None, 0, 0.0, 0.0
   last_line = time.perf_counter()
+
+  def batch(step: int) -> jax.Array:  # runs on the prefetch thread, ahead of the step
+    return sharding.global_batch(batches.batch_at(data_offset + step), mesh)
+
   with tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-            disable=None) as bar:
+            disable=None) as bar, data_lib.Prefetch(batch, start) as prefetched:
     for step in range(start, end):
-      state, out = step_fn(state, sharding.global_batch(next(batches), mesh))
+      state, out = step_fn(state, next(prefetched))
       pending.append(out["loss"])
       if t0 is None:  # time from the end of the first (compiling) step
         jax.block_until_ready(out["loss"])
@@ -152,7 +168,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       if done % cfg.log_every == 0 or done == end or (ckpt and ckpt.should_save(done, steps)):
         losses += [float(x) for x in jax.device_get(pending)]
         pending = []
-        tok_s = timed_steps * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+        tok_s = timed_steps * tokens_per_step / max(time.perf_counter() - t0 - saving_s, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tok_s:,.0f}")
         writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s,
                               "train/epochs": batches.epochs_at(done)})
@@ -161,11 +177,12 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
           print(f"    {desc}: step {done}/{steps}, loss {losses[-1]:.4f}, {tok_s:,.0f} tokens/s", flush=True)
         if not math.isfinite(losses[-1]):
           raise FloatingPointError(f"training diverged: loss {losses[-1]} at step {done}")
-      elapsed = time.perf_counter() - t0  # the steps so far, not the checkpoint writes
+      elapsed = time.perf_counter() - t0 - saving_s  # the steps so far, not the checkpoint writes
       if ckpt and ckpt.should_save(done, steps):
-        ckpt.save(done, state, {"data_step": batches.step, "losses": losses, "seed": seed,
+        ckpt.save(done, state, {"data_step": data_offset + done, "losses": losses, "seed": seed,
                                 "train_wall_s": prior_wall + elapsed,
                                 "timed_steps": prior_timed + timed_steps})
+        saving_s = time.perf_counter() - t0 - elapsed
   wall = prior_wall + (max(elapsed, 1e-9) if t0 is not None else 0.0)
   timed_steps += prior_timed
   if ckpt:

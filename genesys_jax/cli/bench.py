@@ -1,17 +1,22 @@
 """Training throughput of the seed designs: `python -m genesys_jax.cli.bench [--designs=gpt,mamba2]
-[--shape=cpu|tiny|14m|125m|350m] [--steps=N] [--windows=5] [--measure_peak] [--attention=auto]`.
+[--shape=cpu|tiny|14m|125m|350m|r14m] [--steps=N] [--windows=5] [--measure_peak] [--attention=auto]
+[--trainer [--corpus=kjv|files:GLOB] [--val_fraction=F]]`.
 
 (Also `python -m train.bench`.) One JSON line per design from `train.bench.bench_design`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 
+import jax
 from absl import app, flags, logging
 
 from gab.units import attention_impl
-from train import bench, metrics
+from genesys_jax import cli_errors
+from train import bench, bench_trainer, metrics
 
 FLAGS = flags.FLAGS
 
@@ -26,6 +31,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Init and token seed.")
   flags.DEFINE_enum("attention", "auto", attention_impl.IMPLEMENTATIONS,
                     "Softmax attention kernel (gab/units/attention_impl.py).")
+  flags.DEFINE_bool("trainer", False, "Also time the real training loop (train.trainer) on --corpus "
+                    "at the same shape: trainer_tokens_per_s and trainer_ratio.")
+  flags.DEFINE_string("corpus", "kjv", "With --trainer: the byte-vocabulary corpus it reads (data.corpus).")
+  flags.DEFINE_float("val_fraction", None, "With --trainer: data.val_fraction of --corpus (its one "
+                     "evaluation batch per window must fit in the validation split).")
 
 
 def main(argv):
@@ -34,18 +44,33 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   shape = bench.SHAPES[FLAGS.shape]
   steps = FLAGS.steps or shape.steps
-  peak, peak_source = metrics.peak_flops(), "nominal_bf16"
-  if FLAGS.measure_peak:
-    peak, peak_source = bench.measured_peak_flops(), "measured_bf16_matmul"
-  for name in FLAGS.designs:
-    try:
-      result = bench.bench_design(name, shape, steps, FLAGS.windows, peak, FLAGS.seed,
-                                  FLAGS.attention)
-    except Exception as e:  # pylint: disable=broad-except  (one failing design must not stop the rest)
-      result = {"design": name, "error": f"{type(e).__name__}: {e}"}
-    if "error" not in result:
-      result.update(shape=FLAGS.shape, peak_flops=peak, peak_source=peak_source if peak else None)
-    print(json.dumps(result, sort_keys=True), flush=True)
+  with contextlib.ExitStack() as stack:
+    corpus = None
+    if FLAGS.trainer:  # (before anything compiles: JAX looks for its cache once)
+      if not jax.config.jax_compilation_cache_dir:  # each trainer window compiles its step anew
+        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_xla_"))
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+      with cli_errors.one_line_errors():
+        corpus = bench_trainer.load_corpus(FLAGS.corpus, shape, FLAGS.val_fraction)
+    peak, peak_source = metrics.peak_flops(), "nominal_bf16"
+    if FLAGS.measure_peak:
+      peak, peak_source = bench.measured_peak_flops(), "measured_bf16_matmul"
+    for name in FLAGS.designs:
+      print(json.dumps(_record(name, shape, steps, peak, peak_source, corpus), sort_keys=True),
+            flush=True)
+
+
+def _record(name, shape, steps, peak, peak_source, corpus) -> dict:
+  """One design's JSON record, or its error record (one failing design must not stop the rest)."""
+  try:
+    result = bench.bench_design(name, shape, steps, FLAGS.windows, peak, FLAGS.seed,
+                                FLAGS.attention, corpus)
+  except Exception as e:  # pylint: disable=broad-except
+    return {"design": name, "error": f"{type(e).__name__}: {e}"}
+  if "error" not in result:
+    result.update(shape=FLAGS.shape, peak_flops=peak, peak_source=peak_source if peak else None)
+  return result
 
 
 def run() -> None:
