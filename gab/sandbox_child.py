@@ -1,18 +1,10 @@
 """The sandbox's child: `python -I gab/sandbox_child.py` (run by `gab.sandbox`, never by hand).
 
-It reads one job (JSON) from stdin, then, before importing anything but the standard library
-(`isolate`, in gab/sandbox_seal.py):
-  1. unshares network, mount and PID namespaces (as root; otherwise inside a new user namespace;
-     where neither is allowed it goes on without them and says so in the result);
-  2. forks, so that its child is PID 1 of the new PID namespace (when it ends, the kernel kills
-     every process left in it); each process asks to be killed when its parent dies, so nothing
-     outlives a controller that was killed;
-  3. mounts a fresh tmpfs on /tmp, /var/tmp and /dev/shm (all it writes vanishes with it), a fresh
-     /proc (no other process's environment is visible), and the job's directories (read-only, or
-     read-write for checkpoints) bound back at their own paths; a tmpfs also covers /root and the
-     parent's home directory, with only the Python installation and the project bound back;
-  4. sets resource limits (CPU seconds, file size, open files, processes, no core dumps; address
-     space when the job asks: CPU only), drops to an unprivileged uid (as root) and enters /tmp/work;
+It reads one job (JSON) from stdin, then, before importing anything but the standard library,
+seals itself (`isolate`, gab/sandbox_seal.py):
+  1-4. new network, mount and PID namespaces (it is PID 1 of its own: everything it starts dies
+     with it, and each process dies with its parent); a minimal read-only root holding only what
+     Python and the job need, /tmp the only writable place; rlimits; an unprivileged uid;
   5. replaces JAX's host-callback entry points by ones that refuse (and record the attempt).
 Then it runs the job ("check": the checker on the design, with its code units registered; "call":
 the function the job names, e.g. `train.sandboxed.run_in_child` for sizing and training) and writes
