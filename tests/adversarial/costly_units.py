@@ -1,7 +1,8 @@
 """Units whose train step costs more than a FLOP count of its program says (or less), one per way.
 
-Registered only by the tests that use them (`kinds`). Each adds no parameters beyond a d x d matrix
-or two, so sizing and every check before efficiency see an ordinary design.
+Registered only by the tests that use them (`leaky_units.register(KINDS)`). Each adds at most a
+d x d matrix or two of parameters, so sizing and every check before efficiency see an ordinary
+design.
 """
 
 import functools
@@ -11,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gab import registry
 from gab.registry import CHANNEL, KindSpec, Param
 from gab.units.base import UnitModule
 
@@ -117,13 +117,3 @@ class NaNGuard(UnitModule):
 KINDS = [KindSpec(cls.__name__, CHANNEL, cls) for cls in (FixedPointLayer, PerTokenEigh, NaNGuard)]
 KINDS.append(KindSpec("ConstantTable", CHANNEL, ConstantTable,
                       params=(Param("mebibytes", 192, (24, 192)),)))
-
-
-def register():
-  for spec in KINDS:
-    registry.register(spec)
-
-
-def unregister():
-  for spec in KINDS:
-    registry._REGISTRY.pop(spec.name, None)  # pylint: disable=protected-access

@@ -257,11 +257,12 @@ KINDS = [
 ]
 
 
-def register():
-  for spec in KINDS:
+def register(kinds=None):
+  """Register `kinds` (this module's by default; tests/adversarial/costly_units' use it too)."""
+  for spec in KINDS if kinds is None else kinds:
     registry.register(spec)
 
 
-def unregister():
-  for spec in KINDS:
+def unregister(kinds=None):
+  for spec in KINDS if kinds is None else kinds:
     registry._REGISTRY.pop(spec.name, None)  # pylint: disable=protected-access

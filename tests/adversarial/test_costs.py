@@ -8,6 +8,7 @@ compiles its step twice, once as training compiles it, and times it against the 
 """
 
 import costly_units
+import leaky_units
 import pytest
 
 from gab import checker, seeds
@@ -22,9 +23,9 @@ SMALL = dict(d_model=64, n_blocks=2, batch_size=4, seq_len=64, target_params=0)
 
 @pytest.fixture(scope="module", autouse=True)
 def kinds():
-  costly_units.register()
+  leaky_units.register(costly_units.KINDS)
   yield
-  costly_units.unregister()
+  leaky_units.unregister(costly_units.KINDS)
 
 
 def with_unit(kind: str, **hparams) -> Unit:
