@@ -16,8 +16,9 @@ path, block) when there is one, and gives a hint for the repair.
                         logits, of every unit output and of every Z entry (any layout) at positions
                         <= t w.r.t. the tokens after t, and of other sequences w.r.t. one sequence,
                         at two prime lengths (one longer than the rung's context and than twice
-                        every declared chunk/window/kernel), two batch sizes, float32 and the
-                        compute dtype, at initial, perturbed, large-input and trained parameters;
+                        every declared chunk/window/kernel shorter than the context), two batch
+                        sizes, float32 and the compute dtype, at initial, perturbed, large-input
+                        and trained parameters;
                         token replacement (non-differentiable leaks); a sequence equals itself run
                         alone, and its prefix's outputs the prefix of its outputs
   5. differentiability  every parameter gets a finite gradient (also in the compute dtype), nonzero
@@ -29,9 +30,11 @@ path, block) when there is one, and gives a hint for the repair.
   7. parameter_budget   a d_model/n_blocks within the rung's target_params +- size_tolerance
                         (`gab.sizing.fit`); the chosen sizing is `report.sizing`
   8. efficiency         FLOPs (counted from the jaxpr: grouped convolutions per group, scan trip
-                        counts; a while_loop makes it time the step against GPT's) and memory of
-                        the train step compiled ahead of time at the rung's shapes, relative to the
-                        GPT seed's; fits the memory limit
+                        counts, linear algebra/FFT/sort rules, conds at their dearest branch; a
+                        while_loop, a cond or a factorisation makes it time the step against GPT's,
+                        compiled as for training) and memory (constants included) of the train
+                        step compiled ahead of time at the rung's shapes, relative to the GPT
+                        seed's; fits the memory limit
   9. effectiveness      `train_steps` steps of the trainer's step on a fixed batch lower the loss
 
 Each check runs under a wall-clock limit, `checker.timeout_s` (`gab.checks.timeout`): a design that

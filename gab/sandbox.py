@@ -5,12 +5,17 @@
 - starts in its own session (process group) with a scrubbed environment: PATH, HOME and TMPDIR (its
   temporary directory), LANG, JAX_PLATFORMS, XLA_FLAGS, CUDA_VISIBLE_DEVICES if set, and nothing
   else: no API keys, tokens or cloud credentials;
-- unshares network, mount and PID namespaces (see gab/sandbox_child.py): no network at all (not
-  even loopback), a private tmpfs for /tmp, a fresh /proc, only the directories the job needs bound
-  in, and, when run as root, an unprivileged uid. Where namespaces are unavailable (no root and no
-  unprivileged user namespaces) it runs without them, and the report carries a `sandbox` warning;
-- has resource limits: CPU seconds, file size, open files, processes, and address space on CPU
-  (never where CUDA runs);
+- unshares network, mount and PID namespaces and pivots into a minimal read-only root (see
+  gab/sandbox_seal.py): no network at all (not even loopback), no filesystem socket of any outside
+  service, a fresh /proc, only what Python needs and the project's packages the job imports (not
+  the rest of the checkout), the job's own directories bound in, a tmpfs on /tmp as the only
+  writable place, and, when run as root, an unprivileged uid. Where namespaces are unavailable (no
+  root and no unprivileged user namespaces) it runs without them, and the report carries a
+  `sandbox` warning;
+- runs in a cgroup of its own (gab/sandbox_cgroup.py): memory and processes limited for the whole
+  process tree, however many processes it forks; where none can be made, per-process rlimits
+  (address space on CPU only, never where CUDA runs; processes per uid) and a `sandbox` warning in
+  the report; always CPU seconds, file size and open files;
 - is killed with its whole process group at the wall-clock timeout or when it writes more than
   `MAX_OUTPUT` bytes.
 Every failure comes back as a failed `sandbox` check: `sandbox: timeout`, `sandbox: memory`,
@@ -38,14 +43,18 @@ import tempfile
 import time
 from typing import Any
 
+from gab import sandbox_cgroup
+
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
 MAX_OUTPUT = 1 << 20          # bytes of result (stdout) before the child is killed
 MAX_LOG = 16 << 20            # bytes of stderr before the child is killed; the last 64 KB are kept
 # Started as root, each child drops to its own unused uid (from SANDBOX_UID + [0, 65536)), so the
 # process limit of one sandbox (RLIMIT_NPROC counts per uid) never starves another.
 SANDBOX_UID = 200_000
-CHECK_LIMITS = dict(cpu=600, fsize=256 << 20, nofile=512, nproc=512, address_space_gb=3.0)
-TRAIN_LIMITS = dict(cpu=None, fsize=4 << 30, nofile=1024, nproc=1024, address_space_gb=8.0)
+# memory_gb: the whole process tree's resident memory (a cgroup), or each process's address space
+# where no cgroup can be made (on CPU only: never where CUDA maps device memory).
+CHECK_LIMITS = dict(cpu=600, fsize=256 << 20, nofile=512, nproc=512, memory_gb=3.0)
+TRAIN_LIMITS = dict(cpu=None, fsize=4 << 30, nofile=1024, nproc=1024, memory_gb=8.0)
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES",
             "TF_CPP_MIN_LOG_LEVEL")
 _MEMORY = re.compile(r"MemoryError|RESOURCE_EXHAUSTED|[Oo]ut of memory|bad_alloc|Cannot allocate memory"
@@ -73,34 +82,51 @@ def _platform() -> str:
   return "cpu"
 
 
-def _rlimits(limits: dict[str, Any], platform: str) -> dict[str, int | None]:
-  out = {k: v for k, v in limits.items() if k != "address_space_gb"}
-  if platform == "cpu" and limits.get("address_space_gb"):  # never where CUDA maps device memory
-    out["as"] = int(limits["address_space_gb"] * (1 << 30))
+def _rlimits(limits: dict[str, Any], platform: str, tree: bool) -> dict[str, int | None]:
+  """The child's rlimits: with a cgroup for the tree (`tree`), memory and processes are its."""
+  out = {k: v for k, v in limits.items() if k != "memory_gb" and not (tree and k == "nproc")}
+  if not tree and platform == "cpu" and limits.get("memory_gb"):
+    out["as"] = int(limits["memory_gb"] * (1 << 30))
   return out
+
+
+def packages(job: dict[str, Any]) -> list[str]:
+  """The project's top-level packages the child imports: gab, and the package of a `call`."""
+  return sorted({"gab"} | ({job["call"].split(".")[0]} if job.get("call") else set()))
 
 
 def run_child(job: dict[str, Any], *, timeout_s: float, limits: dict[str, Any],
               binds: list[tuple[str, bool]] = ()) -> dict[str, Any]:
-  """Run one job in the child; its result dict, or a SandboxError naming why there is none."""
+  """Run one job in the child; its result dict, or a SandboxError naming why there is none.
+
+  The result's "tree_limit" says whether a cgroup held the whole process tree ("cgroup": true)
+  or why not ("why")."""
   _remove_stale()
   home = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-")
   env = scrubbed_env(home)
   uid = SANDBOX_UID + secrets.randbelow(1 << 16)  # not a result-affecting choice: any unused uid
   writable = [p for p, w in binds if w]
   _chown(writable, uid)
-  job = dict(job, sandbox=dict(uid=uid, limits=_rlimits(limits, env["JAX_PLATFORMS"]),
-                               hide=[os.path.expanduser("~")],
+  tree, why = sandbox_cgroup.create(os.path.basename(home), int(limits["memory_gb"] * (1 << 30)),
+                                    int(limits["nproc"]))
+  over = (lambda: tree.oom_kills() > 0) if tree is not None else (lambda: False)
+  job = dict(job, sandbox=dict(uid=uid, limits=_rlimits(limits, env["JAX_PLATFORMS"], tree is not None),
+                               packages=packages(job),
                                binds=[dict(path=os.path.abspath(p), writable=w) for p, w in binds]))
   try:
     proc = subprocess.Popen([sys.executable, "-I", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=home, env=env, start_new_session=True,
                             close_fds=True)
     try:
-      out, log, reason = _communicate(proc, json.dumps(job).encode(), timeout_s)
+      if tree is not None:
+        tree.add(proc.pid)  # the child waits for its job on stdin: nothing has run yet
+      out, log, reason = _communicate(proc, json.dumps(job).encode(), timeout_s, over)
+      reason = "memory" if over() else reason  # the kernel killed a process of the tree for memory
     finally:
       _kill_group(proc)
   finally:
+    if tree is not None:
+      tree.close()
     _chown(writable, os.geteuid())
     shutil.rmtree(home, ignore_errors=True)
   if reason:
@@ -114,12 +140,13 @@ def run_child(job: dict[str, Any], *, timeout_s: float, limits: dict[str, Any],
     if isinstance(result, dict) and "sandbox_error" in result:
       raise SandboxError(f"sandbox: {result['sandbox_error']}")
     if isinstance(result, dict):
-      return result
+      return dict(result, tree_limit=dict(cgroup=tree is not None, why=why))
   raise SandboxError(f"sandbox: {_exit_reason(proc.returncode, log.decode(errors='replace'))}")
 
 
-def _communicate(proc, stdin: bytes, timeout_s: float) -> tuple[bytes, bytes, str]:
-  """Feed stdin, collect capped stdout/stderr until exit; (stdout, stderr tail, reason or '')."""
+def _communicate(proc, stdin: bytes, timeout_s: float, over_memory) -> tuple[bytes, bytes, str]:
+  """Feed stdin, collect capped stdout/stderr until exit, or until `over_memory()` (polled each
+  second); (stdout, stderr tail, reason or '')."""
   try:
     proc.stdin.write(stdin)
     proc.stdin.close()
@@ -134,6 +161,8 @@ def _communicate(proc, stdin: bytes, timeout_s: float) -> tuple[bytes, bytes, st
     left = deadline - time.monotonic()
     if left <= 0:
       return bytes(out), bytes(log), "timeout"
+    if over_memory():
+      return bytes(out), bytes(log), "memory"
     for key, _ in sel.select(min(left, 1.0)):
       chunk = os.read(key.fileobj.fileno(), 1 << 16)
       if not chunk:
@@ -176,14 +205,20 @@ def _exit_reason(returncode: int, log: str) -> str:
   return f"child {how}" + (f": {last}" if last else "")
 
 
+def _stale(name: str) -> bool:
+  """A temp dir or cgroup of a sandbox whose parent is gone."""
+  m = re.match(r"gab-sandbox-(\d+)-", name)
+  return bool(m) and not os.path.exists(f"/proc/{m.group(1)}")
+
+
 def _remove_stale() -> None:
-  """Temp dirs left by a parent that was killed (SIGKILL skips its cleanup); its children died
-  with it (PR_SET_PDEATHSIG)."""
+  """Temp dirs and cgroups left by a parent that was killed (SIGKILL skips its cleanup); its
+  children died with it (PR_SET_PDEATHSIG)."""
   top = tempfile.gettempdir()
   for name in os.listdir(top):
-    m = re.match(r"gab-sandbox-(\d+)-", name)
-    if m and not os.path.exists(f"/proc/{m.group(1)}"):
+    if _stale(name):
       shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+  sandbox_cgroup.remove_stale(_stale)
 
 
 def _chown(paths, uid: int) -> None:
@@ -270,6 +305,13 @@ def _report(result: dict[str, Any]) -> dict[str, Any]:
                              "message": f"sandbox: no namespaces ({info.get('why')}): network and "
                                         f"files were not isolated", "hint": "run as root or allow "
                                         "unprivileged user namespaces"})
+  if not result["tree_limit"]["cgroup"]:
+    report["checks"].append({"name": "sandbox", "status": "warn",
+                             "message": f"sandbox: {result['tree_limit']['why']}: memory was limited "
+                                        f"per process (address space, on CPU only) and processes "
+                                        f"per uid, not for the whole process tree",
+                             "hint": "run as root on a machine with cgroup memory and pids "
+                                     "controllers, or delegate a cgroup v2 subtree to this user"})
   if _MEMORY.search(" ".join(c["message"] for c in report["checks"] if c["status"] == "fail")):
     report["checks"].append({"name": "sandbox", "status": "fail", "message": "sandbox: memory",
                              "hint": _HINTS["sandbox: memory"]})

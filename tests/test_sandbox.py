@@ -6,18 +6,21 @@ annotation evaluated by `typing.get_type_hints` reaches any attribute, e.g. the 
 the lint is not the boundary, the process is.
 """
 
+import ast
 import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import pytest
 
-from gab import codeunits, registry, sandbox
+from gab import codeunits, registry, sandbox, sandbox_cgroup
 from gab.tree import Unit, design_to_json
 
 U = Unit.make
@@ -95,36 +98,66 @@ def test_three_code_units_pass_the_checker_in_the_sandbox(forget):
   assert not codeunits.is_executable(dc)  # this process only declared them
 
 
-def test_env_files_and_network_are_out_of_reach(forget, tmp_path):
-  secret_file = tmp_path / "secret.txt"
-  secret_file.write_text(SECRET)
-  outside = os.path.join(HERE, "pwned_by_sandbox")
-  hits = []
-  server = socket.socket()
-  server.bind(("127.0.0.1", 0))
+def _listen(address):
+  """A real listening socket (TCP on 127.0.0.1, or AF_UNIX on a path or an abstract name) and the
+  connections it accepted, served by a thread until the socket is closed."""
+  family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+  server = socket.socket(family)
+  server.bind(address)
   server.listen(4)
-  server.settimeout(30)
-  port = server.getsockname()[1]
+  hits = []
 
   def serve():
     try:
-      hits.append(server.accept())
-    except OSError:  # timed out or closed: nobody connected
+      while True:
+        hits.append(server.accept())
+    except OSError:  # closed: the test is over
       pass
   threading.Thread(target=serve, daemon=True).start()
+  return server, hits
+
+
+def test_env_files_sockets_and_network_are_out_of_reach(forget, tmp_path):
+  secret_file = tmp_path / "secret.txt"
+  secret_file.write_text(SECRET)
+  tag = f"gab-pwned-{os.getpid()}"
+  # Writes anywhere but the sandbox's own /tmp: the host's scratch dirs, the root, the checkout,
+  # the virtualenv. None may happen (the root is read-only, none of the host's /tmp is inside).
+  outside = [str(tmp_path / tag), f"/run/lock/{tag}", f"/{tag}", os.path.join(ROOT, "gab", tag),
+             os.path.join(HERE, tag), os.path.join(sys.prefix, tag), f"/var/tmp/{tag}"]
+  # Only the packages the child imports are inside: not the tests, the README or the git data.
+  repo = [os.path.join(ROOT, "README.md"), os.path.join(HERE, "test_sandbox.py"),
+          os.path.join(ROOT, ".git"), os.path.join(ROOT, "configs", "ladder.py")]
+  sock_dir = tempfile.mkdtemp(prefix="gab-sock-")  # short: AF_UNIX paths are at most 107 bytes
+  tcp, tcp_hits = _listen(("127.0.0.1", 0))
+  unix, unix_hits = _listen(os.path.join(sock_dir, "service.sock"))  # e.g. PostgreSQL's socket
+  abstract, abstract_hits = _listen(f"\0{tag}")
+  port = tcp.getsockname()[1]
   probe = f'''
 def _env(a: "functools.__builtins__['__import__']('os').environ"):
   pass
 
 
+def _connect(family, address):
+  s = IMPORT("socket").socket(family)
+  s.settimeout(5)
+  s.connect(address)
+  return "connected"
+
+
 def _probe():
   env = typing.get_type_hints(_env)["a"]
-  results = dict(env=sorted(env), home=env.get("HOME"))
-  for name, fn in [("read", lambda: open({str(secret_file)!r}).read()),
-                   ("write_tmp", lambda: open({str(tmp_path / "pwned")!r}, "w").write("x")),
-                   ("write_outside", lambda: open({outside!r}, "w").write("x")),
-                   ("proc_environ", lambda: open("/proc/1/environ").read()),
-                   ("socket", lambda: IMPORT("socket").create_connection(("127.0.0.1", {port}), timeout=5))]:
+  o = IMPORT("os")
+  results = dict(env=sorted(env), home=env.get("HOME"), root=sorted(o.listdir("/")))
+  tries = [("read", lambda: open({str(secret_file)!r}).read()),
+           ("proc_environ", lambda: open("/proc/1/environ").read()),
+           ("scratch", lambda: open("/tmp/work/mine", "w").write("x")),
+           ("tcp", lambda: _connect(IMPORT("socket").AF_INET, ("127.0.0.1", {port}))),
+           ("unix", lambda: _connect(IMPORT("socket").AF_UNIX, {unix.getsockname()!r})),
+           ("abstract", lambda: _connect(IMPORT("socket").AF_UNIX, {abstract.getsockname()!r}))]
+  tries += [(f"write {{p}}", lambda p=p: open(p, "w").write("x")) for p in {outside!r}]
+  tries += [(f"read {{p}}", lambda p=p: o.stat(p)) for p in {repo!r}]
+  for name, fn in tries:
     try:
       results[name] = "ok: " + str(fn())[:40]
     except Exception as e:
@@ -134,17 +167,56 @@ def _probe():
 
 PROBE = _probe()
 '''.replace("open(", "IMPORT('builtins').open(")
-  report = sandbox.check_design(design_json(HEADER + probe + IDENTITY))
+  try:
+    report = sandbox.check_design(design_json(HEADER + probe + IDENTITY))
+  finally:
+    for server in (tcp, unix, abstract):
+      server.close()
+    shutil.rmtree(sock_dir)
   check = failed(report)
   text = json.dumps(report)
   assert check["name"] == "sandbox" and "RESULTS" in check["message"], check
+  results = ast.literal_eval(check["message"][check["message"].index("RESULTS ") + 8:])
   assert SECRET not in text and "GEMINI" not in text and "AWS_" not in text
-  assert "'home': '/tmp/work'" in check["message"]
-  for name in ("read", "write_tmp", "write_outside", "socket"):
-    assert f"'{name}': ['refused'" in check["message"], (name, check["message"])
-  assert not os.path.exists(tmp_path / "pwned") and not os.path.exists(outside)
-  assert not hits  # nothing connected to the server on 127.0.0.1
-  server.close()
+  assert results["home"] == "/tmp/work" and results["scratch"] == "ok: 1"  # its own /tmp: writable
+  assert set(results["root"]) <= {"dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "tmp",
+                                  "usr", *{p.split("/")[1] for p in (sys.base_prefix, sys.prefix, ROOT)}}
+  refused = ["read", "tcp", "unix", "abstract"] + [f"write {p}" for p in outside] + [f"read {p}" for p in repo]
+  for name in refused:
+    assert results[name][0] == "refused", (name, results[name])
+  assert not any(os.path.exists(p) for p in outside)
+  assert not tcp_hits and not unix_hits and not abstract_hits  # nothing connected to any server
+
+
+def test_memory_is_limited_for_the_whole_process_tree(forget, monkeypatch):
+  """Four forked children of 400 MB each: every one is within any per-process limit of 1 GB, the
+  tree is not."""
+  probe, why = sandbox_cgroup.create(f"gab-sandbox-{os.getpid()}-probe", 1 << 30, 64)
+  if probe is None:
+    pytest.skip(f"no cgroup for the sandbox's tree here ({why}): memory is limited per process")
+  probe.close()
+  monkeypatch.setitem(sandbox.CHECK_LIMITS, "memory_gb", 1.0)
+  hog = HEADER + '''
+def _hog():
+  o = IMPORT("os")
+  children = []
+  for _ in range(4):
+    pid = o.fork()
+    if pid == 0:
+      block = np.ones(400 * 2**20 // 8)  # every page written
+      IMPORT("time").sleep(5 * block[0])
+      o.kill(o.getpid(), 9)
+    children.append(pid)
+  for pid in children:
+    o.waitpid(pid, 0)
+
+
+HOG = _hog()
+''' + IDENTITY
+  start = time.monotonic()
+  check = failed(sandbox.check_design(design_json(hog)))
+  assert check["name"] == "sandbox" and check["message"] == "sandbox: memory", check
+  assert time.monotonic() - start < 60  # stopped when the kernel killed for memory, not at the end
 
 
 def test_host_callbacks_are_refused_even_past_the_lint(forget):

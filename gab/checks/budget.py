@@ -3,7 +3,10 @@
 The efficiency check compiles the train step ahead of time at the rung's real shapes (the sized
 d_model and n_blocks, the rung's context length, its per-device batch) and compares its FLOPs and
 memory with the GPT seed's, fitted to the same rung the same way; it also fails a step that would
-not fit the rung's memory limit, or the device's memory when the device reports it.
+not fit the rung's memory limit, or the device's memory when the device reports it. Where the
+FLOP count cannot know the cost (`gab.checks.costs`: while_loops, conds, factorisations), the step
+is timed against the GPT seed's and charged at least its count with each cond at its cheapest
+branch.
 """
 
 from __future__ import annotations
@@ -75,8 +78,32 @@ def _top(cost: costs.StepCost, what: str, tree: Unit) -> str:
   path, share = top
   unit = f"{tree.get(path).kind} at {list(path)}"
   if what == "flops":
-    return f"; {unit} does {share:.0%} of the matmul FLOPs"
-  return f"; {unit} produces {share:.0%} of the bytes of intermediate arrays"
+    return f"; {unit} does {share:.0%} of the FLOPs"
+  return f"; {unit} produces {share:.0%} of the bytes of intermediate arrays and constants"
+
+
+_UNKNOWN = {"while_loop": "the trip count of the while_loop", "cond": "which branch of the cond runs"}
+
+
+def measured(ctx: Context, mine: costs.StepCost, ref: costs.StepCost) -> tuple[float, str, costs.StepCost]:
+  """When the FLOP count cannot know the step's cost (`mine.unknown`): the step timed against the
+  GPT seed's, at least the count with every cond at its cheapest branch; (ratio, what the message
+  says, `mine` with the unseen FLOPs charged to the unit that hides them)."""
+  time_x = costs.timed_ratio(mine, ref, ctx.cfg.seed, ctx.cfg.vocab_size)
+  low_x, high_x = mine.flops_low / ref.flops, mine.flops / ref.flops
+  what, where = next((u for u in mine.unknown if u[1] is not None), mine.unknown[0])
+  place = f" in {where.kind} at {list(where.path)}" if where is not None else ""
+  counted = f"{low_x:.2f}x" if low_x == high_x else f"{low_x:.2f}x-{high_x:.2f}x"
+  text = (f" (measured: {time_x:.2f}x the GPT seed's step time, compiled as for training, at the "
+          f"initial parameters on random tokens, as {_UNKNOWN.get(what, f'what {what} costs')}"
+          f"{place} is unknown to the FLOP count, which gives {counted})")
+  ratio = max(low_x, time_x)
+  unseen = ratio * ref.flops - mine.flops
+  if where is not None and unseen > 0:
+    table = dict(mine.unit_flops)
+    table[where.path] = table.get(where.path, 0.0) + unseen
+    mine = dataclasses.replace(mine, unit_flops=table)
+  return ratio, text, mine
 
 
 def check_efficiency(ctx: Context) -> Check:
@@ -86,31 +113,24 @@ def check_efficiency(ctx: Context) -> Check:
   ref = step_cost(ctx, gpt, fit(ctx, gpt))
   flops_x, memory_x = mine.flops / ref.flops, mine.memory_bytes / ref.memory_bytes
   timed = ""
-  if mine.while_loops:  # trip counts unknown to the analysis: time the real step against GPT's
-    time_x = mine.seconds_per_step() / max(ref.seconds_per_step(), 1e-9)
-    loop = next((w for w in mine.while_loops if w is not None), None)
-    if time_x > flops_x:
-      flops_x = time_x
-      timed = (f" (measured: {time_x:.2f}x the GPT seed's step time, as the while_loop"
-               f"{' in ' + str(loop.kind) + ' at ' + str(list(loop.path)) if loop else ''} hides "
-               f"its trip count from the FLOP count)")
-      if loop is not None:  # charge the unseen iterations to the unit that holds the loop
-        table = dict(mine.unit_flops)
-        table[loop.path] = table.get(loop.path, 0.0) + time_x * ref.flops - mine.flops
-        mine = dataclasses.replace(mine, unit_flops=table)
+  if mine.unknown:
+    flops_x, timed, mine = measured(ctx, mine, ref)
+    ctx.sizing.update(timed_vs_gpt=round(flops_x, 3))
   ctx.sizing.update(flops_per_step=mine.flops, memory_bytes=mine.memory_bytes,
                     flops_vs_gpt=round(flops_x, 3), memory_vs_gpt=round(memory_x, 3))
   shapes = (f"d_model={ctx.sizing['d_model']}, n_blocks={ctx.sizing['n_blocks']}, "
             f"seq_len={rung.seq_len}, batch {per_device_batch(rung)} per device")
   flops = (f"{flops_x:.2f}x the GPT seed's FLOPs per train step ({mine.flops:.3g} vs "
            f"{ref.flops:.3g}){timed}")
-  memory = (f"{memory_x:.2f}x its memory ({mine.memory_bytes / 1e6:.1f} MB vs "
+  constants = f", {mine.constant_bytes / 1e6:.1f} MB of it constants" if mine.constant_bytes > 1e6 else ""
+  memory = (f"{memory_x:.2f}x its memory ({mine.memory_bytes / 1e6:.1f} MB{constants} vs "
             f"{ref.memory_bytes / 1e6:.1f} MB)")
   limit, source = memory_limit(ctx)
   if limit is not None and mine.memory_bytes > limit:
     return Check("efficiency", FAIL, f"the train step needs {mine.memory_bytes / 1e9:.3g} GB (temp "
                  f"{mine.temp_bytes / 1e9:.3g}, arguments {mine.argument_bytes / 1e9:.3g}, outputs "
-                 f"{mine.output_bytes / 1e9:.3g}) at {shapes}, over {source} ({limit / 1e9:.3g} GB)"
+                 f"{mine.output_bytes / 1e9:.3g}, constants {mine.constant_bytes / 1e9:.3g}) at "
+                 f"{shapes}, over {source} ({limit / 1e9:.3g} GB)"
                  f"{_top(mine, 'bytes', ctx.tree)}",
                  "cut activation memory: avoid materialising [L, L] or per-head [d, d] tensors per "
                  "position, chunk long scans, shrink expansion factors")

@@ -5,8 +5,9 @@ Three tests, all of which must pass:
 
   structural   exact zero tangents (`gab.checks.structural`): at a short length (every split
                point t) and at a long one (longer than the rung's context and than twice every
-               chunk, window and kernel the design declares; split points at chunk boundaries and
-               drawn from the key), at two batch sizes, in float32 and in the rung's compute dtype,
+               chunk, window and kernel shorter than the context the design declares; split
+               points at chunk boundaries and drawn from the key), at two batch sizes, in float32
+               and in the rung's compute dtype,
                at the initial parameters, at randomly perturbed ones (zero-initialised gates open),
                at those with embeddings scaled x`large_input_scale` (thresholds fire) and at the
                parameters after the effectiveness steps, perturbed.

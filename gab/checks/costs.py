@@ -4,14 +4,19 @@
 checks train with), lowers it with abstract arguments (`jax.ShapeDtypeStruct`, nothing is
 allocated) and compiles it: XLA's `cost_analysis()` gives the FLOPs and `memory_analysis()` the bytes
 (temporaries + arguments + outputs, the donated train state counted once, as the trainer donates
-it). XLA counts a loop body once, whatever its trip count, and counts the backward of a grouped
-(depthwise) convolution as if it were dense; the FLOPs used are therefore the jaxpr walk's below:
-matmuls and convolutions exactly (per feature group), elementwise ops and reductions one FLOP per
-element, everything multiplied by scan lengths. A while_loop's trip count is unknown statically:
-`while_loops` lists them, and the efficiency check then times the compiled step against the GPT
-seed's instead. The walk also
-attributes FLOPs and the bytes of the arrays produced to the units of the tree (by JAX name stacks),
-so a verdict can say which unit is expensive. Results are cached per process.
+it), to which the constants baked into the program are added (XLA embeds them in the executable
+and counts them nowhere). XLA counts a loop body once, whatever its trip count, and counts the
+backward of a grouped (depthwise) convolution as if it were dense; the FLOPs used are therefore the
+jaxpr walk's below (`gab.checks.flop_rules` per equation), everything multiplied by scan lengths,
+each `cond`/`switch` at its most expensive branch (`flops`) and at its cheapest (`flops_low`).
+
+What the walk cannot know is listed in `unknown`: a while_loop's trip count, which branch of a cond
+runs, what a factorisation, FFT or sort costs on the device; the efficiency check then times the
+real step against the GPT seed's (`timed_ratio`): compiled as the trainer compiles it, at the
+initial parameters and on random tokens, interleaved so that machine load weighs on both alike.
+The walk also attributes FLOPs and the bytes of the arrays produced (and of the constants) to the
+units of the tree (by JAX name stacks), so a verdict can say which unit is expensive. The last few
+results are cached per process.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gab.checks.base import compile_options
+from gab.checks.base import compile_options, jit
+from gab.checks.flop_rules import ESTIMATED, eqn_flops
 from gab.checks.probe import locate_name_stack
 from gab.model import LM
 from gab.tree import Path, Unit
@@ -32,32 +40,19 @@ from gab.tree import Path, Unit
 
 @dataclasses.dataclass
 class StepCost:
-  flops: float                  # per train step: the jaxpr's count (matmuls, convs, elementwise)
+  flops: float                  # per train step: the jaxpr's count, each cond at its dearest branch
+  flops_low: float              # the same with each cond at its cheapest branch
   xla_flops: float
-  memory_bytes: int             # temp + argument + output - aliased (donated) bytes
+  memory_bytes: int             # temp + argument + output - aliased (donated) + constant bytes
   temp_bytes: int
   argument_bytes: int
   output_bytes: int
-  unit_flops: dict[Path, float]  # matmul/conv FLOPs per unit path, summed over blocks
-  unit_bytes: dict[Path, float]  # bytes of the arrays each unit produces, forward and backward
-  while_loops: list = dataclasses.field(default_factory=list)  # Locations of while_loops
-  compiled: Any = None          # the compiled step, its abstract state and tokens (for timing)
-  state: Any = None
-  tokens: Any = None
-
-  def seconds_per_step(self, repeats: int = 3) -> float:
-    """Median wall time of the compiled step on zeros (donated state: a fresh one each run)."""
-    import time  # pylint: disable=g-import-not-at-top
-    times = []
-    for _ in range(repeats + 1):
-      state = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), self.state)
-      tokens = jnp.zeros(self.tokens.shape, self.tokens.dtype)
-      scale = jnp.ones((), jnp.float32)
-      jax.block_until_ready(state)
-      start = time.perf_counter()
-      jax.block_until_ready(self.compiled(state, tokens, scale))
-      times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]
+  constant_bytes: int           # arrays baked into the program (closed-over numpy/JAX arrays)
+  unit_flops: dict[Path, float]  # FLOPs per unit path, summed over blocks
+  unit_bytes: dict[Path, float]  # bytes of the arrays each unit produces (and of its constants)
+  unknown: list = dataclasses.field(default_factory=list)  # (what, Location | None): timed instead
+  timing: Any = None            # (traced step, model, optimizer, tokens' shape): to run it for real
+  _timed: Any = None            # its compiled program, initial state and tokens, made once
 
   def top(self, what: str) -> tuple[Path, float] | None:
     """The unit with the largest share of `flops` or `bytes`, and that share."""
@@ -69,8 +64,50 @@ class StepCost:
     path = max(units, key=units.get)
     return path, units[path] / total
 
+  def runner(self, seed: int, vocab_size: int):
+    """`run() -> seconds` of one step, compiled with the trainer's (default) compile options, from
+    the initial parameters (a fresh copy each run: the state is donated) on random tokens."""
+    if self._timed is None:
+      traced, model, opt, shape = self.timing
+      from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
+      tokens = np.random.default_rng(seed).integers(3, vocab_size, shape).astype(np.int32)
+      params = jit(model.init)(jax.random.key(seed), tokens[:, :-1])
+      self._timed = (traced.lower().compile(), initial_state(params, opt), jnp.asarray(tokens))
+    compiled, state, tokens = self._timed
+    scale = jnp.ones((), jnp.float32)
 
-_CACHE: dict[tuple, StepCost] = {}
+    def run() -> float:
+      fresh = jax.block_until_ready(jax.tree.map(jnp.copy, state))
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(fresh, tokens, scale))
+      return time.perf_counter() - start
+    return run
+
+
+def timed_ratio(mine: StepCost, ref: StepCost, seed: int, vocab_size: int, min_pairs: int = 5,
+                min_seconds: float = 2.0, max_pairs: int = 50) -> float:
+  """Mine's step time over ref's: the fastest run of each, over interleaved pairs of runs (a first
+  pair warms up; then at least `min_pairs`, and more while under `min_seconds`). Other work on the
+  machine only ever adds time, so the fastest runs are the ones it disturbed least, and
+  interleaving exposes both to the same spells of load."""
+  a, b = mine.runner(seed, vocab_size), ref.runner(seed, vocab_size)
+  a(), b()
+  times, start = [], time.perf_counter()
+  while len(times) < min_pairs or (time.perf_counter() - start < min_seconds and len(times) < max_pairs):
+    times.append((a(), b()))
+  return min(t for t, _ in times) / max(min(t for _, t in times), 1e-9)
+
+
+# The last few steps measured (the GPT seed's at each rung is the one asked for again and again);
+# each holds its traced program and, once timed, its executable and state.
+_CACHE: collections.OrderedDict[tuple, StepCost] = collections.OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _abstract_state(model: LM, optimizer, seq_len: int):
+  from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
+  params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
+  return jax.eval_shape(lambda p: initial_state(p, optimizer), params)
 
 
 def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int) -> StepCost:
@@ -78,10 +115,9 @@ def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int)
   key = (tree.content_hash(), model.vocab_size, model.d_model, model.n_blocks, seq_len, batch,
          str(model.dtype))
   if key in _CACHE:
+    _CACHE.move_to_end(key)
     return _CACHE[key]
-  from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
-  params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
-  state = jax.eval_shape(lambda p: initial_state(p, optimizer), params)
+  state = _abstract_state(model, optimizer, seq_len)
   tokens = jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32)
   scale = jax.ShapeDtypeStruct((), jnp.float32)
   traced = jax.jit(step_fn, donate_argnums=(0,)).trace(state, tokens, scale)
@@ -89,80 +125,107 @@ def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int)
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   memory = compiled.memory_analysis()
-  unit_flops, unit_bytes = collections.defaultdict(float), collections.defaultdict(float)
-  loops: list[str] = []
-  _walk(traced.jaxpr.jaxpr, "", 1, tree, unit_flops, unit_bytes, loops)
-  xla_flops = float(analysis.get("flops", 0.0))
+  high, low = Walk(tree, max), Walk(tree, min)
+  for walk in (high, low):
+    walk.closed(traced.jaxpr, "", 1.0)
+  constant_bytes = int(sum(high.constants.values()))
   cost = StepCost(
-      flops=sum(unit_flops.values()), xla_flops=xla_flops,
+      flops=sum(high.flops.values()), flops_low=sum(low.flops.values()),
+      xla_flops=float(analysis.get("flops", 0.0)),
       memory_bytes=int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                       + memory.output_size_in_bytes - memory.alias_size_in_bytes),
+                       + memory.output_size_in_bytes - memory.alias_size_in_bytes) + constant_bytes,
       temp_bytes=int(memory.temp_size_in_bytes), argument_bytes=int(memory.argument_size_in_bytes),
-      output_bytes=int(memory.output_size_in_bytes), unit_flops=dict(unit_flops),
-      unit_bytes=dict(unit_bytes), while_loops=[locate_name_stack(x, tree) for x in loops],
-      compiled=compiled, state=state, tokens=tokens)
+      output_bytes=int(memory.output_size_in_bytes), constant_bytes=constant_bytes,
+      unit_flops=dict(high.flops), unit_bytes=dict(high.nbytes),
+      unknown=[(what, locate_name_stack(stack, tree)) for what, stack in high.unknown],
+      timing=(traced, model, optimizer, tokens.shape))
   _CACHE[key] = cost
+  while len(_CACHE) > _CACHE_SIZE:
+    _CACHE.popitem(last=False)
   return cost
 
 
-def _eqn_flops(eqn) -> float:
-  out = eqn.outvars[0].aval
-  if eqn.primitive.name == "dot_general":
-    (lhs_contract, _), _ = eqn.params["dimension_numbers"]
-    lhs = eqn.invars[0].aval
-    return 2.0 * math.prod(out.shape) * math.prod(lhs.shape[i] for i in lhs_contract)
-  if eqn.primitive.name == "conv_general_dilated":
-    rhs = eqn.invars[1].aval
-    out_features = rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
-    return 2.0 * math.prod(out.shape) * math.prod(rhs.shape) / max(out_features, 1)
-  return 0.0
+class Walk:
+  """One walk over a step's jaxpr: FLOPs, bytes produced and constant bytes per unit path, and the
+  ops whose cost it cannot know; each cond counted at the branch `pick` (max or min) chooses."""
+
+  def __init__(self, tree: Unit, pick):
+    self.tree, self.pick = tree, pick
+    self.flops: dict = collections.defaultdict(float)
+    self.nbytes: dict = collections.defaultdict(float)
+    self.constants: dict[int, int] = {}  # id(array) -> bytes: a constant shared by programs once
+    self.unknown: list[tuple[str, str]] = []
+
+  def _path(self, stack: str) -> Path | None:
+    where = locate_name_stack(stack, self.tree)
+    return where.path if where else None
+
+  def closed(self, closed_jaxpr, prefix: str, mult: float) -> None:
+    """A ClosedJaxpr: its constants charged to the unit of the first equation that reads each."""
+    jaxpr = closed_jaxpr.jaxpr
+    readers = {}
+    for eqn in jaxpr.eqns:
+      for v in eqn.invars:
+        if not hasattr(v, "val") and v not in readers:
+          readers[v] = f"{prefix}/{eqn.source_info.name_stack}"
+    for var, value in zip(jaxpr.constvars, closed_jaxpr.consts):
+      size = int(getattr(value, "nbytes", 0) or 0)
+      if size and id(value) not in self.constants:
+        self.constants[id(value)] = size
+        self.nbytes[self._path(readers.get(var, prefix))] += size
+    self.jaxpr(jaxpr, prefix, mult)
+
+  def _sub(self, item, stack: str, mult: float) -> None:
+    if hasattr(item, "consts") and hasattr(item, "jaxpr"):
+      self.closed(item, stack, mult)
+    else:
+      self.jaxpr(item, stack, mult)
+
+  def jaxpr(self, jaxpr, prefix: str, mult: float) -> None:
+    for eqn in jaxpr.eqns:
+      stack = f"{prefix}/{eqn.source_info.name_stack}"
+      name = eqn.primitive.name
+      if name == "cond":
+        self._cond(eqn, stack, mult)
+        continue
+      subs = list(_sub_jaxprs(eqn.params))
+      if subs:
+        if name == "while":
+          self.unknown.append(("while_loop", stack))  # its trip count: the body is counted once
+        inner = mult * (eqn.params.get("length", 1) if name == "scan" else 1)
+        for sub in subs:
+          self._sub(sub, stack, inner)
+        continue
+      if name in ESTIMATED:
+        self.unknown.append((name, stack))
+      path = self._path(stack)
+      self.flops[path] += mult * eqn_flops(eqn)
+      self.nbytes[path] += mult * sum(_nbytes(v.aval) for v in eqn.outvars)
+
+  def _cond(self, eqn, stack: str, mult: float) -> None:
+    """Each branch walked apart; the one `pick` chooses (by total FLOPs) is kept."""
+    walks = []
+    for branch in eqn.params["branches"]:
+      walk = Walk(self.tree, self.pick)
+      walk.constants = dict(self.constants)
+      walk.closed(branch, stack, mult)
+      walks.append(walk)
+    chosen = self.pick(walks, key=lambda w: sum(w.flops.values()))
+    if len({round(sum(w.flops.values())) for w in walks}) > 1:
+      self.unknown.append(("cond", stack))  # which branch runs is known only at run time
+    for table, part in ((self.flops, chosen.flops), (self.nbytes, chosen.nbytes)):
+      for path, value in part.items():
+        table[path] += value
+    self.constants.update(chosen.constants)
+    self.unknown += chosen.unknown
 
 
 def _sub_jaxprs(params: dict[str, Any]):
+  """The sub-programs of an equation: Jaxprs and ClosedJaxprs (constants kept)."""
   for value in params.values():
     for item in value if isinstance(value, (list, tuple)) else (value,):
-      if hasattr(item, "eqns"):
+      if hasattr(item, "eqns") or (hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns")):
         yield item
-      elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
-        yield item.jaxpr
-
-
-# Primitives that only move or relabel data: no arithmetic.
-_MOVES = {"reshape", "broadcast_in_dim", "transpose", "slice", "dynamic_slice", "dynamic_update_slice",
-          "concatenate", "pad", "gather", "scatter", "squeeze", "expand_dims", "convert_element_type",
-          "copy", "copy_p", "rev", "iota", "select_n", "stop_gradient", "pjit", "device_put",
-          "broadcast", "bitcast_convert_type", "split", "random_bits", "random_wrap", "random_unwrap",
-          "random_seed", "threefry2x32", "sharding_constraint"}
-
-
-def _arith_flops(eqn) -> float:
-  """1 FLOP per output element of an elementwise op, per input element of a reduction."""
-  name = eqn.primitive.name
-  if name in _MOVES or not eqn.outvars:
-    return 0.0
-  sizes = [math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars]
-  if name.startswith("reduce_") or name in ("argmax", "argmin", "cumsum", "cumprod", "cummax",
-                                              "cumlogsumexp"):
-    sizes = [math.prod(getattr(v.aval, "shape", ())) for v in eqn.invars if hasattr(v, "aval")]
-  return float(sum(sizes))
-
-
-def _walk(jaxpr, prefix: str, mult: float, tree: Unit, flops: dict, nbytes: dict,
-          loops: list | None = None) -> None:
-  for eqn in jaxpr.eqns:
-    stack = f"{prefix}/{eqn.source_info.name_stack}"
-    subs = list(_sub_jaxprs(eqn.params))
-    if subs:
-      if eqn.primitive.name == "while" and loops is not None:
-        loops.append(stack)  # its trip count is unknown here: the body is counted once
-      inner = mult * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
-      for sub in subs:
-        _walk(sub, stack, inner, tree, flops, nbytes, loops)
-      continue
-    where = locate_name_stack(stack, tree)
-    path = where.path if where else None
-    flops[path] += mult * (_eqn_flops(eqn) or _arith_flops(eqn))
-    nbytes[path] += mult * sum(_nbytes(v.aval) for v in eqn.outvars)
 
 
 def _nbytes(aval) -> int:

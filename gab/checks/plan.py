@@ -11,9 +11,13 @@ from gab.checks import structural
 
 class Plan:
   """Two probes per dtype: short (every split point, batch 3) and long (longer than the rung's
-  context and than twice every declared chunk, window or kernel; batch 2; split points at the
-  declared sizes' boundaries and drawn from the key). Lengths are primes that no dimension of the
-  design's parameters, d_model or the batch sizes equals, so length axes are found by size."""
+  context and than twice every declared chunk, window or kernel shorter than the context; batch 2;
+  split points at the declared sizes' boundaries and drawn from the key). A chunk or window at
+  least as long as the context never ends or wraps within the lengths the design trains at, so the
+  long probe goes just past the context for it, as for the GPT seed (twice the context would cost
+  four times the attention, enough for a context-long window to time out). Lengths are primes that
+  no dimension of the design's parameters, d_model or the batch sizes equals, so length axes are
+  found by size."""
 
   def __init__(self, ctx):
     self.ctx = ctx
@@ -23,8 +27,8 @@ class Plan:
     for leaf in jax.tree.leaves(ctx.params):
       avoid.update(int(n) for n in np.shape(leaf))
     self.short = structural.probe_length(cfg.seq_len + 1, avoid)
-    self.long = structural.probe_length(
-        max(rung.seq_len + 1, 2 * max(sizes, default=0) + 1, 2 * self.short + 1), avoid)
+    spans = [2 * size + 1 for size in sizes if size < rung.seq_len]
+    self.long = structural.probe_length(max(rung.seq_len + 1, *spans, 2 * self.short + 1), avoid)
     key = jax.random.fold_in(ctx.key, 3)
     self.shapes = {
         (self.short, 3): structural.Probes(list(range(self.short - 1)), [0, 2]),

@@ -186,7 +186,8 @@ class PositionwiseMixer(UnitModule):
 def _repeated_matmul(x, w):
   def body(carry):
     i, y = carry
-    return i + 1, y @ w.astype(y.dtype)
+    v = y @ w.astype(y.dtype)
+    return i + 1, v * jax.lax.rsqrt(jnp.mean(v * v, -1, keepdims=True) + 1e-6)  # bounded at any w
   return jax.lax.while_loop(lambda c: c[0] < 400, body, (jnp.int32(0), x))[1]
 
 
@@ -204,8 +205,8 @@ _repeated_matmul.defvjp(_repeated_fwd, _repeated_bwd)
 
 
 class WhileLoopMatmuls(UnitModule):
-  """Multiplies by the same d x d matrix 400 times inside a while_loop (XLA counts a loop body once;
-  a custom VJP makes it trainable)."""
+  """Multiplies by the same d x d matrix 400 times inside a while_loop, normalising each product
+  (XLA counts a loop body once; a custom VJP makes it trainable)."""
   @nn.compact
   def __call__(self, x, z):
     w = self.param("w", nn.initializers.orthogonal(), (x.shape[-1], x.shape[-1]), jnp.float32)
@@ -256,11 +257,12 @@ KINDS = [
 ]
 
 
-def register():
-  for spec in KINDS:
+def register(kinds=None):
+  """Register `kinds` (this module's by default; tests/adversarial/costly_units' use it too)."""
+  for spec in KINDS if kinds is None else kinds:
     registry.register(spec)
 
 
-def unregister():
-  for spec in KINDS:
+def unregister(kinds=None):
+  for spec in KINDS if kinds is None else kinds:
     registry._REGISTRY.pop(spec.name, None)  # pylint: disable=protected-access

@@ -16,8 +16,9 @@ from gab import checker, registry, seeds
 from gab.checks.causality import check_causality
 from gab.checks.context import Context
 from gab.checks.structure import check_format, check_forward, check_init
-from gab.registry import CHANNEL, MIXER, NORM
+from gab.registry import CHANNEL, MIXER, NORM, KindSpec, Param
 from gab.tree import Unit
+from gab.units.attention_variants import SlidingWindowAttention
 
 U = Unit.make
 
@@ -149,3 +150,39 @@ def test_scratch_design_with_rounding_across_the_batch_passes_causality():
                                              "scratch_rounding_across_batch.json"))
   report = checker.check(tree, cfg, rung)
   assert report.passed, report.to_json()
+
+
+def long_probe(tree: Unit, seq_len: int) -> int:
+  cfg = checker.default_config()
+  rung = dict(cfg.rung.to_dict(), seq_len=seq_len)
+  ctx = Context(tree, cfg, checker.resolve_rung(rung, cfg))
+  assert [fn(ctx).status for fn in (check_format, check_init)] == ["pass", "pass"]
+  return ctx.structural_plan().long
+
+
+def test_a_window_as_long_as_the_context_is_probed_as_far_as_attention():
+  """Causality's long probe goes twice as far as a window shorter than the context (to see past
+  its end), but only just past the context for one that reaches it, as for the GPT seed's
+  attention: twice the context cost four times the attention, and timed out on long contexts."""
+  attention = long_probe(seeds.seed("gpt"), 100)
+  assert attention == 101
+  assert long_probe(in_gpt(U("SlidingWindowAttention", window=128)), 100) == attention
+  assert long_probe(in_gpt(U("SlidingWindowAttention", window=64)), 100) > 2 * 64
+
+
+class ContextWindow(SlidingWindowAttention):
+  """Sliding-window attention whose window is the slow test's whole context (512)."""
+
+
+@pytest.mark.slow  # ~3 min: the full check at a context of 512
+def test_a_window_as_long_as_a_long_context_passes_within_the_timeout():
+  registry.register(KindSpec("ContextWindow", MIXER, ContextWindow,
+                             params=(Param("n_heads", 4, (4,)), Param("window", 512, (512,))),
+                             reads=("positions",)))
+  try:
+    cfg = checker.default_config()
+    rung = dict(d_model=128, n_blocks=2, batch_size=2, seq_len=512, target_params=0)
+    report = checker.check(in_gpt(U("ContextWindow")), cfg, rung)
+  finally:
+    registry._REGISTRY.pop("ContextWindow", None)  # pylint: disable=protected-access
+  assert report.passed, report.summary()
