@@ -92,7 +92,7 @@ def test_equal_logits_under_mapped_parameters(models, dtype):
 def test_bench_cli_prints_json_lines():
   env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
-      [sys.executable, "-m", "train.bench", "--designs=gpt,no_such_design", "--steps=2", "--shape=tiny",
+      [sys.executable, "-m", "genesys_jax.cli.bench", "--designs=gpt,no_such_design", "--steps=2", "--shape=tiny",
        "--windows=2", "--measure_peak"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from gab.checks.base import compile_options
 from gab.checks.probe import locate_name_stack
+from gab.checks.steps import initial_state
 from gab.model import LM
 from gab.tree import Path, Unit
 
@@ -79,7 +80,6 @@ def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int)
          str(model.dtype))
   if key in _CACHE:
     return _CACHE[key]
-  from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
   params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
   state = jax.eval_shape(lambda p: initial_state(p, optimizer), params)
   tokens = jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32)

@@ -1,7 +1,7 @@
 """Training throughput of the seed designs: `python -m genesys_jax.cli.bench [--designs=gpt,mamba2]
 [--shape=cpu|tiny|14m|125m|350m] [--steps=N] [--windows=5] [--measure_peak] [--attention=auto]`.
 
-(Also `python -m train.bench`.) One JSON line per design from `train.bench.bench_design`.
+One JSON line per design from `train.bench.bench_design`.
 """
 
 from __future__ import annotations

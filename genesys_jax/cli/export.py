@@ -1,6 +1,6 @@
 """Export a run's evolution tree: `python -m genesys_jax.cli.export --workdir=DIR [--out=PATH_PREFIX]`.
 
-(Also `python -m evolution.export`.) Writes PATH_PREFIX.json and PATH_PREFIX.graphml (default
+Writes PATH_PREFIX.json and PATH_PREFIX.graphml (default
 DIR/evolution_tree.*) with `evolution.export.export` and prints one line; a missing workdir or store
 is a one-line error and exit status 2.
 """

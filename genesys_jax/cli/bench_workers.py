@@ -1,4 +1,4 @@
-"""Verifier throughput and controller overhead: `python -m genesys_jax.bench_workers`.
+"""Verifier throughput and controller overhead: `python -m genesys_jax.cli.bench_workers`.
 
 Runs the smoke ladder with all proposals in one generation (so their jobs can run in parallel)
 once per worker count in `--workers` (external verifier workers on this machine, one CPU device
@@ -58,20 +58,12 @@ def bench(n_workers: int, proposals: int, root: str, check_in_workers: bool = Tr
   workers = [subprocess.Popen([sys.executable, "-m", "genesys_jax.worker", f"--workdir={workdir}",
                                f"--worker_id=w{i}"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(n_workers)]
-  evo = loop.Evolution(smoke_config(proposals, check_in_workers), workdir, log=lambda _: None)
-  first_step = []  # (time, waits so far) when the first proposal starts: the end of the start
-  step = evo.step
-
-  def timed_step(index, n):
-    if not first_step:
-      first_step.append((time.perf_counter(), getattr(evo, "waited_s", 0.0)))
-    return step(index, n)
-  evo.step = timed_step
+  controller = loop.Controller(smoke_config(proposals, check_in_workers), workdir, log=lambda _: None)
   t0 = time.perf_counter()
   try:
-    evo.run()
+    controller.run()
   finally:
-    evo.store.close()
+    controller.store.close()
   t_end = time.perf_counter()
   wall = t_end - t0
   job_s: dict[str, list[float]] = {"verification": [], "check": []}
@@ -81,9 +73,9 @@ def bench(n_workers: int, proposals: int, root: str, check_in_workers: bool = Tr
       job_s["check" if rung == CHECK_JOB else "verification"].append(float(seconds))
   with Store.open(workdir) as store:
     n_verifications = len(store.verifications())
-  waited = getattr(evo, "waited_s", 0.0)
+  waited = controller.waited_s
   controller_s = t_end - t_start - waited
-  started, waited_at_start = first_step[0] if first_step else (t_end, waited)
+  started, waited_at_start = controller.proposing_since or (t_end, waited)
   start_s = started - t_start - waited_at_start
   per_job = _mean(job_s["verification"])
   with_start = controller_s / max(proposals, 1)
