@@ -262,8 +262,8 @@ def test_bad_input_to_launch_and_train_exits_2_with_one_line(tmp_path):
                   "\"n_proposals\" instead of \"n_proposalz\"?): overrides must name existing fields "
                   "of the config file, e.g. --config.evolution.n_proposals=4")
   assert_one_line(runs["invalid"], "config.data.seq_len = 0: expected an integer >= 1")
-  assert_one_line(runs["full"], "config.json.tmp", "File too large")
-  assert os.listdir(tmp_path / "d") == ["run.lock"]  # no config.json(.tmp), no evolution.db
+  assert_one_line(runs["full"], "config.json: File too large")
+  assert os.listdir(tmp_path / "d") == ["run.lock"]  # no config.json (nor its temporary), no evolution.db
   assert_one_line(runs["deep"], str(deep), "nested too deeply")
   for name in "abce":  # refused before anything was written: not even the workdir
     assert not (tmp_path / name).exists(), name

@@ -63,7 +63,7 @@ def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
   zs = sandbox.as_dict(zeroshot_cfg)
   if zs:
     zs["tasks"] = [_copy(os.path.abspath(t), os.path.join(stage, "zeroshot", f"{i}_{os.path.basename(t)}"))
-                   for i, t in enumerate(zs.get("tasks", ()))]
+                   for i, t in enumerate(zs["tasks"])]
   return {"dir": stage, "data": data, "zeroshot": zs}
 
 

@@ -99,7 +99,7 @@ class Files:
 
 
 def tfds_data_dir(data_cfg) -> str:
-  path = (data_cfg.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR")
+  path = (data_cfg.tfds_data_dir or os.environ.get("TFDS_DATA_DIR")
           or "~/tensorflow_datasets")
   return os.path.abspath(os.path.expanduser(path))
 

@@ -52,7 +52,7 @@ def run(config: Any, workdir: str, n: int, designers: list[str], log=print) -> d
     with cfg.unlocked():
       cfg.designer.kind = name
       cfg.evolution.n_proposals = n
-      if cfg.get("replay_from"):
+      if cfg.replay_from:
         cfg.replay_from = os.path.join(cfg.replay_from, name)
     controller = loop.Controller(cfg, os.path.join(workdir, name), log)
     try:
