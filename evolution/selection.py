@@ -214,10 +214,3 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
   exploit = bool(jax.random.uniform(k_mode) < exploit_prob)
   return designs[_pick(k_pick, (pools[0] or pools[1]) if exploit else (pools[1] or pools[0]))]
 
-
-def designs_from_store(store: Any, rungs: Sequence[str] | None = None) -> list[Design]:
-  """The store's designs in creation order as selection dicts: the design row plus `metrics`
-  ({rung: metrics}, rungs in ladder order when `rungs` is given) and `is_seed`."""
-  by_id = store.metrics_by_design(rungs)
-  return [{**d, "metrics": by_id.get(d["id"], {}), "is_seed": d["operator"] == "seed"}
-          for d in store.designs()]

@@ -39,35 +39,36 @@ def code_units(store: Store, kinds: Iterable[str], design_id: str | None) -> Non
 
 
 def _design(store: Store, tree: Unit, name: str | None, units: dict[str, str], parents, operator: str,
-            description: str, status: str, report: dict[str, Any]) -> tuple[str, str, bool]:
-  """(id, canonical id, whether it was added) of a design stored with its code units."""
-  cid, canon = tree.content_hash(), canonical.canonical_id(tree)
+            description: str, status: str, report: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+  """(id, selection row, None if it was stored already) of a design stored with its code units."""
+  cid = tree.content_hash()
   doc = design_to_json(tree, name, units or codeunits.sources_for(tree))
-  added = store.add_design(cid, doc, list(parents), operator, description, status, report, canon)
-  if added:
-    code_units(store, codeunits.kinds_in(tree), cid)
-  return cid, canon, added
+  if not store.add_design(cid, doc, list(parents), operator, description, status, report,
+                          canonical.canonical_id(tree)):
+    return cid, None
+  code_units(store, codeunits.kinds_in(tree), cid)
+  return cid, row(store.design(cid), {})
 
 
-def _learn_design(state: RunState, cid: str, canon: str, fingerprint: str | None, store: Store) -> None:
-  state.designs[cid] = row(store.design(cid), {})
-  state.known.add(canon)
+def _learn_design(state: RunState, new: dict[str, Any], fingerprint: str | None) -> None:
+  state.designs[new["id"]] = new
+  state.known.add(new["canonical"])
   if fingerprint is not None:
-    state.fingerprints.setdefault(fingerprint, []).append(cid)
+    state.fingerprints.setdefault(fingerprint, []).append(new["id"])
 
 
 def seed(store: Store, state: RunState, tree: Unit, name: str, verdict: Verdict) -> bool:
   """Record a seed design with its check (seeds are not tested for novelty); False if stored already."""
   with store.transaction():
-    cid, canon, added = _design(store, tree, name, {}, [], "seed", name, verdict.status, verdict.report)
-    if not added:
+    cid, new = _design(store, tree, name, {}, [], "seed", name, verdict.status, verdict.report)
+    if new is None:
       return False
     if verdict.fingerprint is not None:
       store.add_artifact(cid, "fingerprint", verdict.fingerprint)
     isles = islands.add_seed(state.islands, cid) if state.islands is not None else None
     if isles is not None:
       islands.save(store, isles)
-  _learn_design(state, cid, canon, verdict.fingerprint, store)
+  _learn_design(state, new, verdict.fingerprint)
   state.islands = isles
   return True
 
@@ -77,14 +78,13 @@ def proposal(store: Store, state: RunState, p: Proposal, verdict: Verdict | None
   `checking`, with a checker job), its artifacts, its island and any migration due, in one
   transaction with the proposal counter. Returns the design id (None: no design was stored)."""
   fingerprint = verdict.fingerprint if verdict is not None else None
-  cid = canon = None
+  cid = new = None
   with store.transaction():
     if p.tree is not None:
       status, report = (("checking", {"checking": True, "proposal": p.index}) if verdict is None
                         else (verdict.status, verdict.report))
-      cid, canon, added = _design(store, p.tree, None, p.units, p.parents, p.mode, p.description,
-                                  status, report)
-      if not added:
+      cid, new = _design(store, p.tree, None, p.units, p.parents, p.mode, p.description, status, report)
+      if new is None:
         cid = None
       elif verdict is None:
         store.enqueue(cid, CHECK_JOB)
@@ -98,12 +98,12 @@ def proposal(store: Store, state: RunState, p: Proposal, verdict: Verdict | None
     if isles is not None:
       if cid is not None:
         isles = islands.add_child(isles, cid, p.parents, p.island)
-      designs = list(state.designs.values()) + ([row(store.design(cid), {})] if cid else [])
+      designs = list(state.designs.values()) + ([new] if new else [])
       isles = islands.after_proposal(state.key, isles, p.index + 1, state.config.evolution.migrate_every,
                                      designs, state.rungs[0])
       islands.save(store, isles)
-  if cid is not None:
-    _learn_design(state, cid, canon, fingerprint, store)
+  if new is not None:
+    _learn_design(state, new, fingerprint)
   state.islands, state.proposals_done = isles, p.index + 1
   return cid
 

@@ -72,8 +72,9 @@ class RunState:
 def row(design: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
   """A design's selection row (`evolution.selection`'s dict): its store row without tree and report."""
   return {"id": design["id"], "operator": design["operator"], "parents": list(design["parents"]),
-          "description": design["description"], "status": design["status"], "seq": design["seq"],
-          "is_seed": design["operator"] == "seed", "metrics": dict(metrics)}
+          "description": design["description"], "status": design["status"],
+          "canonical": design["canonical"], "is_seed": design["operator"] == "seed",
+          "metrics": dict(metrics)}
 
 
 def load(config: ml_collections.ConfigDict, store: Any) -> tuple[RunState, dict[str, str]]:
@@ -83,10 +84,11 @@ def load(config: ml_collections.ConfigDict, store: Any) -> tuple[RunState, dict[
   metrics = store.metrics_by_design(rungs)
   designs, known, missing = {}, set(), {}
   for d in store.designs():
-    designs[d["id"]] = row(d, metrics.get(d["id"], {}))
     if d["canonical"] is None:
-      missing[d["id"]] = canonical.canonical_id(design_from_json(d["tree"])[0])
-    known.add(d["canonical"] or missing[d["id"]])
+      d = {**d, "canonical": canonical.canonical_id(design_from_json(d["tree"])[0])}
+      missing[d["id"]] = d["canonical"]
+    designs[d["id"]] = row(d, metrics.get(d["id"], {}))
+    known.add(d["canonical"])
   fingerprints: dict[str, list[str]] = {}
   for art in store.artifacts(kind="fingerprint"):
     fingerprints.setdefault(art["content"], []).append(art["design_id"])

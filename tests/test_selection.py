@@ -8,7 +8,6 @@ from hypothesis import given, settings, strategies as st
 
 from evolution import islands as isl
 from evolution import selection
-from evolution.store import Store
 
 RUNGS = ("tiny", "small", "medium")
 
@@ -106,17 +105,6 @@ def test_verifiers_promote_good_but_under_verified_designs():
   top = [design("a", tiny=1.0, small=1.0, medium=1.0), design("b", tiny=2.0)]
   assert selection.select_for_verification(jax.random.key(0), top, "medium", RUNGS) is None
   assert selection.select_for_verification(jax.random.key(0), top, "small", RUNGS)["id"] == "b"
-
-
-def test_designs_from_store(tmp_path):
-  with Store(str(tmp_path / "e.db")) as store:
-    store.add_design("s", "{}", [], "seed", "gpt", "verified")
-    store.add_design("m", "{}", ["s"], "mutation", "x", "verified")
-    store.add_verification("m", "small", {"val_bpb": 1.0, "params": 1, "tokens": 1})
-    store.add_verification("m", "tiny", {"val_bpb": 2.0, "params": 1, "tokens": 1})
-    out = selection.designs_from_store(store, RUNGS)
-  assert [(d["id"], d["is_seed"]) for d in out] == [("s", True), ("m", False)]
-  assert list(out[1]["metrics"]) == ["tiny", "small"] and out[0]["metrics"] == {}
 
 
 # -- islands ------------------------------------------------------------------------------------
