@@ -23,12 +23,6 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
-
-_WORKERS = flags.DEFINE_list("workers", ["1", "2"], "Worker counts to compare.")
-_PROPOSALS = flags.DEFINE_integer("proposals", 4, "Proposals (one generation).")
-_CHECK_IN_WORKERS = flags.DEFINE_bool("check_in_workers", True, "Workers check the proposals "
-                                      "(jobs.check_in_workers); False: the controller does.")
 _DONE = re.compile(r"@(\S+) done in ([0-9.]+) s")
 
 
@@ -93,11 +87,27 @@ def bench(n_workers: int, proposals: int, root: str, check_in_workers: bool = Tr
 
 
 def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
+  f = flags.FLAGS
   with tempfile.TemporaryDirectory() as root:
-    for n in _WORKERS.value:
-      print(json.dumps(bench(int(n), _PROPOSALS.value, root, _CHECK_IN_WORKERS.value)), flush=True)
+    for n in f.workers:
+      print(json.dumps(bench(int(n), f.proposals, root, f.check_in_workers)), flush=True)
+
+
+def define_flags() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_list("workers", ["1", "2"], "Worker counts to compare.")
+  flags.DEFINE_integer("proposals", 4, "Proposals (one generation).")
+  flags.DEFINE_bool("check_in_workers", True, "Workers check the proposals (jobs.check_in_workers); "
+                    "False: the controller does.")
+
+
+def run() -> None:
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()
