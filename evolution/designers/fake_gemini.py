@@ -11,8 +11,8 @@ role) when a role's script is empty. A scripted step is a dict:
   {"delay": seconds, ...}              sleep first (to make the client time out), then the rest
   optional "usage": {"prompt": n, "candidates": n, "thoughts": n}, "finish": "STOP"
 
-Run it for a manual smoke run: `python -m genesys_jax.cli.fake_gemini --port=8765` (prints its URL, serves
-auto replies until interrupted).
+Run it for a manual smoke run: `python -m genesys_jax.cli.fake_gemini --port=8765` (prints its URL,
+serves auto replies until interrupted).
 """
 
 from __future__ import annotations
