@@ -8,71 +8,38 @@ Variants (`--config=configs/ladder.py[:VARIANT]`):
   top-rung slots for discovered designs, a few minutes per run on 2 CPU cores;
 - `llm_smoke`: `smoke` with the LLM designers mixed in (`designer.kind=mixed`) against a Gemini-
   compatible endpoint at http://127.0.0.1:8765, e.g. the fake one: `python -m
-  evolution.designers.fake_gemini --port=8765` (any GEMINI_API_KEY value is accepted there);
+  genesys_jax.cli.fake_gemini --port=8765` (any GEMINI_API_KEY value is accepted there);
 - `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
   parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
   `--config.data.spm_model=PATH/to/tokenizer.model`.
-Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=1e-3`.
+Every field can be overridden on the command line, e.g. `--config.rungs.tiny.lr=1e-3`; each field's
+default, rule and help are defined once, in its section's record (genesys_jax/run_config.py).
 """
 
 from ml_collections import ConfigDict
 
 from evolution.designers import config as designer_config
-from gab import checker
-from genesys_jax import jobs
-from train import data, trainer, zeroshot
+from genesys_jax import run_config
+from train import rung as rung_lib
 
 
 def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, tokens_per_param=0,
          eval_batches=8, warmup_frac=0.02, grad_accum=1):
-  """One rung. The token budget is `train_tokens`, or parameters x `tokens_per_param` if that is 0.
+  """One rung (train/rung.py). The token budget is `train_tokens`, or parameters x
+  `tokens_per_param` if that is 0.
 
   `target_params` is the size designs are fitted to (+-20%, by adjusting d_model and n_blocks
   from the values given here); it is the GPT seed's size at this d_model and n_blocks.
   """
-  return ConfigDict(dict(
-      d_model=d_model, n_blocks=n_blocks, target_params=target_params, lr=lr, batch_size=batch_size,
-      train_tokens=train_tokens, tokens_per_param=tokens_per_param, warmup_frac=warmup_frac,
-      min_lr_ratio=0.1, grad_clip=1.0, weight_decay=0.1, eval_batches=eval_batches,
-      grad_accum=grad_accum,  # micro-batches per step (batch_size / grad_accum per pass)
-      memory_limit_gb=0.0))
+  return rung_lib.make(d_model=d_model, n_blocks=n_blocks, target_params=target_params, lr=lr,
+                       batch_size=batch_size, train_tokens=train_tokens,
+                       tokens_per_param=float(tokens_per_param), eval_batches=eval_batches,
+                       warmup_frac=warmup_frac, grad_accum=grad_accum)
 
 
 def get_config(variant: str | None = None) -> ConfigDict:
-  c = ConfigDict()
-  c.seed = 0
-  c.seeds = ("gpt",)
-  c.data = data.default_data_config()
-  c.data.seq_len = 128
-  c.checker = checker.default_config()
+  c = run_config.default_config()  # every field's default, help and rule: genesys_jax/run_config.py
   c.checker.min_d_model = 32  # small CPU rungs: let sizing narrow below 64 (e.g. Mamba2 at tiny)
-  c.train = trainer.default_train_config()
-  # Zero-shot tasks scored after each verification (files or folders of .jsonl in the formats of
-  # train/zeroshot_formats.py); empty: fitness from validation bpb alone.
-  c.zeroshot = zeroshot.default_config()
-  c.replay_from = ""  # a recorded run's workdir: re-run it and report any divergence
-  # "" = SQLite at WORKDIR/evolution.db (one host); postgresql://USER@HOST[:PORT]/DB for fleets.
-  c.store = ConfigDict(dict(url=""))
-  # Verification jobs (genesys_jax/jobs.py): in_process trains them in the controller; else
-  # verifier workers (python -m genesys_jax.worker) do. `generation` proposals share one barrier.
-  # check_in_workers (with workers): they also check the GP proposals (checker jobs, applied in
-  # proposal order at the barrier); False: the controller checks each proposal itself.
-  c.jobs = jobs.default_config()
-  # Who proposes: gp (offline operators), llm (Gemini agents), direct, mixed (see
-  # evolution/designers/config.py); models per role, pricing, budgets, endpoint.
-  c.designer = designer_config.default_config()
-  # Hand-written code units (globs of .py files, gab.codeunits) the run may use: GP operators insert
-  # them like built-in kinds; designs using them are checked and trained in the sandbox.
-  c.units = ConfigDict(dict(files=()))
-  c.report = True  # refresh the HTML report under WORKDIR/report after every verification
-  c.evolution = ConfigDict(dict(
-      n_proposals=12, max_retries=32,
-      # More scratch and crossover than the original's 0.05/0.75/0.20 (see :paper): a short local
-      # run should still try every operator.
-      mode_probs=dict(scratch=0.15, mutation=0.60, crossover=0.25),
-      exploit_prob=0.8, top_fraction=0.25, seed_prob=0.05, zeroshot_weight=0.5,
-      max_depth=8, max_size=32,
-      islands=0, migrate_every=4))  # islands > 0: sub-populations (evolution/islands.py)
   # Rungs lowest first; the top rung gets n_target slots, each lower one its upper neighbour's / ratio.
   c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5, exploit_prob=0.8))
   c.rungs = ConfigDict(dict(

@@ -1,6 +1,6 @@
 """Export a run's evolution tree as JSON and GraphML, for plotting and graph tools (Gephi, yEd).
 
-  python -m genesys_jax.cli.export --workdir=DIR [--out=PATH_PREFIX]   (or python -m evolution.export)
+  python -m genesys_jax.cli.export --workdir=DIR [--out=PATH_PREFIX]
 
 writes PATH_PREFIX.json and PATH_PREFIX.graphml (default DIR/evolution_tree.*), each atomically.
 JSON: {"nodes": [{id, seq, operator, description, status, tree, metrics: {rung: metrics}}],
@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from evolution.store import Store, StoreError
+from gab import atomic
 
 GRAPHML_NS = "http://graphml.graphdrawing.org/xmlns"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -31,9 +32,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 def evolution_tree(store: Store) -> dict[str, Any]:
   """Designs as nodes (creation order) and parent -> child edges between stored designs."""
-  metrics: dict[str, dict[str, Any]] = {}
-  for v in store.verifications():
-    metrics.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
+  metrics = store.metrics_by_design()
   designs = store.designs()
   operator = {d["id"]: d["operator"] for d in designs}
   nodes = [{"id": d["id"], "seq": d["seq"], "operator": d["operator"], "description": d["description"],
@@ -86,16 +85,6 @@ def _qualified(tag: str) -> str:
   return f"{{{GRAPHML_NS}}}{tag}"
 
 
-def write_atomic(path: str, content: bytes) -> None:
-  """Write to a temporary sibling, fsync, then rename: readers see the old file or the new one."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(content)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def export(workdir: str, out_prefix: str | None = None) -> tuple[str, str, dict[str, Any]]:
   """Write the JSON and GraphML exports of `workdir`'s store; returns their paths and the tree."""
   db = os.path.join(workdir, "evolution.db")
@@ -108,11 +97,7 @@ def export(workdir: str, out_prefix: str | None = None) -> tuple[str, str, dict[
   prefix = out_prefix or os.path.join(workdir, "evolution_tree")
   os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
   json_path, graphml_path = prefix + ".json", prefix + ".graphml"
-  write_atomic(json_path, (json.dumps(tree, indent=1, sort_keys=True) + "\n").encode())
-  write_atomic(graphml_path, to_graphml(tree))
+  atomic.write(json_path, json.dumps(tree, indent=1, sort_keys=True) + "\n")
+  atomic.write(graphml_path, to_graphml(tree))
   return json_path, graphml_path, tree
 
-
-if __name__ == "__main__":  # the command is genesys_jax.cli.export; this path stays runnable
-  from genesys_jax.cli import export as _cli  # pylint: disable=g-import-not-at-top
-  _cli.run()

@@ -6,8 +6,9 @@ keys: `fitness` (used as given when there are no `metrics`), `confidence` (likew
 through untouched, and the dict itself is what the selectors return. Lists are taken in the order
 given (the store's creation order), and ties keep that order.
 
-Fitness (`aggregate_fitness`): rank-based, so neither the bpb scale of a rung nor a rung's number of
-designs dominates.
+Fitness (`fitness`, the one definition: selection, promotion and the islands' migrations rank by it;
+higher is better): rank-based, so neither the bpb scale of a rung nor a rung's number of designs
+dominates.
 1. At each rung, each criterion ranks the designs verified there by their mid-rank percentile:
    (number of designs it beats + half the number it ties, itself included) / number ranked, in
    (0, 1); the best of n scores 1 - 1/(2n), a design alone 0.5. Criteria: `val_bpb` (lower is
@@ -34,11 +35,6 @@ import numpy as np
 
 Design = dict[str, Any]
 QUADRANTS = ("good_confident", "good_unconfident", "poor_confident", "poor_unconfident")
-
-
-def fitness(metrics: dict[str, Any]) -> float:
-  """The raw score of one verification, higher is better: negative validation bits per byte."""
-  return -float(metrics["val_bpb"])
 
 
 def percentiles(values: Sequence[float]) -> list[float]:
@@ -73,8 +69,8 @@ def rung_scores(designs: Sequence[Design], rung: str, zeroshot_weight: float = 0
   return scores
 
 
-def aggregate_fitness(designs: Sequence[Design], rungs: Sequence[str] | None = None,
-                      zeroshot_weight: float = 0.5) -> dict[str, float | None]:
+def fitness(designs: Sequence[Design], rungs: Sequence[str] | None = None,
+            zeroshot_weight: float = 0.5) -> dict[str, float | None]:
   """Fitness of each design (None when it has no verification): weighted Borda over rungs."""
   names = _rung_names(designs, rungs)
   per_rung = [rung_scores(designs, r, zeroshot_weight) for r in names]
@@ -95,7 +91,7 @@ def _scores(designs: Sequence[Design], rungs: Sequence[str] | None, zeroshot_wei
             ) -> tuple[list[float | None], list[float]]:
   """(fitness, confidence) of each design: from `metrics` when present, else the given values."""
   names = _rung_names(designs, rungs)
-  agg = aggregate_fitness(designs, names, zeroshot_weight)
+  agg = fitness(designs, names, zeroshot_weight)
   fit = [agg[d["id"]] if "metrics" in d else d.get("fitness") for d in designs]
   conf = [confidence(d, names) if "metrics" in d else float(d.get("confidence", 0.0)) for d in designs]
   return fit, conf
@@ -218,17 +214,3 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
   exploit = bool(jax.random.uniform(k_mode) < exploit_prob)
   return designs[_pick(k_pick, (pools[0] or pools[1]) if exploit else (pools[1] or pools[0]))]
 
-
-def designs_from_store(store: Any, rungs: Sequence[str] | None = None) -> list[Design]:
-  """The store's designs in creation order as selection dicts: the design row plus `metrics`
-  ({rung: metrics}, rungs in ladder order when `rungs` is given) and `is_seed`."""
-  by_id: dict[str, dict[str, Any]] = {}
-  for v in store.verifications():
-    by_id.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
-  out = []
-  for d in store.designs():
-    metrics = by_id.get(d["id"], {})
-    if rungs is not None:
-      metrics = {r: metrics[r] for r in rungs if r in metrics}
-    out.append({**d, "metrics": metrics, "is_seed": d["operator"] == "seed"})
-  return out

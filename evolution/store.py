@@ -1,10 +1,12 @@
 """The evolution store: every design, verification and job of a run, in SQLite at WORKDIR/evolution.db.
 
 Tables (the designs and verifications columns are a contract other tools read):
-  designs(id, tree, parents, operator, description, seq, status, report)
+  designs(id, tree, parents, operator, description, seq, status, report, canonical)
     id = the tree's content hash; tree = design JSON; parents = JSON list of ids;
     seq = creation order; status in {valid, rejected, verified, failed}, or checking while a
-    verifier worker checks it (report = {"checking": true, "proposal": index} until then).
+    verifier worker checks it (report = {"checking": true, "proposal": index} until then);
+    canonical = the tree's canonical id (evolution.canonical: equal for trees that differ only in
+    how they are written), NULL in rows stored before schema 4 until a run indexes them.
   verifications(design_id, rung, metrics)   metrics = JSON with val_bpb, params, tokens, or, for a
                                             failed run, val_bpb null and an "error" string.
   meta(key, value)                          run-level counters (e.g. the next proposal index).
@@ -21,7 +23,8 @@ Tables (the designs and verifications columns are a contract other tools read):
                                             (kind = Name@hash8), the design that introduced it
                                             (NULL: config.units.files) and the order they came in.
 Each write is one transaction, so a run killed at any moment leaves a consistent store. The schema
-version is `PRAGMA user_version`; opening an older store migrates it in one transaction. Wall time
+version is `PRAGMA user_version`; opening an older store migrates it in one transaction
+(evolution/schema.py). Wall time
 enters only through leases (the injected `clock`), never events, ordering or randomness.
 """
 
@@ -35,68 +38,12 @@ import time
 from typing import Any, Callable, Iterable
 
 from evolution import integrity
-from evolution.jobqueue import CHECK_JOB, JobQueue  # noqa: F401 (CHECK_JOB: the API)
 from evolution.integrity import StoreError  # noqa: F401 (the API: a store that cannot be used)
+from evolution.jobqueue import CHECK_JOB, JobQueue  # noqa: F401 (CHECK_JOB: the API)
+from evolution.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (SCHEMA_VERSION: the API)
 
 STATUSES = ("valid", "rejected", "verified", "failed", "checking")
 
-# MIGRATIONS[v] takes a store from version v to v + 1. Version 1 is the walking skeleton's schema
-# (IF NOT EXISTS: stores written before versioning have those tables at user_version 0).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    ("""CREATE TABLE IF NOT EXISTS designs (
-          id TEXT PRIMARY KEY,
-          tree TEXT NOT NULL,
-          parents TEXT NOT NULL,
-          operator TEXT NOT NULL,
-          description TEXT NOT NULL DEFAULT '',
-          seq INTEGER NOT NULL UNIQUE,
-          status TEXT NOT NULL,
-          report TEXT NOT NULL DEFAULT '{}')""",
-     """CREATE TABLE IF NOT EXISTS verifications (
-          design_id TEXT NOT NULL REFERENCES designs(id),
-          rung TEXT NOT NULL,
-          metrics TEXT NOT NULL,
-          PRIMARY KEY (design_id, rung))""",
-     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
-    ("""CREATE TABLE lineage (
-          child_id TEXT NOT NULL REFERENCES designs(id),
-          parent_id TEXT NOT NULL,
-          position INTEGER NOT NULL,
-          PRIMARY KEY (child_id, position))""",
-     "CREATE INDEX lineage_by_parent ON lineage (parent_id)",
-     """INSERT INTO lineage (child_id, parent_id, position)
-          SELECT d.id, p.value, p.key FROM designs d, json_each(d.parents) p""",
-     """CREATE TABLE artifacts (
-          created_seq INTEGER PRIMARY KEY,
-          design_id TEXT REFERENCES designs(id),
-          kind TEXT NOT NULL,
-          content TEXT NOT NULL)""",
-     "CREATE INDEX artifacts_by_design ON artifacts (design_id, kind)",
-     """CREATE TABLE events (
-          seq INTEGER PRIMARY KEY AUTOINCREMENT,
-          kind TEXT NOT NULL,
-          payload TEXT NOT NULL CHECK (json_valid(payload)))""",
-     """CREATE TABLE jobs (
-          id INTEGER PRIMARY KEY AUTOINCREMENT,
-          design_id TEXT NOT NULL REFERENCES designs(id),
-          rung TEXT NOT NULL,
-          state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done')),
-          worker_id TEXT,
-          lease_until REAL,
-          attempts INTEGER NOT NULL DEFAULT 0,
-          UNIQUE (design_id, rung))""",
-     "CREATE INDEX jobs_by_state ON jobs (state, id)"),
-    # 2 -> 3: code units (gab.codeunits), kept apart from the designs that carry them.
-    ("""CREATE TABLE code_units (
-          kind TEXT PRIMARY KEY,
-          name TEXT NOT NULL,
-          hash TEXT NOT NULL,
-          source TEXT NOT NULL,
-          declaration TEXT NOT NULL CHECK (json_valid(declaration)),
-          design_id TEXT,
-          seq INTEGER NOT NULL UNIQUE)""",),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Store(JobQueue):
@@ -207,16 +154,17 @@ class Store(JobQueue):
 
   # -- designs -------------------------------------------------------------------------------
   def add_design(self, design_id: str, tree_json: str, parents: Iterable[str], operator: str,
-                 description: str, status: str, report: dict | None = None) -> bool:
+                 description: str, status: str, report: dict | None = None,
+                 canonical: str | None = None) -> bool:
     """Insert a design and its lineage; False (and no change) if the id is already stored."""
     _check_status(status)
     parents = list(parents)
     with self.transaction():
       cur = self._db.execute(
-          "INSERT OR IGNORE INTO designs (id, tree, parents, operator, description, seq, status, report) "
-          "VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM designs), ?, ?)",
+          "INSERT OR IGNORE INTO designs (id, tree, parents, operator, description, seq, status, report, "
+          "canonical) VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM designs), ?, ?, ?)",
           (design_id, tree_json, json.dumps(parents), operator, description, status,
-           json.dumps(report or {}, sort_keys=True)))
+           json.dumps(report or {}, sort_keys=True), canonical))
       if cur.rowcount != 1:
         return False
       self._db.executemany("INSERT INTO lineage (child_id, parent_id, position) VALUES (?, ?, ?)",
@@ -241,6 +189,15 @@ class Store(JobQueue):
         return
       self._db.execute("UPDATE designs SET status = ? WHERE id = ?", (status, design_id))
       self._log("status_set", {"id": design_id, "status": status, "previous": row["status"]})
+
+  def set_canonical(self, ids: dict[str, str]) -> None:
+    """Index rows stored without a canonical id (before schema 4): {design id: canonical id}."""
+    if not ids:
+      return
+    with self.transaction():
+      self._db.executemany("UPDATE designs SET canonical = ? WHERE id = ? AND canonical IS NULL",
+                           [(c, d) for d, c in ids.items()])
+      self._log("designs_indexed", {"designs": len(ids)})
 
   def design(self, design_id: str) -> dict[str, Any]:
     row = self._db.execute("SELECT * FROM designs WHERE id = ?", (design_id,)).fetchone()
@@ -299,6 +256,23 @@ class Store(JobQueue):
     rows = self._db.execute(sql + " ORDER BY d.seq, v.rung", args).fetchall()
     return [{"design_id": r["design_id"], "rung": r["rung"], "metrics": json.loads(r["metrics"])}
             for r in rows]
+
+  def verification(self, design_id: str, rung: str) -> dict[str, Any] | None:
+    """The metrics of a design's verification at a rung, or None."""
+    row = self._db.execute("SELECT metrics FROM verifications WHERE design_id = ? AND rung = ?",
+                           (design_id, rung)).fetchone()
+    return None if row is None else json.loads(row["metrics"])
+
+  def metrics_by_design(self, rungs: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{design id: {rung: metrics}} of every verification, designs in creation order; rungs in the
+    ladder's order (and only those) when `rungs` is given, else in name order."""
+    out: dict[str, dict[str, Any]] = {}
+    for v in self.verifications():
+      out.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
+    if rungs is not None:
+      rungs = list(rungs)
+      out = {d: {r: m[r] for r in rungs if r in m} for d, m in out.items()}
+    return out
 
   def has_verification(self, design_id: str, rung: str) -> bool:
     return self._db.execute("SELECT 1 FROM verifications WHERE design_id = ? AND rung = ?",

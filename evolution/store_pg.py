@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import psycopg
 
-from evolution.store import MIGRATIONS, Store, StoreError
+from evolution.schema import MIGRATIONS
+from evolution.store import Store, StoreError
 
 _WRITE_LOCK = 0x67656E65  # pg_advisory_xact_lock key every write transaction takes first ("gene")
 # SQLite-only statements of MIGRATIONS and their PostgreSQL form, by (from_version, index).

@@ -16,6 +16,7 @@ import socket
 from typing import Callable
 
 from evolution.store import Store, StoreError
+from gab import atomic
 
 NETWORK_FILESYSTEMS = frozenset((
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs",
@@ -68,10 +69,7 @@ def check_sqlite_path(path: str, mounts: str | None = None, host: str | None = N
                        f"run has moved here for good)")
   else:
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{marker}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-      f.write(host + "\n")
-    os.replace(tmp, marker)
+    atomic.write(marker, host + "\n")
 
 
 def open_store(url: str, workdir: str | None = None, clock: Callable[[], float] | None = None) -> Store:

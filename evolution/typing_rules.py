@@ -33,7 +33,7 @@ class Bounds:
 
   @classmethod
   def from_config(cls, cfg: Any) -> "Bounds":
-    return cls(int(cfg.get("max_depth", cls.max_depth)), int(cfg.get("max_size", cls.max_size)))
+    return cls(int(cfg.max_depth), int(cfg.max_size))
 
 
 def _rng(key: jax.Array) -> np.random.Generator:

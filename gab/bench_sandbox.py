@@ -1,6 +1,6 @@
 """Time the full check of designs with code units, sandbox start included.
 
-`python -m gab.bench_sandbox` (or `python -m gab.bench_checker --code_units`) checks the GPT seed
+`python -m genesys_jax.cli.bench_checker --code_units` checks the GPT seed
 with its attention or MLP replaced by each example code unit of tests/code_units, and one design
 using all three, each in a fresh sandboxed child (`gab.sandbox.check_design`, as the loop does).
 Prints the cost of starting a sandbox alone, one JSON line per design {"design", "wall_s",
@@ -82,6 +82,3 @@ def run() -> dict:
   print(json.dumps(summary), flush=True)
   return summary
 
-
-if __name__ == "__main__":
-  run()

@@ -47,19 +47,19 @@ batch_size, memory_limit_gb (0: the device's memory, if known) and seq_len (the 
 Without a rung, checks 6-8 use the built-in `cfg.rung`: d_model 128, n_blocks 2, batch_size 8,
 seq_len 128, the GPT seed's size there (429,056 parameters), no memory limit.
 
-CLI: `python -m genesys_jax.cli.check --design=FILE.json [--rung=NAME] [--config=...]` (also as
-`python -m gab.checker`) prints one JSON object {"passed", "checks": [{"name", "status", "message",
+CLI: `python -m genesys_jax.cli.check --design=FILE.json [--rung=NAME] [--config=...]` prints one JSON object {"passed", "checks": [{"name", "status", "message",
 "hint"}], "sizing"} and exits 0 (passed), 1 (failed) or 2 (unusable input); it resolves the config
 and hands this module plain values (see genesys_jax/cli/check.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import ml_collections
 
-from gab import seeds, sizing
+from gab import fields, seeds, sizing
 from gab.checks.base import FAIL, PASS, WARN, Check, Report, one_line  # noqa: F401 (the API)
 from gab.checks.budget import check_efficiency, check_parameter_budget
 from gab.checks.causality import check_causality
@@ -75,33 +75,68 @@ NAMES = ("format", "init", "forward", "causality", "differentiability", "stabili
          "parameter_budget", "efficiency", "effectiveness")
 
 
-def default_config() -> ml_collections.ConfigDict:
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckRung:
+  """The rung used when check() gets none: wide enough that sizing can narrow d_model (128 -> 96 ->
+  64), not only drop blocks."""
+  d_model: int = fields.field(128, "width the design is sized from", fields.integer(1))
+  n_blocks: int = fields.field(2, "blocks the design is sized from", fields.integer(1))
+  target_params: int = fields.field(0, "parameters to size to (0: the GPT seed's at d_model, n_blocks)",
+                                    fields.integer(0))
+  batch_size: int = fields.field(8, "batch of the stability and efficiency steps", fields.integer(1))
+  seq_len: int = fields.field(128, "context length of the long probes and compiled steps", fields.integer(1))
+  memory_limit_gb: float = fields.field(0.0, "memory limit (0: the device's, if known)", fields.number(0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckerConfig:
   """The check scale (tiny: a full check takes seconds on a CPU) and the checks' thresholds."""
-  return ml_collections.ConfigDict(dict(
-      d_model=64, n_blocks=2, vocab_size=259, seq_len=32, batch=2, seed=0,
-      causal_rtol=1e-5,             # see gab.checks.causality
-      prefix_rtol=1e-4,             # causality: a sequence alone / its prefix vs in the batch / whole
-      min_input_dependence=1e-3,    # forward: relative logit change per relative embedding change
-      min_mixing=1e-4,              # forward: a mixer's output at t vs inputs s < t, relative
-      timeout_s=300.0,              # wall-clock limit of each check (0: none)
-      dtype="float32",              # compute dtype, unless the rung names one ("bfloat16")
-      large_input_scale=100.0,      # stability: token embeddings multiplied by this
-      train_steps=10, train_lr=3e-3,  # differentiability and effectiveness
-      size_tolerance=0.2, min_d_model=64, d_model_multiple=32,  # parameter_budget
-      flops_warn_ratio=1.5, flops_fail_ratio=3.0,    # efficiency, relative to the GPT seed
-      memory_warn_ratio=2.0, memory_fail_ratio=4.0,
-      # The rung used when check() gets none: wide enough that sizing can narrow d_model (128 -> 96
-      # -> 64), not only drop blocks; target_params 0 is the GPT seed's size at d_model/n_blocks.
-      rung=dict(d_model=128, n_blocks=2, target_params=0, batch_size=8, seq_len=128,
-                memory_limit_gb=0.0),
-  ))
+  d_model: int = fields.field(64, "width of the check-scale model", fields.integer(1))
+  n_blocks: int = fields.field(2, "blocks of the check-scale model", fields.integer(1))
+  vocab_size: int = fields.field(259, "vocabulary designs are sized against", fields.integer(2),
+                                 derived="data.vocab")
+  seq_len: int = fields.field(32, "context length of the short probes", fields.integer(1))
+  batch: int = fields.field(2, "batch of the check-scale probes", fields.integer(1))
+  seed: int = fields.field(0, "seed of the probes' parameters and tokens", fields.integer(0))
+  causal_rtol: float = fields.field(1e-5, "causality tolerance (gab.checks.causality)", fields.number(0.0))
+  prefix_rtol: float = fields.field(1e-4, "causality: a sequence alone / its prefix vs in the batch",
+                                    fields.number(0.0))
+  min_input_dependence: float = fields.field(1e-3, "forward: relative logit change per relative "
+                                             "embedding change", fields.number(0.0))
+  min_mixing: float = fields.field(1e-4, "forward: a mixer's output at t vs inputs s < t, relative",
+                                   fields.number(0.0))
+  timeout_s: float = fields.field(300.0, "wall-clock limit of each check (0: none)", fields.number(0.0))
+  dtype: str = fields.field("float32", "compute dtype, unless the rung names one", fields.one_of(*DTYPES))
+  large_input_scale: float = fields.field(100.0, "stability: token embeddings multiplied by this",
+                                          fields.number(0.0, lo_open=True))
+  train_steps: int = fields.field(10, "differentiability and effectiveness steps", fields.integer(1))
+  train_lr: float = fields.field(3e-3, "their learning rate", fields.number(0.0, lo_open=True))
+  size_tolerance: float = fields.field(0.2, "parameter_budget: relative distance to target_params",
+                                       fields.number(0.0, 1.0, hi_open=True))
+  min_d_model: int = fields.field(64, "sizing: narrowest d_model", fields.integer(1))
+  d_model_multiple: int = fields.field(32, "sizing: d_model step", fields.integer(1))
+  flops_warn_ratio: float = fields.field(1.5, "efficiency: FLOPs over the GPT seed's, warning",
+                                         fields.number(0.0, lo_open=True))
+  flops_fail_ratio: float = fields.field(3.0, "efficiency: FLOPs over the GPT seed's, failure",
+                                         fields.number(0.0, lo_open=True))
+  memory_warn_ratio: float = fields.field(2.0, "efficiency: memory over the GPT seed's, warning",
+                                          fields.number(0.0, lo_open=True))
+  memory_fail_ratio: float = fields.field(4.0, "efficiency: memory over the GPT seed's, failure",
+                                          fields.number(0.0, lo_open=True))
+  rung: CheckRung = fields.section(CheckRung, "the rung used when check() gets none")
+
+  def problems(self) -> list[str]:
+    return [f".{kind}_fail_ratio = {getattr(self, f'{kind}_fail_ratio')!r}: expected >= "
+            f"{kind}_warn_ratio {getattr(self, f'{kind}_warn_ratio')!r}"
+            for kind in ("flops", "memory")
+            if getattr(self, f"{kind}_fail_ratio") < getattr(self, f"{kind}_warn_ratio")]
 
 
-def complete_config(cfg: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
-  """`cfg` with the fields it lacks (an older stored config) taken from `default_config()`."""
-  full = default_config().to_dict()
-  full.update(cfg.to_dict() if cfg is not None else {})
-  return ml_collections.ConfigDict(full)
+def default_config() -> ml_collections.ConfigDict:
+  return fields.defaults(CheckerConfig)
 
 
 def resolve_rung(rung, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -123,7 +158,7 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
   """Run the checks in order, stopping at the first failure (later checks need its results).
 
   `progress(name)`, if given, is called before each check starts."""
-  cfg = complete_config(cfg)
+  cfg = default_config() if cfg is None else cfg
   ctx = Context(tree, cfg, resolve_rung(rung, cfg))
   checks: list[Check] = []
   for name, fn in zip(NAMES, CHECKS):
@@ -143,7 +178,3 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
       break
   return Report(checks, ctx.sizing)
 
-
-if __name__ == "__main__":  # the old command, kept: `python -m gab.checker` is `genesys_jax.cli.check`
-  from genesys_jax.cli import check as _cli  # pylint: disable=g-import-not-at-top
-  _cli.run()

@@ -17,7 +17,9 @@ hash (which names its kinds) covers the code it runs.
 - `declare` registers a kind's declaration only: typing, GP operators, canonical forms work with it,
   and building its module raises. It is what a process holding secrets does;
 - `register` executes the source (with restricted builtins and imports) and registers the real
-  module. Only a process without secrets calls it: the sandbox child, a verifier child.
+  module. Only a process without secrets calls it: the sandbox child, a verifier child;
+- `read_design` / `read_design_file` read a design that may carry code units, verifying them
+  against their hashes and declaring them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 from gab import registry
 from gab.registry import KindSpec, Param, Slot
-from gab.tree import DesignError, Unit
+from gab.tree import DesignError, Unit, design_from_json, design_units, load_design_file
 
 KIND_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)@([0-9a-f]{8})$")
 ALLOWED_IMPORTS = ("jax", "jax.numpy", "jax.nn", "jax.lax", "jax.random", "flax", "flax.linen",
@@ -340,6 +342,26 @@ def verify_units(units: dict[str, str], where: str = "design") -> dict[str, Code
                         f"(edited after hashing?); refusing it")
     out[kind] = parsed
   return out
+
+
+def declare_units(units: dict[str, str], where: str = "design") -> list[str]:
+  """Verify a design's embedded code units against their hashes and declare them (nothing runs)."""
+  return [declare(u) for u in verify_units(units, where).values()]
+
+
+def read_design(text: str, where: str = "design") -> tuple[Unit, str | None, dict[str, str]]:
+  """(tree, name, units) of a design JSON, its code units verified and declared."""
+  tree, name = design_from_json(text, where)
+  units = design_units(text, where)
+  declare_units(units, where)
+  return tree, name, units
+
+
+def read_design_file(path: str) -> tuple[Unit, str | None, dict[str, str]]:
+  """(tree, name, units) of a design file, its code units verified and declared."""
+  tree, name, units = load_design_file(path)
+  declare_units(units, path)
+  return tree, name, units
 
 
 def load_files(patterns) -> list[str]:

@@ -1,6 +1,6 @@
 """The seed designs evolution starts from, as unit trees.
 
-`python -m genesys_jax.cli.seeds --out=DIR` (or `python -m gab.seeds`) writes each seed as a design
+`python -m genesys_jax.cli.seeds --out=DIR` writes each seed as a design
 JSON file (the JSON the store keeps): `write_seeds`.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from gab import registry
+from gab import atomic, registry
 from gab.units import mamba2, retnet, rwkv6, ttt
 from gab.tree import Unit, design_to_json
 
@@ -37,14 +37,7 @@ def write_seeds(out_dir: str) -> list[str]:
   paths = []
   for name in SEEDS:
     path = os.path.join(out_dir, f"{name}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(design_to_json(seed(name), name=name) + "\n")
-    os.replace(tmp, path)
+    atomic.write(path, design_to_json(seed(name), name=name) + "\n")
     paths.append(path)
   return paths
 
-
-if __name__ == "__main__":  # the command is genesys_jax.cli.seeds; this path stays runnable
-  from genesys_jax.cli import seeds as _cli  # pylint: disable=g-import-not-at-top
-  _cli.run()

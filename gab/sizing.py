@@ -109,3 +109,10 @@ def fit_to_rung(tree: Unit, rung: Any, cfg: Any) -> dict[str, Any]:
   """`fit` with the rung's shape and target and the checker config's tolerance and width rules."""
   return fit(tree, rung.target_params, rung.d_model, rung.n_blocks, cfg.vocab_size, cfg.size_tolerance,
              min_d_model=cfg.min_d_model, d_multiple=cfg.d_model_multiple, seq_len=rung.seq_len)
+
+
+def sized(rung: Any, size: dict[str, Any]) -> Any:
+  """A copy of the rung at the d_model and n_blocks of a sizing (`fit_to_rung`; {}: as it is)."""
+  out = rung.copy_and_resolve_references()
+  out.d_model, out.n_blocks = size.get("d_model", rung.d_model), size.get("n_blocks", rung.n_blocks)
+  return out

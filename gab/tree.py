@@ -241,10 +241,6 @@ def _parse(text: str, where: str) -> tuple[Unit, str | None, dict[str, str]]:
     if not isinstance(units, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                               for k, v in units.items()):
       raise DesignError(f"{where}: 'units' must be an object of kind name -> source text")
-    if units:
-      from gab import codeunits  # pylint: disable=g-import-not-at-top  (codeunits imports this module)
-      for unit in codeunits.verify_units(units, where).values():
-        codeunits.declare(unit)  # the declaration only: no code of the design runs here
     name = doc.get("name")
     return _encodable(Unit.from_dict(doc["tree"], "tree"), where), name, dict(units)
   if isinstance(doc, dict) and "kind" in doc:  # a bare unit tree is accepted too
@@ -263,13 +259,15 @@ def _encodable(tree: Unit, where: str) -> Unit:
 
 
 def design_from_json(text: str, where: str = "design") -> tuple[Unit, str | None]:
-  """(tree, name); a /2 design's code units are verified against their hashes and declared."""
+  """(tree, name) of a design JSON. A /2 design's code units are not looked at: a design that may
+  carry units the process has not declared is read with `gab.codeunits.read_design`."""
   tree, name, _ = _parse(text, where)
   return tree, name
 
 
 def design_units(text: str, where: str = "design") -> dict[str, str]:
-  """kind -> source of the code units a design JSON embeds (hashes verified; {} for /1)."""
+  """kind -> source of the code units a design JSON embeds ({} for /1; `gab.codeunits.verify_units`
+  checks them against their hashes)."""
   return _parse(text, where)[2]
 
 
@@ -294,5 +292,6 @@ def load_design(path: str) -> tuple[Unit, str | None]:
 
 
 def load_design_file(path: str) -> tuple[Unit, str | None, dict[str, str]]:
-  """(tree, name, units): a design file with the sources of its code units (hashes verified)."""
+  """(tree, name, units): a design file with the sources of its code units (not verified:
+  `gab.codeunits.read_design_file` verifies and declares them)."""
   return _parse(_read(path), path)

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Callable
 
-from gab import checker
+from gab import atomic, checker
 from gab.tree import Unit
 
 NOTE = "checking.json"
@@ -30,15 +30,6 @@ def _read(path: str) -> dict:
     return note if isinstance(note, dict) else {}
   except (OSError, ValueError):
     return {}
-
-
-def _write(path: str, note: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(note, f, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def guarded(workdir: str, tree: Unit, run: Callable[[Callable[[str], None]], checker.Report],
@@ -61,7 +52,7 @@ def guarded(workdir: str, tree: Unit, run: Callable[[Callable[[str], None]], che
         "this is an XLA bug worth reporting with the design file")], {})
 
   def progress(name: str) -> None:
-    _write(path, {"design": design, "check": name, "deaths": deaths})
+    atomic.write(path, json.dumps({"design": design, "check": name, "deaths": deaths}, sort_keys=True))
 
   progress("")
   try:

@@ -12,33 +12,30 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import ml_collections
-
 from evolution import canonical
 from evolution.store import Store
 from gab import checker, codeunits, registry, sandbox, seeds
 from gab.checks.base import Check, Report
-from gab.tree import Unit, design_to_json, load_design_file
+from gab.tree import Unit, design_to_json
 from train import sandboxed
 
 
-def setup(config: ml_collections.ConfigDict, store: Store) -> list[str]:
-  """Declare the run's code units: those the store keeps (a resumed run, a worker), then the
-  hand-written ones of `config.units.files` (kept in the store, design_id NULL). Their kinds."""
-  kinds = [codeunits.declare(row["source"]) for row in store.code_units()]
-  files = tuple(config.get("units", {}).get("files", ()) or ())
-  for kind in codeunits.load_files(files):
-    unit = codeunits.unit(kind)
-    store.add_code_unit(kind, unit.source, unit.declaration, None)
-    kinds.append(kind)
-  return list(dict.fromkeys(kinds))
+def declare_stored(store: Store) -> list[str]:
+  """Declare the code units the store keeps (a resumed run, a worker); their kinds."""
+  return [codeunits.declare(row["source"]) for row in store.code_units()]
+
+
+def declare_files(files: tuple[str, ...]) -> list[str]:
+  """Declare the hand-written code units of `config.units.files`; their kinds (for the store to
+  keep, design_id NULL: `record.code_units`)."""
+  return list(codeunits.load_files(files))
 
 
 def seed(name: str) -> tuple[Unit, str]:
   """A seed of `config.seeds`: a name of `gab.seeds`, or a design file (`*.json`, /1 or /2: the code
   units it carries are declared, not run)."""
   if name.endswith(".json"):
-    tree, stored_name, _ = load_design_file(name)
+    tree, stored_name, _ = codeunits.read_design_file(name)
     return registry.normalize(tree), stored_name or os.path.splitext(os.path.basename(name))[0]
   return seeds.seed(name), name
 
@@ -50,13 +47,6 @@ def uses_code(tree: Unit) -> bool:
 def design_json(tree: Unit, name: str | None = None) -> str:
   """The design JSON to store: /2 with the sources of the code units it uses, else /1."""
   return design_to_json(tree, name, codeunits.sources_for(tree))
-
-
-def record(store: Store, tree: Unit, design_id: str) -> None:
-  """Keep the code units `tree` uses (the first design that uses a unit introduces it)."""
-  for kind in codeunits.kinds_in(tree):
-    unit = codeunits.unit(kind)
-    store.add_code_unit(kind, unit.source, unit.declaration, design_id)
 
 
 def check(tree: Unit, cfg, rung) -> tuple[Report, str | None]:
@@ -78,11 +68,12 @@ def check_tree(tree: Unit, cfg, rung, in_process: Callable[[], Report] | None = 
   return report, canonical.fingerprint(tree) if report.passed else None
 
 
-def train(design: dict[str, Any], rung, *, config, checker_cfg, checkpoint_dir: str,
-          log_dir: str, desc: str) -> dict[str, Any]:
-  """Sizing and training of a stored design with code units, in the sandbox; its metrics.
-  Raises `sandbox.DesignFailure` or `sandbox.SandboxError` (the loop records a failed run)."""
-  out = sandboxed.train_design(design["tree"], rung, data_cfg=config.data, train_cfg=config.train,
-                               checker_cfg=checker_cfg, seed=config.seed, checkpoint_dir=checkpoint_dir,
-                               log_dir=log_dir, zeroshot_cfg=config.zeroshot, desc=desc)
+def train(design: dict[str, Any], rung, config, run) -> dict[str, Any]:
+  """Sizing and training of a stored design with code units, in the sandbox; its metrics (`run`: a
+  `train.trainer.Run`). Raises `sandbox.DesignFailure` or `sandbox.SandboxError` (the loop records a
+  failed run)."""
+  out = sandboxed.train_design(design["tree"], rung, data_cfg=config.data, train_cfg=run.train,
+                               checker_cfg=config.checker, seed=run.seed,
+                               checkpoint_dir=run.checkpoint_dir, log_dir=run.log_dir,
+                               zeroshot_cfg=run.zeroshot, desc=run.desc)
   return out["metrics"]

@@ -1,18 +1,18 @@
 """The loop's side of the LLM designers (`evolution/designers/`): one proposal by `llm` or `direct`,
-recorded in the store.
+as a `Proposal` for the loop to record (genesys_jax/record.py).
 
-GP picks the mode and the parents (`Evolution.select`, the same draw as its own operators); the
-designer makes the child; the child is recorded as an ordinary design (tree + code units, status
-valid when accepted and passed by the sandboxed checker, else rejected) with artifacts `proposal`,
-`reviews`, `ratings`, `plans`, `search`, `transcript` and `designer` (designer, title, rating,
-attempts, tokens, dollars split proposal/implementation). A proposal that ends without a tree (no
-review passed, over its budget) is recorded as run-level `designer` and `transcript` artifacts.
-Everything of one proposal lands in one transaction with the proposal counter.
+GP picks the mode and the parents (`propose.draw`, the same draw as its own operators); the
+designer makes the child and checks it (the sandboxed checker; its retries need the verdict). The
+proposal carries the child (tree + code units), its verdict (valid when accepted and passed, else
+rejected) and the artifacts `proposal`, `reviews`, `ratings`, `plans`, `search`, `transcript` and
+`designer` (designer, title, rating, attempts, tokens, dollars split proposal/implementation). A
+proposal that ends without a tree (no review passed, over its budget) carries no child: its
+artifacts are recorded run-level. Everything of one proposal lands in one transaction with the
+proposal counter. (The designers' recorder keeps each API call in the store as it is made.)
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from evolution.designers import config as dconfig
@@ -21,8 +21,8 @@ from evolution.designers.client import GeminiTransport
 from evolution.designers.record import Recorder, load_records
 from evolution.designers.session import DesignBudgetExhausted, RunBudgetExhausted, Session
 from gab import codeunits
-from gab.tree import design_to_json
-from genesys_jax import code_units
+from genesys_jax import check, propose
+from genesys_jax.state import RunState
 
 __all__ = ["LLMDesigners", "RunBudgetExhausted"]
 
@@ -32,63 +32,60 @@ class LLMDesigners:
     d = config.designer
     self.cfg, self.store = d, store
     pricing = dconfig.parse_pricing(d.pricing)
-    if config.get("replay_from"):
+    if config.replay_from:
       self.recorder = Recorder(store, pricing, replay=load_records(config.replay_from),
                                replay_from=config.replay_from)
     else:
       self.recorder = Recorder(store, pricing, transport=GeminiTransport(d, api_key))
     self.check = pipeline.sandbox_checker(float(d.check_timeout_s))
 
-  def step(self, evo: Any, index: int, n: int, name: str) -> None:
-    mode, parents = evo.select(index)
+  def propose(self, state: RunState, index: int, name: str) -> propose.Proposal:
+    """Proposal `index` by designer `name` (llm or direct) on GP's draw for it."""
+    where = propose.island(state, index)
+    drawn = propose.draw(state, index, 0, propose.pool(state, where))
+    mode, parents = drawn.mode, [state.trees.row(p["id"]) for p in drawn.parents]
     if name == "direct":
       mode, parents = "scratch", []
     for row in self.store.code_units():
       codeunits.declare(row["source"])
-    known = evo.known_canonical_ids()
-    ctx = context.build(self.store, mode, parents, evo.checker_config().to_dict(),
-                        evo.rung(evo.rungs[0]).to_dict(), known, evo.rungs)
+    config = state.config
+    ctx = context.build(self.store, mode, parents, config.checker.to_dict(),
+                        config.rungs[state.rungs[0]].to_dict(), state.known, list(state.rungs))
     session = Session(self.recorder, self.cfg, index)
     try:
       outcome = (direct.design if name == "direct" else pipeline.design)(session, ctx, self.cfg, self.check)
     except DesignBudgetExhausted as e:
       outcome = pipeline.Outcome("over_budget", name, description=str(e),
                                  info={"designer": name, "title": None, "rating": None})
-    self.record(evo, index, n, outcome, session, mode, [p["id"] for p in parents])
+    return _proposal(index, outcome, session, mode, tuple(p["id"] for p in parents), where)
 
-  def record(self, evo: Any, index: int, n: int, outcome: pipeline.Outcome, session: Session,
-             mode: str, parents: list[str]) -> None:
-    store = self.store
-    summary = {"proposal": index, "designer": outcome.designer, "status": outcome.status, "mode": mode,
-               "parents": parents, "title": outcome.info.get("title"), "rating": outcome.info.get("rating"),
-               "attempts": outcome.info.get("attempts", 0),
-               "proposal_attempts": outcome.info.get("proposal_attempts", 0), **session.summary()}
-    summary["tokens_total"] = sum(summary["tokens"].values())
-    tree, cid, stored = outcome.tree, None, False
-    with store.transaction():
-      if tree is not None:
-        cid = tree.content_hash()
-        report = dict(outcome.report or {"passed": False, "checks": [], "sizing": {}})
-        fingerprint = report.pop("fingerprint", None)
-        status = "valid" if outcome.status == "accepted" and report.get("passed") else "rejected"
-        stored = store.add_design(cid, design_to_json(tree, units=outcome.units), parents, mode,
-                                  outcome.description, status, report)
-        if stored:
-          code_units.record(store, tree, cid)
-          if fingerprint and status == "valid":
-            store.add_artifact(cid, "fingerprint", fingerprint)
-      target = cid if stored else None
-      summary["design_id"] = target
-      for kind, content in sorted(outcome.artifacts.items()):
-        if content:
-          store.add_artifact(target, kind, json.dumps(content, sort_keys=True, default=str))
-      store.add_artifact(target, "transcript", json.dumps(session.transcript, sort_keys=True))
-      store.add_artifact(target, "designer", json.dumps(summary, sort_keys=True))
-      store.set_meta("proposals_done", index + 1)
-    evo.log(f"[{index + 1}/{n}] {cid or '-'} {outcome.designer} {mode} from {','.join(parents) or '-'} "
-            f"({outcome.description or outcome.status}): {outcome.status}, "
-            f"{summary['tokens_total']:,} tokens, ${summary['usd']:.4f}"
-            + ("" if tree is None else f"; {_summary(outcome.report)}"))
+
+def _proposal(index: int, outcome: pipeline.Outcome, session: Session, mode: str,
+              parents: tuple[str, ...], island: int | None) -> propose.Proposal:
+  summary = {"proposal": index, "designer": outcome.designer, "status": outcome.status, "mode": mode,
+             "parents": list(parents), "title": outcome.info.get("title"),
+             "rating": outcome.info.get("rating"), "attempts": outcome.info.get("attempts", 0),
+             "proposal_attempts": outcome.info.get("proposal_attempts", 0), **session.summary()}
+  summary["tokens_total"] = sum(summary["tokens"].values())
+  artifacts = {kind: content for kind, content in sorted(outcome.artifacts.items()) if content}
+  artifacts.update(transcript=session.transcript, designer=summary)
+  verdict = None
+  if outcome.tree is not None:
+    report = dict(outcome.report or {"passed": False, "checks": [], "sizing": {}})
+    fingerprint = report.pop("fingerprint", None)
+    valid = outcome.status == "accepted" and report.get("passed")
+    verdict = check.Verdict("valid" if valid else "rejected", report, fingerprint if valid else None)
+  return propose.Proposal(index, outcome.tree, parents, mode, outcome.description, outcome.designer,
+                          island, verdict, dict(outcome.units), artifacts)
+
+
+def line(p: propose.Proposal, design_id: str | None, n: int) -> str:
+  """An LLM proposal's log line: designer, outcome, tokens and dollars, and the checker's verdict."""
+  summary = p.artifacts["designer"]
+  verdict = "" if p.verdict is None else "; " + _summary(p.verdict.report)
+  return (f"[{p.index + 1}/{n}] {design_id or '-'} {p.designer} {p.mode} from {','.join(p.parents) or '-'} "
+          f"({p.description or summary['status']}): {summary['status']}, "
+          f"{summary['tokens_total']:,} tokens, ${summary['usd']:.4f}{verdict}")
 
 
 def _summary(report: dict[str, Any] | None) -> str:

@@ -28,6 +28,7 @@ import ml_collections
 from absl import app, flags
 
 # The launch command's --config and --workdir flags and its one-line flag errors.
+from gab import atomic
 from genesys_jax.launch import _CONFIG, _WORKDIR, parse_flags
 
 
@@ -176,10 +177,7 @@ def run_one(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str
     store.close()
   _write_report(wd)
   result = {"arm": arm, "seed": seed, "workdir": wd, "complete": True, "wall_s": wall, **summary}
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write(path, json.dumps(result, indent=1, sort_keys=True))
   log(f"{arm} seed {seed}: best top-rung bpb {result['best_top_bpb']} (GPT {result['gpt_top_bpb']}), "
       f"{wall:.0f} s")
   return result
@@ -221,10 +219,7 @@ class _WallClock:
     if not force and now - self.saved < self.every_s:
       return
     self.saved = now
-    tmp = f"{self.path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump({"wall_s": self.total()}, f)
-    os.replace(tmp, self.path)
+    atomic.write(self.path, json.dumps({"wall_s": self.total()}))
 
 
 def _write_report(wd: str) -> None:
@@ -250,10 +245,7 @@ def write_results(workdir: str, config: ml_collections.ConfigDict, arms: list[st
   from genesys_jax.report import experiment_page  # pylint: disable=g-import-not-at-top
   doc = {"arms": arms, "seeds": seeds, "rungs": list(config.ladder.rungs),
          "n_proposals": config.evolution.n_proposals, "table": table(runs, arms), "runs": runs}
-  tmp = os.path.join(workdir, f"experiment.json.tmp{os.getpid()}")  # arms may run side by side
-  with open(tmp, "w") as f:
-    json.dump(doc, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, "experiment.json"))
+  atomic.write(os.path.join(workdir, "experiment.json"), json.dumps(doc, indent=1, sort_keys=True))
   experiment_page.write(workdir, doc)
   return doc
 

@@ -5,9 +5,10 @@ guests), and the child lives on that island (as in funsearch, where a program jo
 that produced it; a child of a migrant guest thus stays with the island that bred it).
 Every seed lives on island i mod N and is a guest on all the others, so every island starts from
 the seeds. Every `evolution.migrate_every` proposals the weaker islands receive the best design of a
-stronger one (fitness: minus the validation bpb at the lowest rung). The islands are kept as JSON in
-the store's meta table, written in the same transaction as the design they place, so a resumed
-run continues with the same islands.
+stronger one, ranked by `evolution.selection.fitness` at the lowest rung (where every design is
+measured) on validation bpb alone. The islands are kept as JSON in the store's meta table, written
+in the same transaction as the design they place, so a resumed run continues with the same islands.
+The island of a proposal and each migration draw from their own streams (evolution/streams.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from typing import Any, Sequence
 import jax
 
 from evolution import islands as isl
+from evolution import selection, streams
 
 _META = "islands"
-_ISLAND_STREAM = 1 << 29    # fold_in salts: island draws never collide with other draws
-_MIGRATE_STREAM = 1 << 28
 
 
 def load(store: Any, n: int) -> isl.Islands:
@@ -54,8 +54,9 @@ def add_child(islands: isl.Islands, design_id: str, parents: Sequence[str], isla
   return dataclasses.replace(islands, residents=tuple(residents))
 
 
-def choose(key: jax.Array, islands: isl.Islands) -> int:
-  return isl.choose_island(jax.random.fold_in(key, _ISLAND_STREAM), islands)
+def choose(run_key: jax.Array, index: int, islands: isl.Islands, designer_drawn: bool) -> int:
+  """The island proposal `index` comes from (`designer_drawn`: the run is designer.kind=mixed)."""
+  return isl.choose_island(streams.island(run_key, index, designer_drawn), islands)
 
 
 def restrict(pool: list[dict[str, Any]], islands: isl.Islands, island: int) -> list[dict[str, Any]]:
@@ -63,11 +64,10 @@ def restrict(pool: list[dict[str, Any]], islands: isl.Islands, island: int) -> l
   return [d for d in pool if d["id"] in ids]
 
 
-def after_proposal(key: jax.Array, islands: isl.Islands, n_done: int, interval: int,
+def after_proposal(run_key: jax.Array, islands: isl.Islands, n_done: int, interval: int,
                    designs: list[dict[str, Any]], rung: str) -> isl.Islands:
   """Migrate if one is due after proposal `n_done` (1-based)."""
   if not isl.due(n_done, interval):
     return islands
-  fitness = {d["id"]: -d["metrics"][rung]["val_bpb"] for d in designs
-             if d["metrics"].get(rung, {}).get("val_bpb") is not None}
-  return isl.migrate(jax.random.fold_in(jax.random.fold_in(key, _MIGRATE_STREAM), n_done), islands, fitness)
+  fitness = selection.fitness(designs, [rung], zeroshot_weight=0.0)
+  return isl.migrate(streams.of_run(run_key, "migration", n_done), islands, fitness)

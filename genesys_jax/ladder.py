@@ -9,7 +9,28 @@ at the lowest rung regardless of its budget (the original's `verify_all`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+from gab import fields
+
+
+@dataclasses.dataclass(frozen=True)
+class LadderConfig:
+  """The `ladder` config section (the rungs themselves are `config.rungs`, train/rung.py)."""
+  rungs: tuple = fields.field((), "rung names, lowest first (each a key of config.rungs)", fields.strings)
+  n_target: int = fields.field(1, "slots of the top rung", fields.integer(1))
+  ratio: float = fields.field(0.5, "each lower rung gets its upper neighbour's slots / ratio",
+                              fields.number(0.0, 1.0, lo_open=True))
+  exploit_prob: float = fields.field(0.8, "promote a good & unconfident design this often",
+                                     fields.probability)
+
+  def problems(self) -> list[str]:
+    if not self.rungs:
+      return [".rungs = (): expected at least one rung name"]
+    if len(set(self.rungs)) != len(self.rungs):
+      return [f".rungs = {self.rungs!r}: expected each rung once"]
+    return []
 
 
 def budgets(n_rungs: int, n_target: int, ratio: float) -> list[int]:

@@ -25,9 +25,7 @@ def _change(d: dict[str, Any], info: dict[str, Any] | None) -> str:
 
 def rows(store: Store, rungs: list[str]) -> list[dict[str, Any]]:
   """Verified designs, best validation bpb at the lowest rung first, with every rung's result."""
-  results: dict[str, dict[str, Any]] = {}
-  for v in store.verifications():
-    results.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
+  results = store.metrics_by_design()
   out = []
   llm = designer_info(store)
   for d in store.designs():

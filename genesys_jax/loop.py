@@ -1,28 +1,43 @@
-"""The evolution loop: propose -> check -> record -> verify on the ladder -> select, resumable.
+"""The evolution loop, run by a controller: propose -> check -> record -> verify on the ladder.
 
-Every proposal `i` draws its randomness from `fold_in(key(seed), i)` and from the store's history,
-and every promotion from the number of verifications so far; the store commits one transaction per
-step. So a run restarted on the same workdir (after any crash) continues exactly where it stopped,
-and the same config and seed give the same designs in the same order (`replay_from` checks it).
+Each step is a stage that returns a record (genesys_jax/propose.py, check.py, verify.py), and
+genesys_jax/record.py is the one place records are written, to the store and to the run state
+(genesys_jax/state.py) together. The controller proposes a generation of `jobs.generation`
+children, then verifies at a barrier: every valid design's job at the lowest rung, the seeds'
+baseline jobs on every rung, then each promotion (one at a time: its pick depends on the results
+before it), as (design, rung) jobs of the store's queue, trained here (`jobs.in_process`, in job-id
+order) or by verifier workers (`python -m genesys_jax.worker`). With workers (and
+`jobs.check_in_workers`) the checks of GP proposals are jobs too, judged at the barrier in proposal
+order (`settle_checks`). Results are read only at barriers, keyed by (design, rung), so nothing the
+controller does next depends on which worker finished first.
+
+Every random choice comes from the run's named streams (evolution/streams.py), and the store
+commits one transaction per record, so a run restarted on the same workdir (after any crash)
+continues exactly where it stopped, and the same config and seed give the same designs and metrics,
+in process or with any number of workers (`replay_from` checks it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import socket
+import time
 from typing import Any, Callable
 
-import jax
 import ml_collections
 
-from evolution import integrity, operators
+from evolution import integrity, selection, store_url, streams
 from evolution.designers import config as designer_config
-from genesys_jax import (code_units, controller, leaderboard, proposing, replay, resolve, runlock,
-                         validate, verifying)
-from train import data as data_lib
+from evolution.store import CHECK_JOB
+from gab import atomic
+from genesys_jax import (check, check_guard, code_units, designers, jobs, ladder, leaderboard, propose,
+                         record, replay, resolve, runlock, validate)
+from genesys_jax import state as state_lib
+from genesys_jax.report import site as report_site
 
 Log = Callable[[str], None]
+IN_PROCESS_WORKER = "in-process"
 
 
 def _print(line: str) -> None:
@@ -37,70 +52,49 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: 
     with open(path) as f:
       if f.read() != text:
         log(f"warning: config differs from the one recorded in {path}; continuing with the new one")
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):  # a full disk leaves no half-written config.json.tmp
-      os.remove(tmp)
-    if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: name it
-      raise OSError(e.errno, e.strerror, tmp) from None
-    raise
+  atomic.write(path, text)
   return text
 
 
-class Evolution(proposing.Proposing, verifying.Verifying):
-  """One run of the loop over a workdir: its state, with the proposing (`genesys_jax.proposing`) and
-  verifying (`genesys_jax.verifying`) halves, and `run`."""
+class Controller:
+  """One run of the loop over a workdir: its store, its state and the stages in order."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Log = _print):
     config = resolve.resolve(config)  # rungs' seq_len, the checker's vocab_size: once, for the run
     self.config, self.workdir, self.log = config, workdir, log
     self.rungs = list(config.ladder.rungs)
-    if not self.rungs:
-      raise ValueError("config.ladder.rungs is empty: expected at least one rung name")
-    missing = [r for r in self.rungs if r not in config.rungs]
-    if missing:
-      raise ValueError(f"ladder.rungs names {missing}, but config.rungs has only {sorted(config.rungs)}")
-    api_key = designer_config.validate(config)  # an LLM run without a key fails here, before any write
+    api_key = designer_config.api_key(config)  # an LLM run without a key fails here, before any write
     os.makedirs(workdir, exist_ok=True)
     self.config_json = write_resolved_config(config, workdir, log)
-    self.store = controller.open_store(config, workdir)  # SQLite in the workdir, or config.store.url
-    self.key = jax.random.key(config.seed)
-    self.designers = None
-    if config.get("designer") and config.designer.kind != "gp":
-      from genesys_jax.designers import LLMDesigners  # pylint: disable=g-import-not-at-top
-      self.designers = LLMDesigners(config, self.store, api_key)
-    self.bounds = operators.Bounds.from_config(config.evolution)
-    self.n_islands = int(config.evolution.get("islands", 0) or 0)
-    self._data = None
-    self.code_kinds = code_units.setup(config, self.store)  # declared only: no unit code runs here
-    self._fingerprints: dict[str, str | None] = {}  # of the designs `check` passed, by content hash
+    self.store = store_url.open_store(config.store.url, workdir)  # SQLite in the workdir, or PostgreSQL
+    try:
+      code_units.declare_stored(self.store)  # declared only: no unit code runs in this process
+      record.code_units(self.store, code_units.declare_files(config.units.files), None)
+      self.state, unindexed = state_lib.load(config, self.store)
+      record.index(self.store, unindexed)
+      self.designers = (designers.LLMDesigners(config, self.store, api_key)
+                        if config.designer.kind != "gp" else None)
+    except BaseException:
+      self.store.close()
+      raise
+    self.verifier = jobs.Verifier(config, workdir, log)  # the in-process worker's (and the corpus)
+    self.worker_id = f"{IN_PROCESS_WORKER}@{socket.gethostname()}:{os.path.abspath(workdir)}"
+    # For benchmarks (genesys_jax/cli/bench_workers.py): seconds spent waiting for verifier workers,
+    # and (perf_counter, waited_s) when the first proposal of this process started.
+    self.waited_s = 0.0
+    self.proposing_since: tuple[float, float] | None = None
 
-  @property
-  def data(self) -> data_lib.Corpus:
-    if self._data is None:
-      self._data = data_lib.load_corpus(self.config.data)
-    return self._data
+  def _guard(self, tree, run):
+    return check_guard.guarded(self.workdir, tree, run, self.log)
 
-  def rung(self, name: str) -> ml_collections.ConfigDict:
-    """The rung's config (resolved: with the context length the data is packed at)."""
-    return self.config.rungs[name]
-
-  def checker_config(self) -> ml_collections.ConfigDict:
-    """The checker's config (resolved: sizing against the data's real vocabulary)."""
-    return self.config.checker
-
-  # -- the run -------------------------------------------------------------------------------
+  # -- the run ---------------------------------------------------------------------------------
   def run(self) -> list[dict[str, Any]]:
-    controller.start(self)
-    self.data  # noqa: B018 - prepared before the first check: a bad corpus stops the run here
+    self.start()
+    self.verifier.corpus()  # prepared before the first check: a bad corpus stops the run here
     self.add_seeds()
     n = self.config.evolution.n_proposals
-    done = self.store.get_meta("proposals_done", 0)
-    if controller.at_barrier(self.config, done):  # not in the middle of a generation
+    done = self.state.proposals_done
+    if self.at_barrier(done):  # not in the middle of a generation
       self.verify_pending()
     if done:
       self.log(f"resuming {self.workdir}: {done}/{n} proposals already made")
@@ -112,23 +106,174 @@ class Evolution(proposing.Proposing, verifying.Verifying):
                  f"again on this workdir to resume")
         self.verify_pending()
         break
-      if controller.at_barrier(self.config, index + 1):
+      if self.at_barrier(index + 1):
         self.verify_pending()
-    controller.finish(self)
+    if not self.config.jobs.in_process:
+      record.run_finished(self.store)
     self.refresh_report()
     board = leaderboard.rows(self.store, self.rungs)
     self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
     self.log(leaderboard.format_table(board, self.rungs))
-    if self.config.get("replay_from"):
+    if self.config.replay_from:
       self.report_replay()
     return board
+
+  def start(self) -> None:
+    """Hand back the jobs a killed in-process worker of this workdir still holds; for verifier
+    workers, publish the resolved config and mark the run unfinished."""
+    for job in self.store.jobs("claimed"):
+      if job["worker_id"] == self.worker_id:
+        self.store.release(job["worker_id"], job["design_id"], job["rung"])
+    if not self.config.jobs.in_process:
+      record.run_open(self.store, self.config_json)
+
+  def at_barrier(self, proposals_done: int) -> bool:
+    """Whether the loop verifies after `proposals_done` proposals (a generation boundary or the end)."""
+    return (proposals_done % self.config.jobs.generation == 0
+            or proposals_done >= self.config.evolution.n_proposals)
+
+  # -- proposing -------------------------------------------------------------------------------
+  def _rung0(self):
+    return self.config.rungs[self.rungs[0]]
+
+  def add_seeds(self) -> None:
+    for name in self.config.seeds:
+      tree, name = code_units.seed(name)  # a built-in seed, or a design file (maybe with code units)
+      if self.store.has_design(tree.content_hash()):
+        continue
+      report, fingerprint = check.examine(tree, self.config.checker, self._rung0(), self._guard)
+      verdict = check.Verdict("valid" if report.passed else "rejected", report.to_dict(), fingerprint)
+      if record.seed(self.store, self.state, tree, name, verdict):  # (else: recorded meanwhile)
+        self.log(f"seed {name} {tree.content_hash()}: {report.summary()}")
+
+  def step(self, index: int, n: int) -> None:
+    """Propose, check and record proposal `index` (with checks in verifier workers: record it as
+    `checking` with its checker job; `settle_checks` gives the verdict at the barrier)."""
+    if self.proposing_since is None:
+      self.proposing_since = (time.perf_counter(), self.waited_s)
+    name = propose.designer(self.state, index)
+    if name != "gp":
+      self.settle_checks()  # its retries and novelty test see every earlier verdict
+      p = self.designers.propose(self.state, index, name)
+      record.proposal(self.store, self.state, p, p.verdict)
+      self.log(designers.line(p, p.tree.content_hash() if p.tree is not None else None, n))
+      return
+    p = propose.propose(self.state, index)
+    if jobs.checks_in_workers(self.config):
+      record.proposal(self.store, self.state, p, None)
+      outcome = "queued for a verifier worker's check"
+    else:
+      verdict = check.check(p.tree, self.config.checker, self._rung0(), self.state.fingerprints, self._guard)
+      record.proposal(self.store, self.state, p, verdict)
+      outcome = verdict.summary()
+    self.log(propose.line(index, n, p.tree.content_hash(), p.mode, p.parents, p.description, outcome))
+
+  def settle_checks(self) -> None:
+    """Wait for the checker jobs of every `checking` design, then judge their results in proposal
+    (creation) order, each for novelty against the designs before it only: the statuses, reports and
+    fingerprints the in-process loop would have recorded, whichever worker finished first. Each
+    verdict is one transaction: a controller killed midway resumes with the rest."""
+    pending = [d["id"] for d in self.state.designs.values() if d["status"] == "checking"]
+    if not pending:
+      return
+    self.await_jobs([(d, CHECK_JOB) for d in pending])  # (queued with each proposal)
+    for design_id in pending:
+      design, result = self.store.design(design_id), self.store.check_result(design_id)
+      report = check.report_of(result["report"])
+      verdict = check.judge(design_id, report, result["fingerprint"] if report.passed else None,
+                            self.state.fingerprints)
+      record.verdict(self.store, self.state, design_id, verdict)
+      self.log(propose.line(design["report"]["proposal"], self.config.evolution.n_proposals, design_id,
+                            design["operator"], design["parents"], design["description"],
+                            verdict.summary()))
+
+  # -- verifying -------------------------------------------------------------------------------
+  def verify_pending(self) -> None:
+    """Apply the checks workers made, verify every valid design at the lowest rung (one barrier),
+    the seeds' baselines, then fill the ladder's open slots above it one promotion at a time."""
+    self.settle_checks()
+    self.await_jobs([(d["id"], self.rungs[0]) for d in self.state.designs.values() if d["status"] == "valid"])
+    self.await_jobs(self.baseline_jobs())
+    while (job := self.next_promotion()) is not None:
+      self.log(f"  promoting {job[0]} to rung {job[1]}")
+      self.await_jobs([job])
+    self.refresh_report()
+
+  def baseline_jobs(self) -> list[tuple[str, str]]:
+    """(seed, rung) for every seed that trained at the lowest rung and lacks a higher rung: the
+    seeds are baselines on every rung, outside the promotion budget."""
+    return [(d["id"], r) for d in self.state.designs.values() if d["is_seed"] and d["status"] == "verified"
+            for r in self.rungs[1:] if r not in d["metrics"]]
+
+  def next_promotion(self) -> tuple[str, str] | None:
+    """The (design, rung) to train next above the lowest rung, if the ladder has an open slot."""
+    designs = [d for d in self.state.designs.values() if not d["is_seed"]]  # the budget is for discoveries
+    used = [sum(r in d["metrics"] for d in designs) for r in self.rungs]
+    lad, evo = self.config.ladder, self.config.evolution
+    i = ladder.next_rung(ladder.budgets(len(self.rungs), lad.n_target, lad.ratio), used, lad.ratio)
+    if i is None:
+      return None
+    pick = selection.select_for_verification(
+        streams.of_run(self.state.key, "promotion", sum(used)), designs, self.rungs[i], self.rungs,
+        lad.exploit_prob, evo.top_fraction, evo.zeroshot_weight)
+    return None if pick is None else (pick["id"], self.rungs[i])
+
+  def await_jobs(self, wanted: list[tuple[str, str]]) -> None:
+    """Enqueue `wanted` (in this order), return once every one of them is done, and learn their results."""
+    if not wanted:
+      return
+    record.enqueue(self.store, wanted)
+    if self.config.jobs.in_process:
+      ran = self._drain_in_process(set(wanted))
+    else:
+      ran = self._wait_for_workers(set(wanted))
+    record.learn(self.state, self.store, [j for j in dict.fromkeys(wanted + ran) if j[1] != CHECK_JOB])
+
+  def _open(self, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    return {(j["design_id"], j["rung"]) for j in self.store.jobs() if j["state"] != "done"} & wanted
+
+  def _drain_in_process(self, wanted: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    ran = []
+    while self._open(wanted):
+      job = self.store.claim(self.worker_id, self.config.jobs.lease_s)
+      if job is None:  # held by an outside worker that joined the run: wait for it
+        time.sleep(self.config.jobs.poll_s)
+        continue
+      jobs.run_job(self.verifier, self.store, self.config.store.url, self.worker_id, job, self.log,
+                   settle=False)
+      ran.append(job)
+      if job[1] != CHECK_JOB:
+        self.refresh_report()
+    return ran
+
+  def _wait_for_workers(self, wanted: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    left, reported = self._open(wanted), None
+    t0 = time.perf_counter()
+    while left:
+      if len(left) != reported:
+        self.log(f"  waiting for verifier workers: {len(left)} of {len(wanted)} job(s) open")
+        reported = len(left)
+      time.sleep(self.config.jobs.poll_s)
+      left = self._open(wanted)
+    self.waited_s += time.perf_counter() - t0
+    self.log(f"  {len(wanted)} job(s) done")
+    return []
+
+  # -- reporting -------------------------------------------------------------------------------
+  def refresh_report(self) -> None:
+    """Rewrite the HTML report (file by file, atomically) so a long run can be watched."""
+    if self.config.report:
+      try:
+        report_site.write(self.workdir, self.store, log=self.log)
+      except Exception as e:  # noqa: BLE001 - the report is for watching; it must never stop a run
+        self.log(f"warning: the report could not be refreshed ({type(e).__name__}: {e})")
 
   def report_replay(self) -> dict[str, Any]:
     old = self.config.replay_from
     for line in replay.config_differences(old, self.config_json):
       self.log(f"replay: config differs from {old}: {line}")
     result = replay.compare(old, self.store)
-    self.store.add_artifact(None, "replay", json.dumps(result, sort_keys=True))
+    record.replay(self.store, json.dumps(result, sort_keys=True))
     if result["diverged"]:
       self.log(f"replay: DIVERGED from {old} at {result['first_divergence']}")
     else:
@@ -137,12 +282,14 @@ class Evolution(proposing.Proposing, verifying.Verifying):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> list[dict[str, Any]]:
-  """Validate the config (before anything is written), hold the workdir's controller lock, run."""
+  """Validate the config and find the API key an LLM run needs (before anything is written), hold
+  the workdir's controller lock, run."""
   validate.check_config(config)
+  designer_config.api_key(config)
   with runlock.hold(workdir, "controller", log):
-    evo = Evolution(config, workdir, log)
+    controller = Controller(config, workdir, log)
     try:
-      integrity.check_workdir(evo.store, workdir)  # history the store lost: stop, don't redo it
-      return evo.run()
+      integrity.check_workdir(controller.store, workdir)  # history the store lost: stop, don't redo it
+      return controller.run()
     finally:
-      evo.store.close()
+      controller.store.close()

@@ -49,9 +49,8 @@ def score(workdir: str, design_id: str, rung_name: str, tasks: list[str] | str,
       raise FileNotFoundError(f"no checkpoint at {ckpt_dir}")
     rung = config.rungs[rung_name]
     vocab = data_lib.make_vocabulary(config.data)
-    train_cfg = config.get("train") or trainer.default_train_config()
     model = LM(tree, vocab.vocab_size, metrics["d_model"], metrics["n_blocks"],
-               dtype=jnp.dtype(train_cfg.get("dtype", "float32")))
+               dtype=jnp.dtype(config.train.dtype))
     seq_len = config.data.seq_len
     optimizer = trainer.make_optimizer(rung, metrics["steps"])
 

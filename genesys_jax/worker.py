@@ -1,10 +1,10 @@
 """A verifier worker: `python -m genesys_jax.worker --workdir=DIR` (or `--store=URL`).
 
-Claims the oldest pending (design, rung) job of a run, trains it with the loop's own verifier
+Claims the oldest pending (design, rung) job of a run, trains it with the loop's own verify stage
 (heartbeats renew its lease while it trains), or, for a checker job (rung "check"), checks the
-design as the controller would have (`jobs.check_design`), records the result and takes the next;
-it exits once
-the controller has finished the run and no job is open (`--exit_when_idle`, the default). The
+design as the controller would have (`check.examine`), records the result and takes the next
+(`jobs.run_job`); it exits once the controller has finished the run and no job is open
+(`--exit_when_idle`, the default). The
 run's resolved config comes from the store (the controller publishes it) or `WORKDIR/config.json`.
 Checkpoints and TensorBoard events go under `--workdir` (a shared path lets a retried job resume
 where a lost worker stopped; a local one retrains it from the start, with the same result).
@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 from absl import app, flags, logging
@@ -97,13 +98,13 @@ def serve(url: str, workdir: str, worker_id: str, exit_when_idle: bool = True, m
   """Claim, train and record jobs until the run is finished; returns the number of jobs done."""
   import jax  # pylint: disable=g-import-not-at-top
   from evolution import store_url  # pylint: disable=g-import-not-at-top
-  from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
+  from genesys_jax import jobs, resolve  # pylint: disable=g-import-not-at-top
   lead, multihost = jax.process_index() == 0, jax.process_count() > 1
   say = log if lead else (lambda line: None)
   store = _wait_for("the store", lambda: store_url.open_store(url, workdir), wait_s)
   config = _wait_for("the run's config (start the controller)", lambda: load_config(store, workdir), wait_s)
-  cfg = jobs.jobs_config(config)
-  verifier = jobs.make_verifier(config, workdir, store, lambda line: say(f"[{worker_id}] {line}"))
+  cfg = config.jobs
+  verifier = jobs.Verifier(resolve.resolve(config), workdir, lambda line: say(f"[{worker_id}] {line}"))
   say(f"worker {worker_id} on {store.path} ({jax.process_count()} process(es), "
       f"{jax.device_count()} device(s))")
   done = 0
@@ -157,6 +158,13 @@ def main(argv):
   except (StoreError, TimeoutError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if any(t.name == "gab-check" and t.is_alive() for t in threading.enumerate()):
+    # A check that ran past checker.timeout_s left its XLA computation running in a daemon thread
+    # (gab/checks/timeout.py); the interpreter's shutdown under it can die with a fatal error. Every
+    # job is recorded and the store closed: leave without waiting for it (as genesys_jax.cli.check).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # pylint: disable=protected-access
 
 
 def run():

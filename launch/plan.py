@@ -12,25 +12,54 @@ from typing import Sequence
 
 import ml_collections
 
+from gab import fields
+
 EXECUTORS = ("local", "ray", "tpu_vm")
 
 
+_S, _B = fields.string, fields.boolean
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuConfig:
+  name: str = fields.field("genesys", "name prefix of the TPU VMs", _S, results=False)
+  zone: str = fields.field("us-central2-b", "the zone", _S, results=False)
+  project: str = fields.field("", "the GCP project ('': gcloud's default)", _S, results=False)
+  accelerator: str = fields.field("v4-32", "the accelerator type of each worker's slice", _S,
+                                  results=False)
+  runtime_version: str = fields.field("", "'' = the usual one for the accelerator", _S, results=False)
+  repo_dir: str = fields.field("~/genesys_jax", "where the checkout goes on each host", _S, results=False)
+  queued: bool = fields.field(False, "create through queued resources", _B, results=False)
+  spot: bool = fields.field(False, "spot VMs", _B, results=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+  """`--launch.*`: how a run is laid out on machines (none of it changes what the run computes)."""
+  executor: str = fields.field("", "'': the one-process run (controller with an in-process worker); "
+                               "local, ray or tpu_vm", fields.one_of("", *EXECUTORS), results=False)
+  dry_run: bool = fields.field(False, "print the plan's commands instead of running them", _B,
+                               results=False)
+  workers: int = fields.field(1, "verifier workers (each possibly multi-host)", fields.integer(1),
+                              results=False)
+  worker_workdir: str = fields.field("", "workers' checkpoints and TensorBoard (e.g. gs://BUCKET/run); "
+                                     "'' = --workdir", _S, results=False)
+  python: str = fields.field("", "interpreter in commands; '' = this one (local, ray) or python3 "
+                             "(tpu_vm)", _S, results=False)
+  gpus_per_worker: int = fields.field(0, "local: CUDA_VISIBLE_DEVICES slices; ray: num_gpus of each "
+                                      "worker task", fields.integer(0), results=False)
+  cpus_per_worker: int = fields.field(1, "ray: num_cpus of each worker task", fields.integer(1),
+                                      results=False)
+  ray_address: str = fields.field("auto", "ray: the cluster to join", _S, results=False)
+  ray_node_ip: str = fields.field("", "ray: this host's address in the cluster, if Ray should not "
+                                  "guess it", _S, results=False)
+  max_retries: int = fields.field(3, "ray: restarts of a worker task whose node died", fields.integer(0),
+                                  results=False)
+  tpu: TpuConfig = fields.section(TpuConfig, "tpu_vm: the slices")
+
+
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      executor="",          # "": the one-process run (controller with an in-process worker)
-      dry_run=False,        # print the plan's commands instead of running them
-      workers=1,            # verifier workers (each possibly multi-host)
-      worker_workdir="",    # workers' checkpoints and TensorBoard (e.g. gs://BUCKET/run); "" = --workdir
-      python="",            # interpreter in commands; "" = this one (local, ray) or python3 (tpu_vm)
-      gpus_per_worker=0,    # local: CUDA_VISIBLE_DEVICES slices; ray: num_gpus of each worker task
-      cpus_per_worker=1,    # ray: num_cpus of each worker task
-      ray_address="auto",   # ray: the cluster to join
-      ray_node_ip="",       # ray: this host's address in the cluster, if Ray should not guess it
-      max_retries=3,        # ray: restarts of a worker task whose node died
-      tpu=ml_collections.ConfigDict(dict(
-          name="genesys", zone="us-central2-b", project="", accelerator="v4-32",
-          runtime_version="",  # "" = the usual one for the accelerator
-          repo_dir="~/genesys_jax", queued=False, spot=False))))
+  return fields.defaults(LaunchConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +104,9 @@ def _controller_args(config_flags: Sequence[str], workdir: str, store_url: str) 
 def build(launch: ml_collections.ConfigDict, config_flags: Sequence[str], workdir: str,
           store_url: str = "") -> Experiment:
   """The experiment for `launch` (the --launch flags): a controller and `launch.workers` workers."""
-  if launch.executor not in EXECUTORS:
-    raise ValueError(f"--launch.executor={launch.executor!r}: expected one of {', '.join(EXECUTORS)}")
-  if launch.workers < 1:
-    raise ValueError(f"--launch.workers={launch.workers}: expected at least 1")
+  errors = fields.errors(LaunchConfig, launch, "--launch")
+  if errors:
+    raise ValueError("; ".join(errors))
   python = launch.python or (sys.executable if launch.executor != "tpu_vm" else "python3")
   controller = Job("controller", (python, "-m", "genesys_jax.launch",
                                   *_controller_args(config_flags, workdir, store_url)))

@@ -122,8 +122,8 @@ def test_the_tree_compiles_to_the_hand_written_program():
 def test_bench_cli_prints_json_lines():
   env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
-      [sys.executable, "-m", "train.bench", "--designs=gpt,no_such_design", "--steps=2", "--shape=tiny",
-       "--windows=2", "--measure_peak", "--trainer"],
+      [sys.executable, "-m", "genesys_jax.cli.bench", "--designs=gpt,no_such_design", "--steps=2",
+       "--shape=tiny", "--windows=2", "--measure_peak", "--trainer"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

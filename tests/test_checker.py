@@ -4,7 +4,6 @@ import sys
 
 import flax.linen as nn
 import jax
-import ml_collections
 import pytest
 
 from gab import checker, registry, seeds
@@ -125,10 +124,8 @@ def test_locations_from_module_paths_and_parameter_paths():
   assert describe_params(keypaths, tree) == ["Attention at [0, 0, 1] (blocks 0, 1), parameter qkv/kernel"]
 
 
-def test_configs_are_completed_and_rungs_need_a_context_length():
-  old = ml_collections.ConfigDict(dict(d_model=64, n_blocks=2, vocab_size=259, seq_len=32, batch=2,
-                                       seed=0))
-  cfg = checker.complete_config(old)
+def test_rungs_need_a_context_length():
+  cfg = checker.default_config()
   assert cfg.flops_fail_ratio == 3.0 and cfg.rung.seq_len == 128
   with pytest.raises(ValueError, match="seq_len"):
     checker.resolve_rung(dict(d_model=64, n_blocks=2, batch_size=8), cfg)
@@ -138,14 +135,15 @@ def test_configs_are_completed_and_rungs_need_a_context_length():
 
 CONFIG = '''
 from ml_collections import ConfigDict
-from gab import checker
+from genesys_jax import run_config
+from train import rung
 
 def get_config():
-  c = ConfigDict()
-  c.checker = checker.default_config()
-  c.data = ConfigDict(dict(seq_len=64))
-  c.rungs = ConfigDict(dict(tiny=dict(d_model=64, n_blocks=2, target_params=117_248, batch_size=4,
-                                      memory_limit_gb=0.0)))
+  c = run_config.default_config()
+  c.data.seq_len = 64
+  c.ladder.rungs = ("tiny",)
+  c.rungs = ConfigDict(dict(tiny=rung.make(d_model=64, n_blocks=2, target_params=117_248, batch_size=4,
+                                           train_tokens=1000)))
   return c
 '''
 
@@ -161,7 +159,7 @@ def test_cli_exit_codes(tmp_path):
   config.write_text(CONFIG)
 
   def cli(*args):
-    return subprocess.run([sys.executable, "-m", "gab.checker", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "genesys_jax.cli.check", *args], capture_output=True, text=True)
 
   ok = cli(f"--design={good}", f"--config={config}", "--rung=tiny")
   assert ok.returncode == 0, ok.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from evolution import canonical, operators
 from gab import codeunits, registry
-from gab.tree import DesignError, Unit, design_from_json, design_to_json, design_units, load_design_file
+from gab.tree import DesignError, Unit, design_from_json, design_to_json, design_units
 
 U = Unit.make
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -128,7 +128,9 @@ def test_design_json_v2_round_trip_and_v1_unchanged(forget):
   assert doc["format"] == "genesys_jax.design/2" and sorted(doc["units"]) == sorted(kinds)
   for kind in kinds:
     codeunits.forget(kind)
-  back, name = design_from_json(text)  # declares the embedded units again
+  back, name = design_from_json(text)  # reads the tree; declares nothing
+  assert not any(k in registry.kinds() for k in kinds)
+  back, name, _ = codeunits.read_design(text)  # verifies and declares the embedded units again
   assert back == tree and name == "coded" and all(k in registry.kinds() for k in kinds)
   assert design_units(text) == doc["units"]
   gpt = U("Residual", [U("RMSNorm")])
@@ -144,7 +146,7 @@ def test_an_edited_embedded_source_is_refused_with_one_line(forget, tmp_path):
   path = tmp_path / "edited.json"
   path.write_text(json.dumps(doc))
   with pytest.raises(DesignError) as e:
-    load_design_file(str(path))
+    codeunits.read_design_file(str(path))
   assert "edited after hashing" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -183,7 +185,7 @@ def test_store_keeps_code_units_and_migrates_a_v2_store(tmp_path):
   db.close()
   unit = codeunits.parse(read("token_shift.py"))
   with store_lib.Store(path) as store:
-    assert store.version() == 3
+    assert store.version() == store_lib.SCHEMA_VERSION
     assert store.add_code_unit(unit.kind, unit.source, unit.declaration, None)
     assert not store.add_code_unit(unit.kind, unit.source, unit.declaration, "other")
     (row,) = store.code_units()
@@ -198,8 +200,8 @@ def test_a_v2_design_round_trips_in_a_fresh_process(forget, tmp_path):
   tree = design(*kinds)
   path = tmp_path / "coded.json"
   path.write_text(design_to_json(tree, "coded", codeunits.sources_for(tree)))
-  code = ("import sys; from gab import codeunits, registry; from gab.tree import load_design_file, "
-          "design_to_json; t, n, u = load_design_file(sys.argv[1]); "
+  code = ("import sys; from gab import codeunits, registry; from gab.tree import design_to_json; "
+          "t, n, u = codeunits.read_design_file(sys.argv[1]); "
           "print(design_to_json(t, n, codeunits.sources_for(t)), registry.get(codeunits.kinds_in(t)[0]).role)")
   proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))

@@ -38,7 +38,7 @@ def test_train_train_trains_a_design_with_three_code_units(tmp_path):
   path.write_text(design_to_json(tree, "coded", codeunits.sources_for(tree)))
   for kind in kinds:
     codeunits.forget(kind)
-  cmd = [sys.executable, "-m", "train.train", f"--design={path}", "--config=configs/ladder.py:smoke",
+  cmd = [sys.executable, "-m", "genesys_jax.cli.train", f"--design={path}", "--config=configs/ladder.py:smoke",
          f"--workdir={tmp_path / 'wd'}"]
   proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -28,7 +28,7 @@ def small(tmp_path_factory):
 
 
 def test_tfds_not_prepared_is_one_line(tmp_path):
-  cmd = [sys.executable, "-m", "train.prepare", "--config=configs/ladder.py",
+  cmd = [sys.executable, "-m", "genesys_jax.cli.prepare", "--config=configs/ladder.py",
          "--config.data.corpus=tfds:c4/en:3.0.1", f"--config.data.tfds_data_dir={tmp_path}",
          f"--config.data.data_dir={tmp_path / 'd'}"]
   out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
@@ -120,7 +120,7 @@ def _rung(batch, tokens):
 def test_files_corpus_trains_end_to_end(small):
   _, cfg = small
   corpus = data.load_corpus(cfg)
-  out = trainer.train_and_evaluate(seeds.seed("gpt"), _rung(8, 8 * 64 * 12), corpus, seed=0)
+  out, _ = trainer.train_and_evaluate(seeds.seed("gpt"), _rung(8, 8 * 64 * 12), corpus)
   assert out["train_loss"] < out["first_loss"] and np.isfinite(out["val_bpb"])
   assert 0 < out["epochs"] < 1
 
@@ -132,7 +132,7 @@ def test_fifty_megabyte_files_corpus_trains_end_to_end(tmp_path):
   assert sum(os.path.getsize(tmp_path / "text" / f) for f in os.listdir(tmp_path / "text")) >= 5e7
   corpus = data.load_corpus(cfg)
   assert corpus.info["tokens"]["train"] > 30_000_000  # (.jsonl.gz files hold more than their size)
-  out = trainer.train_and_evaluate(seeds.seed("gpt"), _rung(16, 16 * 128 * 40), corpus, seed=0)
+  out, _ = trainer.train_and_evaluate(seeds.seed("gpt"), _rung(16, 16 * 128 * 40), corpus)
   assert out["train_loss"] < out["first_loss"] and np.isfinite(out["val_bpb"])
 
 
@@ -159,17 +159,17 @@ def _run_blocked(*args):
 
 @pytest.mark.parametrize("with_bench", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_training_path_runs_without_tensorflow(small, tmp_path, with_bench):
-  """`train.train` on prepared shards (and, in the slow run, `train.bench`) where importing
+  """`genesys_jax.cli.train` on prepared shards (and, in the slow run, `genesys_jax.cli.bench`) where importing
   tensorflow, seqio or tensorflow_datasets raises, as on GPU images without them."""
   _, cfg = small
   if with_bench:
-    bench = _run_blocked("train.bench", "--designs=gpt", "--shape=tiny", "--steps=1",
+    bench = _run_blocked("genesys_jax.cli.bench", "--designs=gpt", "--shape=tiny", "--steps=1",
                          "--windows=1")
     assert bench.returncode == 0, bench.stderr[-2000:]
     assert json.loads(bench.stdout.splitlines()[-1])["tokens_per_s"] > 0
   design = [p for p in seeds.write_seeds(str(tmp_path)) if p.endswith("gpt.json")][0]
   train = _run_blocked(
-      "train.train", "--config=configs/ladder.py:smoke", f"--design={design}",
+      "genesys_jax.cli.train", "--config=configs/ladder.py:smoke", f"--design={design}",
       f"--workdir={tmp_path / 'w'}", f"--config.data.corpus={cfg.corpus}",
       f"--config.data.data_dir={cfg.data_dir}", "--config.rungs.tiny.train_tokens=2000",
       "--config.rungs.tiny.eval_batches=1")

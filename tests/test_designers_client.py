@@ -4,7 +4,6 @@ the real google-genai client (no network)."""
 import json
 import os
 
-import ml_collections
 import pytest
 
 from evolution.designers import config as dconfig
@@ -160,23 +159,11 @@ def test_an_llm_run_without_a_key_is_one_error_before_anything_is_written(tmp_pa
   config = ladder.get_config("llm_smoke")
   workdir = tmp_path / "run"
   with pytest.raises(ValueError, match="needs a Gemini API key in the environment: set GEMINI_API_KEY"):
-    loop.Evolution(config, str(workdir))
+    loop.run(config, str(workdir))
   assert not workdir.exists()
-  config.designer.kind = "gp"
   config.designer.models.coder = "unpriced-model"
   config.designer.kind = "llm"
   monkeypatch.setenv("GEMINI_API_KEY", KEY)
-  with pytest.raises(ValueError, match="designer.models.coder='unpriced-model' has no price"):
-    loop.Evolution(config, str(workdir))
+  with pytest.raises(ValueError, match="config.designer.models.coder = 'unpriced-model': has no price"):
+    loop.run(config, str(workdir))
   assert not workdir.exists()
-
-
-def test_mixed_draws_the_designer_from_the_proposal_key():
-  import jax  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict({"designer": {"kind": "mixed", "llm_prob": 0.5}})
-  key = jax.random.key(0)
-  draws = [dconfig.choose(config, key, i) for i in range(40)]
-  assert draws == [dconfig.choose(config, key, i) for i in range(40)]
-  assert set(draws) == {"llm", "gp"}
-  config.designer.llm_prob = 0.0
-  assert {dconfig.choose(config, key, i) for i in range(10)} == {"gp"}

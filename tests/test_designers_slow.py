@@ -38,7 +38,7 @@ def _free_port():
 def test_llm_smoke_launch_against_the_fake_endpoint_shows_designers_on_the_leaderboard(tmp_path):
   port = _free_port()
   env = {**os.environ, "GEMINI_API_KEY": KEY, "PYTHONPATH": os.getcwd()}
-  server = subprocess.Popen([sys.executable, "-m", "evolution.designers.fake_gemini", f"--port={port}"],
+  server = subprocess.Popen([sys.executable, "-m", "genesys_jax.cli.fake_gemini", f"--port={port}"],
                             env=env, stdout=subprocess.PIPE, text=True)
   try:
     assert "fake Gemini endpoint" in server.stdout.readline()

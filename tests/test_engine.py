@@ -1,6 +1,6 @@
 """The training engine: sharded equivalence, multi-process, crash-resume and corrupted checkpoints.
 
-Each case runs `python -m train.train` (or a small script) in fresh processes, since the number of
+Each case runs `python -m genesys_jax.cli.train` (or a small script) in fresh processes, since the number of
 CPU devices is fixed when JAX starts.
 """
 
@@ -31,7 +31,7 @@ def env(devices: int) -> dict:
 
 
 def train_cmd(design, workdir, *extra):
-  return [sys.executable, "-m", "train.train", f"--config={SMOKE}", f"--design={design}",
+  return [sys.executable, "-m", "genesys_jax.cli.train", f"--config={SMOKE}", f"--design={design}",
           f"--workdir={workdir}", *extra]
 
 
@@ -79,7 +79,7 @@ for name, tree in [("gpt", seeds.seed("gpt")), ("odd", seeds.seed("gpt").replace
   for mesh in [(1, 1, 1), (2, 4, 1)]:
     cfg = trainer.default_train_config()
     cfg.mesh = sharding.mesh_config(*mesh)
-    m = trainer.train_and_evaluate(tree, rung, corpus, seed=0, train_cfg=cfg)
+    m, _ = trainer.train_and_evaluate(tree, rung, corpus, trainer.Run(train=cfg))
     out[f"{name}{mesh}"] = [m["first_loss"], m["train_loss"], m["val_loss"], m["steps"]]
 print(json.dumps(out))
 """

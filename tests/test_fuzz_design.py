@@ -3,7 +3,7 @@
 200 seeded mutations of the seeds' design JSON (truncations, type swaps, deep nesting, huge
 numbers, unicode, bad bytes) go through the checker's loading and format stage in-process; each
 must either pass or be refused with a one-line `DesignError` (or a failed format check), never
-another exception. A handful go through `python -m gab.checker` and must end with exit 0, 1 or 2
+another exception. A handful go through `python -m genesys_jax.cli.check` and must end with exit 0, 1 or 2
 and no traceback.
 """
 
@@ -93,7 +93,7 @@ def load_and_format(path: str) -> str:
     assert message and "\n" not in message, repr(message)
     return "refused: " + message
   assert len(tree.content_hash()) == 16
-  ctx = Context(tree, checker.complete_config(None), checker.resolve_rung(None, checker.default_config()))
+  ctx = Context(tree, checker.default_config(), checker.resolve_rung(None, checker.default_config()))
   result = check_format(ctx)
   assert "\n" not in result.message, repr(result.message)
   return "accepted" if result.status != checker.FAIL else "format failed: " + result.message
@@ -157,7 +157,7 @@ def test_a_handful_of_mutants_through_the_checker_cli(mutants, tmp_path):
   unknown = next(p for p, o in outcomes.items() if "unknown unit kind" in o)
   env = dict(os.environ, PYTHONPATH=os.getcwd())
   cases = ((str(deep), 2), (latin, 2), (unknown, 1))
-  procs = [subprocess.Popen([sys.executable, "-m", "gab.checker", f"--design={path}"], env=env,
+  procs = [subprocess.Popen([sys.executable, "-m", "genesys_jax.cli.check", f"--design={path}"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for path, _ in cases]  # at once: each is mostly start-up
   for (path, code), proc in zip(cases, procs):
@@ -176,6 +176,6 @@ def test_a_handful_of_mutants_through_the_checker_cli(mutants, tmp_path):
 def test_more_mutants_through_the_checker_cli(mutants):
   env = dict(os.environ, PYTHONPATH=os.getcwd())
   for path in mutants[:20]:
-    run = subprocess.run([sys.executable, "-m", "gab.checker", f"--design={path}"], env=env,
+    run = subprocess.run([sys.executable, "-m", "genesys_jax.cli.check", f"--design={path}"], env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode in (0, 1, 2) and "Traceback" not in run.stderr, (path, run.stderr[-2000:])

@@ -108,9 +108,9 @@ CUDA_VISIBLE_DEVICES=2,3 python -m genesys_jax.worker --workdir=runs/a --worker_
 
 
 def test_bad_launch_values_are_refused(capsys):
-  with pytest.raises(ValueError, match="--launch.executor='k8s': expected one of local, ray, tpu_vm"):
+  with pytest.raises(ValueError, match="--launch.executor = 'k8s': expected one of '', 'local', 'ray', 'tpu_vm'"):
     dry_run(capsys, launch_config(executor="k8s"))
-  with pytest.raises(ValueError, match="--launch.workers=0: expected at least 1"):
+  with pytest.raises(ValueError, match="--launch.workers = 0: expected an integer >= 1"):
     dry_run(capsys, launch_config(executor="local", workers=0))
 
 

@@ -191,7 +191,7 @@ def test_propose_is_deterministic_and_records_its_operator():
 
 def test_bounds_from_config():
   import ml_collections
-  assert Bounds.from_config(ml_collections.ConfigDict(dict(max_size=12))) == Bounds(8, 12)
+  assert Bounds.from_config(ml_collections.ConfigDict(dict(max_depth=8, max_size=12))) == Bounds(8, 12)
 
 
 def test_violations_require_z_reads_to_follow_writes(z_kinds):

@@ -185,7 +185,8 @@ def test_training_prints_progress_lines_when_output_is_not_a_terminal(capsys):
   rung.train_tokens = 8 * 64 * 12
   cfg = trainer.default_train_config()
   cfg.log_every, cfg.progress_every_s = 4, 0.0
-  metrics = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, seed=0, train_cfg=cfg, desc="gpt@tiny")
+  metrics, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus,
+                                          trainer.Run(train=cfg, desc="gpt@tiny"))
   lines = [line for line in capsys.readouterr().out.splitlines() if "gpt@tiny: step" in line]
   assert len(lines) == 3 and lines[-1].strip().startswith("gpt@tiny: step 12/12"), lines
   assert all(re.search(r"step \d+/\d+, loss \d+\.\d+, [\d,]+ tokens/s", line) for line in lines)

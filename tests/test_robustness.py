@@ -63,7 +63,7 @@ def assert_one_line(run, *needles):
 
 # -- config validation -------------------------------------------------------------------------------
 INVALID = [
-    ("evolution.n_proposals", -1, "an integer >= 0"),
+    ("evolution.n_proposals", -1, "an integer in [0, 134217728]"),
     ("rungs.tiny.batch_size", 0, "an integer >= 1"),
     ("rungs.small.batch_size", -8, "an integer >= 1"),
     ("data.seq_len", 0, "an integer >= 1"),
@@ -78,7 +78,7 @@ INVALID = [
     ("evolution.exploit_prob", 1.5, "a probability in [0, 1]"),
     ("evolution.seed_prob", -0.1, "a probability in [0, 1]"),
     ("evolution.top_fraction", 0.0, "a number in (0, 1]"),
-    ("evolution.max_retries", 0, "an integer >= 1"),
+    ("evolution.max_retries", 0, "an integer in [1, 1048576]"),
     ("evolution.max_depth", 0, "an integer >= 1"),
     ("ladder.ratio", 0.0, "a number in (0, 1]"),
     ("ladder.n_target", 0, "an integer >= 1"),
@@ -204,18 +204,21 @@ def test_a_concurrent_schema_migration_logs_no_no_op_event(tmp_path):
 
 
 def test_a_stored_design_is_not_a_duplicate_of_itself(tmp_path):
+  from gab import canonical, checker  # pylint: disable=g-import-not-at-top
+  from genesys_jax import check, state  # pylint: disable=g-import-not-at-top
   tree = Unit.make("Residual", [Unit.make("MLP")])  # small: fingerprints run eagerly
-  evo = loop.Evolution(ladder(), str(tmp_path), log=lambda _: None)
-  try:
-    fingerprint, twin = evo.duplicate_of(tree)
-    assert twin is None
-    evo.store.add_design(tree.content_hash(), design_to_json(tree), [], "scratch", "", "valid")
-    evo.store.add_artifact(tree.content_hash(), "fingerprint", fingerprint)
-    evo.store.add_design("ffffffffffffffff", "{}", [], "seed", "other", "valid")
-    evo.store.add_artifact("ffffffffffffffff", "fingerprint", "not this one")
-    assert evo.duplicate_of(tree) == (fingerprint, None)  # its own record is not a twin
-  finally:
-    evo.store.close()
+  fingerprint = canonical.fingerprint(tree)
+  passed = checker.Report([checker.Check("format", checker.PASS, "ok")], {})
+  with Store.open(str(tmp_path)) as store:
+    store.add_design(tree.content_hash(), design_to_json(tree), [], "scratch", "", "valid")
+    store.add_artifact(tree.content_hash(), "fingerprint", fingerprint)
+    other = Unit.make("Residual", [Unit.make("GatedMLP")])
+    store.add_design(other.content_hash(), design_to_json(other), [], "seed", "other", "valid")
+    store.add_artifact(other.content_hash(), "fingerprint", "not this one")
+    known = state.load(ladder(), store)[0].fingerprints
+  assert check.judge(tree.content_hash(), passed, fingerprint, known).status == "valid"  # not its own twin
+  assert check.judge("another", passed, fingerprint, known).summary() == (
+      f"novelty: computes the same function as stored design {tree.content_hash()}")
 
 
 # -- the tools, as a user runs them --------------------------------------------------------------------
@@ -250,7 +253,7 @@ def test_bad_input_to_launch_and_train_exits_2_with_one_line(tmp_path):
       "unknown": (tool + [smoke, "--config.evolution.n_proposalz=1", f"--workdir={tmp_path / 'b'}"], None),
       "invalid": (tool + [smoke, "--config.data.seq_len=0", f"--workdir={tmp_path / 'c'}"], None),
       "full": (tool + [smoke, f"--workdir={tmp_path / 'd'}"], _small_files),
-      "deep": ([sys.executable, "-m", "train.train", smoke, f"--design={deep}",
+      "deep": ([sys.executable, "-m", "genesys_jax.cli.train", smoke, f"--design={deep}",
                 f"--workdir={tmp_path / 'e'}"], None),
   })
   assert_one_line(runs["missing"], "--config=no/such/ladder.py:smoke: no such config file")
@@ -259,8 +262,8 @@ def test_bad_input_to_launch_and_train_exits_2_with_one_line(tmp_path):
                   "\"n_proposals\" instead of \"n_proposalz\"?): overrides must name existing fields "
                   "of the config file, e.g. --config.evolution.n_proposals=4")
   assert_one_line(runs["invalid"], "config.data.seq_len = 0: expected an integer >= 1")
-  assert_one_line(runs["full"], "config.json.tmp", "File too large")
-  assert os.listdir(tmp_path / "d") == ["run.lock"]  # no config.json(.tmp), no evolution.db
+  assert_one_line(runs["full"], "config.json: File too large")
+  assert os.listdir(tmp_path / "d") == ["run.lock"]  # no config.json (nor its temporary), no evolution.db
   assert_one_line(runs["deep"], str(deep), "nested too deeply")
   for name in "abce":  # refused before anything was written: not even the workdir
     assert not (tmp_path / name).exists(), name
@@ -282,7 +285,7 @@ def test_train_with_non_utf8_design_and_a_zero_batch(tmp_path):
   bad.write_bytes('{"kind": "Résidual"}'.encode("latin-1"))
   good = tmp_path / "gpt.json"
   good.write_text(design_to_json(seeds.seed("gpt"), "gpt"))
-  base = [sys.executable, "-m", "train.train", "--config=configs/ladder.py:smoke", f"--workdir={tmp_path / 'w'}"]
+  base = [sys.executable, "-m", "genesys_jax.cli.train", "--config=configs/ladder.py:smoke", f"--workdir={tmp_path / 'w'}"]
   kw = dict(capture_output=True, text=True, env=env(), timeout=600)
   assert_one_line(subprocess.run(base + [f"--design={bad}"], **kw), "not UTF-8")
   assert_one_line(subprocess.run(base + [f"--design={good}", "--config.rungs.tiny.batch_size=0"], **kw),

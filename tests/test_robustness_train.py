@@ -35,9 +35,9 @@ def events(log_dir) -> dict[str, list[int]]:
 
 def test_resuming_from_the_final_checkpoint_keeps_timing_and_one_event_file(setup, tmp_path):
   rung, cfg, corpus = setup
-  kw = dict(seed=0, checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "tb"), train_cfg=cfg)
-  first = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, **kw)
-  again = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, **kw)  # nothing left to train
+  run = trainer.Run(train=cfg, checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "tb"))
+  first, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, run)
+  again, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, run)  # nothing left to train
   assert first["resumed_from_step"] == 0 and again["resumed_from_step"] == first["steps"] == 6
   assert first["train_wall_s"] > 0 and first["tokens_per_s"] > 0
   for key in ("train_wall_s", "tokens_per_s", "mfu", "val_bpb", "train_loss", "first_loss"):

@@ -312,7 +312,7 @@ BOOM = _bomb()
 
 
 def _cli(path, *flags):
-  return subprocess.run([sys.executable, "-m", "gab.checker", f"--design={path}", *flags], cwd=ROOT,
+  return subprocess.run([sys.executable, "-m", "genesys_jax.cli.check", f"--design={path}", *flags], cwd=ROOT,
                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=900)
 
 

@@ -8,7 +8,6 @@ from hypothesis import given, settings, strategies as st
 
 from evolution import islands as isl
 from evolution import selection
-from evolution.store import Store
 
 RUNGS = ("tiny", "small", "medium")
 
@@ -25,15 +24,14 @@ def test_percentiles_are_mid_ranks():
 def test_fitness_ranks_within_rungs_and_weights_rungs_by_index():
   pool = [design("a", tiny=1.0), design("b", tiny=2.0, small=1.5), design("c", tiny=3.0, small=1.4),
           design("d")]
-  fit = selection.aggregate_fitness(pool, RUNGS)
+  fit = selection.fitness(pool, RUNGS)
   assert fit["d"] is None and fit["a"] == pytest.approx(5 / 6)
   assert fit["b"] == pytest.approx((1 * 0.5 + 2 * 0.25) / 3)    # 2nd of 3 at tiny, 2nd of 2 at small
   assert fit["c"] == pytest.approx((1 * 1 / 6 + 2 * 0.75) / 3)   # last at tiny, best at small
   # Ranks, not raw values: rescaling one rung or an outlier bpb changes nothing.
   scaled = [design("a", tiny=10.0), design("b", tiny=20.0, small=1.5), design("c", tiny=900.0, small=1.4),
             design("d")]
-  assert selection.aggregate_fitness(scaled, RUNGS) == fit
-  assert selection.fitness({"val_bpb": 1.25}) == -1.25
+  assert selection.fitness(scaled, RUNGS) == fit
   assert selection.confidence(pool[2], RUNGS) == 3.0 and selection.confidence(pool[3], RUNGS) == 0.0
 
 
@@ -107,17 +105,6 @@ def test_verifiers_promote_good_but_under_verified_designs():
   top = [design("a", tiny=1.0, small=1.0, medium=1.0), design("b", tiny=2.0)]
   assert selection.select_for_verification(jax.random.key(0), top, "medium", RUNGS) is None
   assert selection.select_for_verification(jax.random.key(0), top, "small", RUNGS)["id"] == "b"
-
-
-def test_designs_from_store(tmp_path):
-  with Store(str(tmp_path / "e.db")) as store:
-    store.add_design("s", "{}", [], "seed", "gpt", "verified")
-    store.add_design("m", "{}", ["s"], "mutation", "x", "verified")
-    store.add_verification("m", "small", {"val_bpb": 1.0, "params": 1, "tokens": 1})
-    store.add_verification("m", "tiny", {"val_bpb": 2.0, "params": 1, "tokens": 1})
-    out = selection.designs_from_store(store, RUNGS)
-  assert [(d["id"], d["is_seed"]) for d in out] == [("s", True), ("m", False)]
-  assert list(out[1]["metrics"]) == ["tiny", "small"] and out[0]["metrics"] == {}
 
 
 # -- islands ------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def scripted_session(store):
   store.add_design("a", tree_json("a"), [], "seed", "gpt", "valid", {"passed": True})
   store.add_design("b", tree_json("b"), ["a"], "mutation", "swap 50% of ? marks", "valid")
   assert not store.add_design("b", tree_json("b"), ["a"], "mutation", "again", "valid")
-  store.add_design("c", tree_json("c"), ["a", "b"], "crossover", "a x b", "rejected")
+  store.add_design("c", tree_json("c"), ["a", "b"], "crossover", "a x b", "rejected", canonical="cc")
+  store.set_canonical({"a": "ca", "c": "not this: c has one"})
   store.add_verification("a", "tiny", metrics(1.9))
   store.add_verification("a", "tiny", metrics(1.8))  # replaced
   store.set_status("a", "verified")
@@ -76,7 +77,9 @@ def scripted_session(store):
                    d["report"]) for d in store.designs()],
       "valid": [d["id"] for d in store.designs("valid")],
       "design": store.design("c")["parents"],
-      "verifications": store.verifications(),
+      "canonical": [d["canonical"] for d in store.designs()],
+      "verifications": store.verifications(), "verification": store.verification("a", "tiny"),
+      "by_design": store.metrics_by_design(), "by_design_tiny": store.metrics_by_design(["small", "tiny"]),
       "lineage": store.lineage(), "children": store.children("a"), "ancestors": store.ancestors("c"),
       "artifacts": store.artifacts(), "fingerprints": store.artifacts(kind="fingerprint"),
       "meta": store.get_meta("proposals_done"), "absent": store.get_meta("nothing", 7),
@@ -92,6 +95,7 @@ def test_both_backends_answer_every_call_the_same(tmp_path):
   with store_url.open_store(fresh_database()) as pg:
     got = scripted_session(pg)
   assert got == expected
+  assert got["canonical"] == ["ca", None, "cc"] and got["verification"] == metrics(1.8)
   assert [e["seq"] for e in got["events"]] == list(range(1, len(got["events"]) + 1))
   assert got["version"] == store_lib.SCHEMA_VERSION
 
@@ -281,3 +285,36 @@ def test_sqlite_store_opened_from_a_second_host_is_refused(tmp_path):
     store_url.check_sqlite_path(path, host="host-b")
   store_url.open_store("", str(tmp_path / "run")).close()  # this host: fine
   assert (tmp_path / "run" / "evolution.db.host").read_text().strip()
+
+
+def test_a_schema_3_store_migrates_to_4_on_both_backends(tmp_path):
+  """The designs' `canonical` column (schema 4) is added to a store written at schema 3, its rows
+  left NULL until a run indexes them (genesys_jax/state.py); on PostgreSQL too."""
+  from evolution import schema, store_pg  # pylint: disable=g-import-not-at-top
+  import psycopg  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "evolution.db"
+  db = sqlite3.connect(path)
+  for steps in schema.MIGRATIONS[:3]:
+    for sql in steps:
+      db.execute(sql)
+  db.execute("PRAGMA user_version = 3")
+  db.execute("INSERT INTO designs (id, tree, parents, operator, description, seq, status, report) "
+             "VALUES ('a', '{}', '[]', 'seed', 'gpt', 0, 'valid', '{}')")
+  db.commit()
+  db.close()
+  url = fresh_database()
+  with psycopg.connect(url, autocommit=True) as conn:
+    for v, steps in enumerate(schema.MIGRATIONS[:3]):
+      for i, sql in enumerate(steps):
+        conn.execute(store_pg._pg_statement(v, i, sql))  # pylint: disable=protected-access
+    conn.execute("CREATE TABLE store_schema (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO store_schema (version) VALUES (3)")
+    conn.execute("INSERT INTO designs (id, tree, parents, operator, description, seq, status, report) "
+                 "VALUES ('a', '{}', '[]', 'seed', 'gpt', 0, 'valid', '{}')")
+  for store_of in (lambda: Store(str(path)), lambda: store_url.open_store(url)):
+    with store_of() as store:
+      assert store.version() == schema.SCHEMA_VERSION == 4
+      assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 3, "to": 4})]
+      assert store.design("a")["canonical"] is None
+      store.set_canonical({"a": "c-a"})
+      assert store.design("a")["canonical"] == "c-a" and store.events()[-1]["kind"] == "designs_indexed"

@@ -25,10 +25,10 @@ def setup():
 
 def test_gradient_accumulation_matches_one_big_batch(setup):
   config, rung, corpus = setup
-  one = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, seed=0)
+  one, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus)
   rung = rung.copy_and_resolve_references()
   rung.grad_accum = 4
-  four = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, seed=0)
+  four, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus)
   assert one["steps"] == four["steps"] == 6
   for key in ("first_loss", "train_loss", "val_loss"):
     assert abs(one[key] - four[key]) < 1e-5, key
@@ -38,10 +38,10 @@ def test_bf16_compute_keeps_float32_parameters_and_writes_events(setup, tmp_path
   config, rung, corpus = setup
   cfg = trainer.default_train_config()
   cfg.dtype = "bfloat16"
-  out = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, seed=0, train_cfg=cfg,
-                                   log_dir=str(tmp_path), return_state=True)
+  out, state = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus,
+                                          trainer.Run(train=cfg, log_dir=str(tmp_path)))
   assert np.isfinite(out["val_bpb"]) and out["train_loss"] < out["first_loss"]
-  assert {x.dtype for x in jax.tree.leaves(out["state"].params)} == {jnp.dtype("float32")}
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
 
 

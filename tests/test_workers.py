@@ -239,11 +239,16 @@ def store_with_job(tmp_path, clock):
   return store
 
 
+def verifier_of(workdir, log=lambda _: None):
+  from genesys_jax import jobs, resolve  # pylint: disable=g-import-not-at-top
+  return jobs.Verifier(resolve.resolve(smoke_config()), str(workdir), log)
+
+
 def test_a_job_that_lost_its_attempts_is_recorded_as_an_infrastructure_failure(tmp_path):
   from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
   clock = Clock()
   store = store_with_job(tmp_path, clock)
-  verifier = jobs.make_verifier(smoke_config(), str(tmp_path), store, lambda _: None)
+  verifier = verifier_of(tmp_path)
   for dead in ("w0", "w1"):  # two workers die holding it
     job = store.claim(dead, 10)
     assert not jobs.settle_lost_job(verifier, store, dead, job, lambda _: None)  # theirs to train
@@ -259,13 +264,15 @@ def test_a_job_that_lost_its_attempts_is_recorded_as_an_infrastructure_failure(t
 
 
 def test_a_checker_job_that_lost_its_attempts_rejects_the_design_as_an_infrastructure_failure(tmp_path):
-  from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
+  from gab.tree import Unit, design_to_json  # pylint: disable=g-import-not-at-top
+  from genesys_jax import jobs, loop  # pylint: disable=g-import-not-at-top
   clock = Clock()
   store = Store(str(tmp_path / "evolution.db"), clock=clock)
-  store.add_design("d0", '{"tree": {}}', [], "mutation", "m", "checking", {"checking": True, "proposal": 0})
+  tree = Unit.make("Residual", [Unit.make("MLP")])
+  store.add_design("d0", design_to_json(tree), [], "mutation", "m", "checking", {"checking": True, "proposal": 0})
   store.enqueue("d0", "check")
   lines = []
-  verifier = jobs.make_verifier(smoke_config(), str(tmp_path), store, lines.append)
+  verifier = verifier_of(tmp_path)
   for dead in ("w0", "w1"):  # two workers die holding it
     job = store.claim(dead, 10)
     assert not jobs.settle_lost_job(verifier, store, dead, job, lambda _: None)
@@ -273,13 +280,17 @@ def test_a_checker_job_that_lost_its_attempts_rejects_the_design_as_an_infrastru
   job = store.claim("w2", 10)
   assert job == ("d0", "check") and jobs.settle_lost_job(verifier, store, "w2", job, lambda _: None)
   assert store.verifications() == [] and store.design("d0")["status"] == "checking"
-  verifier.apply_check(store.design("d0"), store.check_result("d0"))  # the controller, at its barrier
+  store.close()
+  controller = loop.Controller(external(smoke_config(n_proposals=3)), str(tmp_path), lines.append)
+  controller.settle_checks()  # the controller, at its barrier
+  store = controller.store
   design = store.design("d0")
   assert design["status"] == "rejected" and not design["report"]["passed"]
   assert [c["name"] for c in design["report"]["checks"]] == ["infrastructure"]
   assert design["report"]["checks"][0]["message"].startswith("2 attempts to check this design were lost")
   assert not store.artifacts(kind="fingerprint")
-  assert lines == ["[1/3] d0 mutation from - (m): infrastructure: " + design["report"]["checks"][0]["message"]]
+  assert [line for line in lines if line.startswith("[")] == [
+      "[1/3] d0 mutation from - (m): infrastructure: " + design["report"]["checks"][0]["message"]]
   store.close()
 
 
@@ -292,22 +303,16 @@ def test_a_rung_named_check_is_refused(tmp_path):
 
 
 def test_a_worker_whose_lease_was_taken_over_records_nothing(tmp_path):
-  from genesys_jax import jobs  # pylint: disable=g-import-not-at-top
+  from genesys_jax import record, verify  # pylint: disable=g-import-not-at-top
   clock = Clock()
   store = store_with_job(tmp_path, clock)
   job = store.claim("slow", 10)
   clock.now += 11
   assert store.claim("fast", 10) == job
-  recorder = jobs.JobRecorder(store, "slow", job)
-  with pytest.raises(jobs.LeaseLost):
-    with recorder.transaction():
-      recorder.add_verification("d0", "tiny", {"val_bpb": 1.0, "params": 1, "tokens": 1})
-      recorder.set_status("d0", "verified")
+  result = verify.Verification(*job, {"val_bpb": 1.0, "params": 1, "tokens": 1})
+  assert not record.result(store, "slow", result, "tiny")
   assert store.verifications() == [] and store.design("d0")["status"] == "valid"
-  recorder = jobs.JobRecorder(store, "fast", job)
-  with recorder.transaction():
-    recorder.add_verification("d0", "tiny", {"val_bpb": 1.0, "params": 1, "tokens": 1})
-    recorder.set_status("d0", "verified")
-  assert recorder.recorded and store.design("d0")["status"] == "verified"
+  assert record.result(store, "fast", result, "tiny")
+  assert store.design("d0")["status"] == "verified"
   assert [(j["state"], j["worker_id"]) for j in store.jobs()] == [("done", "fast")]
   store.close()

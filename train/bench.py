@@ -1,5 +1,5 @@
 """Training throughput of the seed designs: `python -m genesys_jax.cli.bench [--designs=gpt,mamba2]
-[--shape=cpu]` (also `python -m train.bench`).
+[--shape=cpu]`.
 
 Each design trains for a few steps on synthetic random tokens (no data pipeline cost) with the
 trainer's own step (`train.trainer.make_train_step`, AdamW from `make_optimizer`, donated state) and
@@ -184,7 +184,3 @@ def bench_design(name: str, shape: Shape, steps: int, windows: int, peak: float 
                   trainer_corpus=corpus.info.get("corpus"))
   return result
 
-
-if __name__ == "__main__":  # the command is genesys_jax.cli.bench; this path stays runnable
-  from genesys_jax.cli import bench as _cli  # pylint: disable=g-import-not-at-top
-  _cli.run()

@@ -1,5 +1,5 @@
 """Data pipeline throughput: `python -m genesys_jax.cli.bench_data [--megabytes=50] [--workers=2]`
-(also `python -m train.bench_data`); `write_mixed_corpus` writes its corpus.
+; `write_mixed_corpus` writes its corpus.
 
 Writes a mixed files: corpus (KJV chapters as text files, JSONL and JSONL.gz records) of the
 given size into a temporary directory, prepares it (tokenisation with the byte vocabulary, in
@@ -56,7 +56,3 @@ def write_mixed_corpus(root, target_bytes: int, seed: int = 0) -> str:
     part += 1
   return os.path.join(str(root), "*")
 
-
-if __name__ == "__main__":  # the command is genesys_jax.cli.bench_data; this path stays runnable
-  from genesys_jax.cli import bench_data as _cli  # pylint: disable=g-import-not-at-top
-  _cli.run()

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import ml_collections
 import numpy as np
 
+from gab import fields
 from train import prepare as prepare_lib
 from train import shards, sources
 from train.kjv import (  # noqa: F401  (re-exported)
@@ -31,17 +32,36 @@ from train.vocab import (  # noqa: F401  (re-exported)
 SPLITS = shards.SPLITS
 
 
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The `data` config section: which documents, how they are tokenised, split and windowed."""
+  corpus: str = fields.field("kjv", "kjv | files:GLOB | tfds:NAME[/CONFIG][:VERSION] | seqio:TASK",
+                             fields.string)
+  vocab: str = fields.field("byte", "the vocabulary: byte or spm", fields.one_of(*VOCABS))
+  spm_model: str = fields.field("", "the SentencePiece model file of vocab spm", fields.string)
+  seq_len: int = fields.field(128, "the context length of every rung: windows of seq_len + 1 tokens",
+                              fields.integer(1))
+  val_fraction: float = fields.field(0.05, "documents drawn into validation",
+                                     fields.number(0.0, 1.0, True, True))
+  split_seed: int = fields.field(0, "seed of the train/validation draw", fields.integer(0))
+  data_dir: str = fields.field("", "where prepared shards live ($GENESYS_DATA_DIR, ~/.cache/genesys_jax)",
+                               fields.string, results=False)
+  modules: tuple = fields.field((), "seqio: modules (names or .py paths) that register the task",
+                                fields.strings)
+  text_field: str = fields.field("text", "JSONL / TFDS feature holding the text", fields.string)
+  text_docs: str = fields.field("file", "plain text files: one document per file or per blank_lines block",
+                                fields.one_of(*sources.TEXT_DOCS))
+  tfds_data_dir: str = fields.field("", "tfds: where prepared datasets live ($TFDS_DATA_DIR, "
+                                    "~/tensorflow_datasets)", fields.string, results=False)
+  source_split: str = fields.field("train", "tfds:/seqio: the split read (then split by document)",
+                                   fields.string)
+  seqio_feature: str = fields.field("targets", "seqio: the feature holding the tokens", fields.string)
+  prepare_workers: int = fields.field(0, "tokeniser processes (0: all CPUs)", fields.integer(0),
+                                      results=False)
+
+
 def default_data_config() -> ml_collections.ConfigDict:
-  """Returns the default `data` config section."""
-  return ml_collections.ConfigDict(dict(
-      corpus="kjv",            # kjv | files:GLOB | tfds:NAME[/CONFIG][:VERSION] | seqio:TASK
-      vocab="byte", spm_model="", seq_len=128, val_fraction=0.05, split_seed=0, data_dir="",
-      modules=(),              # seqio: modules (names or .py paths) that register the task
-      text_field="text",       # JSONL / TFDS feature holding the text
-      text_docs="file",        # plain text files: one document per "file" or per "blank_lines" block
-      tfds_data_dir="",        # tfds: where prepared datasets live ($TFDS_DATA_DIR, ~/tensorflow_datasets)
-      source_split="train",    # tfds:/seqio: the split read (then split by document here)
-      prepare_workers=0))      # tokeniser processes (0: all CPUs)
+  return fields.defaults(DataConfig)
 
 
 def _notice(line: str) -> None:

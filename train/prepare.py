@@ -1,5 +1,5 @@
 """Prepare a corpus once: `prepare(data_cfg)` (the command: `python -m genesys_jax.cli.prepare
---config=configs/ladder.py [--config.data.corpus=...]`, also `python -m train.prepare`).
+--config=configs/ladder.py [--config.data.corpus=...]`).
 
 Documents from the source (`train/sources.py`) are cut into chunks (~4 MiB of text, in source
 order), tokenised in parallel by spawned worker processes (results are taken in chunk order, so
@@ -244,7 +244,7 @@ def prepare(data_cfg, *, workers: int | None = None, progress: bool | None = Non
   fingerprint = source.fingerprint()  # a source that is not there fails here, in one line
   directory = shards_dir(data_cfg, source, vocab)
   os.makedirs(directory, exist_ok=True)
-  workers = workers or int(data_cfg.get("prepare_workers", 0) or 0) or (os.cpu_count() or 1)
+  workers = workers or int(data_cfg.prepare_workers) or (os.cpu_count() or 1)
   with open(os.path.join(directory, ".lock"), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not fresh:
@@ -297,7 +297,3 @@ def _write_manifest(directory, data_cfg, vocab, parts, fingerprint) -> str:
   shards.write_json_atomic(os.path.join(directory, shards.MANIFEST), manifest)
   return directory
 
-
-if __name__ == "__main__":  # the command is genesys_jax.cli.prepare; this path stays runnable
-  from genesys_jax.cli import prepare as _cli  # pylint: disable=g-import-not-at-top
-  _cli.run()

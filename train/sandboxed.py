@@ -63,7 +63,7 @@ def _stage_data(data_cfg, zeroshot_cfg) -> dict[str, Any]:
   zs = sandbox.as_dict(zeroshot_cfg)
   if zs:
     zs["tasks"] = [_copy(os.path.abspath(t), os.path.join(stage, "zeroshot", f"{i}_{os.path.basename(t)}"))
-                   for i, t in enumerate(zs.get("tasks", ()))]
+                   for i, t in enumerate(zs["tasks"])]
   return {"dir": stage, "data": data, "zeroshot": zs}
 
 
@@ -92,12 +92,10 @@ def run_in_child(job: dict[str, Any]) -> dict[str, Any]:
     codeunits.register(source)
   cd = ml_collections.ConfigDict
   rung, cfg = cd(job["rung"]), cd(job["checker"])
-  size = sizing.fit_to_rung(tree, rung, cfg) if job.get("fit", True) else {}
+  size = sizing.fit_to_rung(tree, rung, cfg) if job["fit"] else {}
   corpus = data_lib.load_corpus(cd(job["data"]))
-  metrics = trainer.train_and_evaluate(
-      tree, rung, corpus, seed=job["seed"], d_model=size.get("d_model"), n_blocks=size.get("n_blocks"),
-      checkpoint_dir=job.get("checkpoint_dir"), log_dir=job.get("log_dir"), train_cfg=cd(job["train"]),
-      zeroshot_cfg=cd(job["zeroshot"]) if job.get("zeroshot") else None, desc=job.get("desc", "train"),
-      stop_after=job.get("stop_after"))
-  metrics.pop("state", None)
+  metrics, _ = trainer.train_and_evaluate(tree, sizing.sized(rung, size), corpus, trainer.Run(
+      seed=job["seed"], train=cd(job["train"]), zeroshot=cd(job["zeroshot"]) if job["zeroshot"] else None,
+      checkpoint_dir=job["checkpoint_dir"], log_dir=job["log_dir"], desc=job["desc"],
+      stop_after=job["stop_after"]))
   return {"metrics": metrics, "sizing": size}

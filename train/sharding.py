@@ -7,6 +7,7 @@ whose spec divides the array's shape wins, and replication is always the last re
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Sequence
 
@@ -14,6 +15,8 @@ import jax
 import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from gab import fields
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both
@@ -28,9 +31,21 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
 )
 
 
+_AXIS = fields.integer(1, also=(-1,))
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Axis sizes of the device mesh; one of them may be -1 to take all remaining devices."""
+  data: int = fields.field(-1, "data-parallel axis size", _AXIS, results=False)
+  fsdp: int = fields.field(1, "parameter-sharding axis size", _AXIS, results=False)
+  tensor: int = fields.field(1, "tensor-parallel axis size", _AXIS, results=False)
+
+
 def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
-  """Axis sizes; one of them may be -1 to take all remaining devices."""
-  return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+  cfg = fields.defaults(MeshConfig)
+  cfg.update(dict(data=data, fsdp=fsdp, tensor=tensor))
+  return cfg
 
 
 def make_mesh(cfg: ml_collections.ConfigDict | None = None, devices: Sequence[Any] | None = None) -> Mesh:

@@ -21,9 +21,10 @@ import hashlib
 import json
 import mmap
 import os
-import tempfile
 
 import numpy as np
+
+from gab import atomic
 
 FORMAT = "genesys_jax.shards/1"
 MANIFEST = "manifest.json"
@@ -76,19 +77,8 @@ def check_file(directory: str, record: dict, full: bool = False) -> None:
 
 
 def write_json_atomic(path: str, obj) -> None:
-  """Writes JSON to a temporary file in the same directory, fsyncs, then renames."""
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  """Writes JSON atomically (`gab.atomic`)."""
+  atomic.write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def read_manifest(directory: str, full: bool = False) -> dict:

@@ -54,8 +54,8 @@ class Files:
 
   def __init__(self, pattern: str, data_cfg):
     self.pattern = pattern
-    self.text_docs = data_cfg.get("text_docs", "file")
-    self.text_field = data_cfg.get("text_field", "text")
+    self.text_docs = data_cfg.text_docs
+    self.text_field = data_cfg.text_field
     if self.text_docs not in TEXT_DOCS:
       raise ValueError(f"data.text_docs {self.text_docs!r}: expected one of {list(TEXT_DOCS)}")
 
@@ -101,7 +101,7 @@ class Files:
 
 
 def tfds_data_dir(data_cfg) -> str:
-  path = (data_cfg.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR")
+  path = (data_cfg.tfds_data_dir or os.environ.get("TFDS_DATA_DIR")
           or "~/tensorflow_datasets")
   return os.path.abspath(os.path.expanduser(path))
 
@@ -117,8 +117,8 @@ class Tfds:
   def __init__(self, spec: str, data_cfg):
     name, _, version = spec.partition(":")
     self.name, self.version = name.strip("/"), version
-    self.split = data_cfg.get("source_split", "train")
-    self.text_field = data_cfg.get("text_field", "text")
+    self.split = data_cfg.source_split
+    self.text_field = data_cfg.text_field
     self.root = tfds_data_dir(data_cfg)
 
   def directory(self) -> str:
@@ -194,9 +194,9 @@ class Seqio:
 
   def __init__(self, task: str, data_cfg):
     self.task = task
-    self.modules = tuple(data_cfg.get("modules", ()) or ())
-    self.split = data_cfg.get("source_split", "train")
-    self.feature = data_cfg.get("seqio_feature", "targets")
+    self.modules = tuple(data_cfg.modules)
+    self.split = data_cfg.source_split
+    self.feature = data_cfg.seqio_feature
     if not self.modules:
       raise ValueError(f"data.corpus seqio:{task} needs data.modules naming the module that "
                        "registers the task")

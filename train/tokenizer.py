@@ -1,4 +1,4 @@
-"""Train a SentencePiece vocabulary on a corpus: `python -m train.tokenizer --corpus=SPEC --vocab_size=32000 --out=FILE.model`.
+"""Train a SentencePiece vocabulary on a corpus (the command: `python -m genesys_jax.cli.tokenizer`).
 
 `--corpus` takes what `data.corpus` takes (kjv, files:GLOB, tfds:..., seqio:... with
 `--modules`). The model reserves the ids seqio and the trainer expect (0 pad, 1 EOS, 2 UNK, no
@@ -10,7 +10,6 @@ normalisation, whitespace kept), so decode(encode(text)) == text. Use it with
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from typing import Iterator
 
@@ -56,35 +55,3 @@ def train_tokenizer(data_cfg, vocab_size: int, out: str, max_bytes: int = 1 << 3
         num_threads=threads or os.cpu_count() or 1, minloglevel=2)
     os.replace(prefix + ".model", out)
   return out
-
-
-def main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from train import data  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  cfg = data.default_data_config()
-  cfg.corpus = f.corpus
-  cfg.modules = tuple(f.modules)
-  cfg.text_docs = f.text_docs
-  out = train_tokenizer(cfg, f.vocab_size, f.out, max_bytes=f.max_bytes)
-  print(out)
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("corpus", "kjv", "kjv | files:GLOB | tfds:NAME[/CONFIG][:VERSION] | seqio:TASK")
-  flags.DEFINE_list("modules", [], "Modules that register a seqio task (for seqio:).")
-  flags.DEFINE_string("text_docs", "file", "Plain text files: one document per file or blank_lines.")
-  flags.DEFINE_integer("vocab_size", 32000, "Number of pieces.")
-  flags.DEFINE_string("out", None, "Where to write the .model file.")
-  flags.DEFINE_integer("max_bytes", 1 << 30, "Text read from the corpus at most.")
-  flags.mark_flags_as_required(["out"])
-
-  def _main(argv):
-    try:
-      main(argv)
-    except (ValueError, FileNotFoundError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-  app.run(_main)

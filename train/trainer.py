@@ -1,6 +1,6 @@
 """Train a compiled design on one rung and evaluate it, sharded and resumable.
 
-`train_and_evaluate(tree, rung, data, ...)` is what a verifier calls. It builds a mesh, shards the
+`train_and_evaluate(tree, rung, data, run)` is what a verifier calls. It builds a mesh, shards the
 train state by rules (train/sharding.py), runs a jitted AdamW step (warm-up + cosine to a minimum
 ratio, global-norm clipping, gradient accumulation, bf16 compute with float32 parameters and
 optimiser state), saves Orbax checkpoints (state, data position and RNG together), resumes from the
@@ -9,6 +9,7 @@ latest good one, writes TensorBoard events, and returns the metrics the store ke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from gab import fields
 from gab.model import LM, count_params
 from gab.train_step import (  # noqa: F401 (re-exported: the trainer's API)
     TrainState, make_optimizer, make_schedule, make_train_step, token_nll)
@@ -34,18 +36,29 @@ from train.checkpoint import Checkpointer
 LN2 = math.log(2.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The `train` config section: how every verification trains (the rung says how much)."""
+  dtype: str = fields.field("float32", "compute dtype (bfloat16 on accelerators); parameters stay "
+                            "float32", fields.one_of("float32", "bfloat16", "float16"))
+  mesh: sharding.MeshConfig = fields.section(sharding.MeshConfig, "the device mesh")
+  save_every: int = fields.field(0, "steps between checkpoints (0: only the final one)",
+                                 fields.integer(0), results=False)
+  max_to_keep: int = fields.field(2, "checkpoints kept", fields.integer(1), results=False)
+  log_every: int = fields.field(10, "steps between loss reports", fields.integer(1), results=False)
+  remat: bool = fields.field(False, "rematerialise each block in the backward pass (saves memory)",
+                             fields.boolean, results=False)
+  remat_policy: str = fields.field(
+      "full", "with remat: full (block inputs only), dots, dots_all, or auto: the cheapest that fits "
+      "the memory (train/step_fit.py)", fields.one_of("full", "dots", "dots_all", "auto"), results=False)
+  attention: str = fields.field("auto", "softmax attention kernel", fields.one_of(
+      "auto", "xla", "cudnn", "pallas"), results=False)
+  progress_every_s: float = fields.field(30.0, "without a terminal: a progress line this often",
+                                         fields.number(0.0), results=False)
+
+
 def default_train_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      dtype="float32",          # compute dtype: "bfloat16" on accelerators; parameters stay float32
-      mesh=sharding.mesh_config(),
-      save_every=0,             # steps between checkpoints (0: only the final one)
-      max_to_keep=2,
-      log_every=10,
-      remat=False,              # rematerialise each block in the backward pass (saves memory)
-      remat_policy="full",      # with remat: "full" (block inputs only), "dots", "dots_all", or
-                                # "auto": the cheapest that fits the memory (train/step_fit.py)
-      attention="auto",         # softmax attention kernel: auto | xla | cudnn | pallas
-      progress_every_s=30.0))   # without a terminal (no progress bar): a progress line this often
+  return fields.defaults(TrainConfig)
 
 
 def evaluate_bpb(model: LM, params, tokens_NxL1: np.ndarray, bytes_per_token: np.ndarray,
@@ -70,25 +83,32 @@ def evaluate_bpb(model: LM, params, tokens_NxL1: np.ndarray, bytes_per_token: np
           "val_bpb": total_nll / LN2 / max(total_bytes, 1), "val_tokens": total_tokens}
 
 
-def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_lib.Corpus", *,
-                       seed: int, checkpoint_dir: str | None = None, log_dir: str | None = None,
-                       train_cfg: ml_collections.ConfigDict | None = None, d_model: int | None = None,
-                       n_blocks: int | None = None, desc: str = "train",
-                       stop_after: int | None = None, return_state: bool = False,
-                       zeroshot_cfg: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
-  """Train `tree` at the rung (or the given sizing), resuming from `checkpoint_dir` if it holds a
-  checkpoint, and return metrics for the store. `stop_after` ends early (to test resuming);
-  `return_state` adds the final TrainState under "state" (not JSON: pop it before storing).
-  With `zeroshot_cfg.tasks` set, the trained model is also scored on those zero-shot task files:
-  `metrics["zeroshot"]` = {task: acc_norm (acc where there is none)}, details under
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """How a training run goes, besides the design, the (sized) rung and the data."""
+  seed: int = 0
+  train: ml_collections.ConfigDict = dataclasses.field(default_factory=default_train_config)
+  zeroshot: ml_collections.ConfigDict | None = None  # `config.zeroshot`: its tasks scored after training
+  checkpoint_dir: str | None = None  # resumed from when it holds a checkpoint
+  log_dir: str | None = None         # TensorBoard events
+  desc: str = "train"                # the progress bar's and lines' label
+  stop_after: int | None = None      # end after this step, resumable later (`cli.train --stop_after`)
+
+
+def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_lib.Corpus",
+                       run: Run | None = None) -> tuple[dict[str, Any], TrainState]:
+  """(metrics for the store, final TrainState) of training `tree` at the rung's d_model and
+  n_blocks (size it first: `gab.sizing.sized`), resuming from `run.checkpoint_dir` if it holds a
+  checkpoint. With `run.zeroshot.tasks` set, the trained model is also scored on those zero-shot
+  task files: `metrics["zeroshot"]` = {task: acc_norm (acc where there is none)}, details under
   `metrics["zeroshot_detail"]`."""
-  cfg = train_cfg or default_train_config()
+  run = run or Run()
+  cfg, seed, d_model, n_blocks = run.train, run.seed, rung.d_model, rung.n_blocks
   mesh = sharding.make_mesh(cfg.mesh)
-  d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
   model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
-             attention=cfg.get("attention", "auto"))
-  seq_len = data.train.shape[1] - 1
-  grad_accum = int(rung.get("grad_accum", 1))
+             attention=cfg.attention)
+  seq_len = data.train.shape[1] - 1  # data.seq_len: the data is cut into windows of it
+  grad_accum = int(rung.grad_accum)
   if rung.batch_size % (grad_accum * jax.process_count()):
     raise ValueError(f"rung batch_size {rung.batch_size} must divide by grad_accum {grad_accum} "
                      f"x {jax.process_count()} processes")
@@ -117,11 +137,11 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
         make_train_step(remat_model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
   model, step_fn = step_fit.fitting_step(
-      build, cfg.remat and cfg.get("remat_policy", "full"),
+      build, cfg.remat and cfg.remat_policy,
       (abstract_sh, jax.ShapeDtypeStruct((rung.batch_size, seq_len + 1), jnp.int32, sharding=batch_sh)),
       rung)
 
-  ckpt = Checkpointer(checkpoint_dir, cfg.max_to_keep, cfg.save_every) if checkpoint_dir else None
+  ckpt = Checkpointer(run.checkpoint_dir, cfg.max_to_keep, cfg.save_every) if run.checkpoint_dir else None
   restored = ckpt.restore_latest(abstract_sh) if ckpt else None
   if restored:
     start, state, meta = restored
@@ -138,17 +158,18 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
   if epochs > 1 and jax.process_index() == 0:
     logging.warning("data: %d steps of %d sequences cover %.2f epochs of the %d train windows "
                     "(the data repeats)", steps, rung.batch_size, epochs, len(data.train))
-  if log_dir and jax.process_index() == 0:
-    metrics_lib.clear_events(log_dir)  # one event file per (design, rung): earlier attempts' go
-  writer = metrics_lib.Writer(log_dir)
+  if run.log_dir and jax.process_index() == 0:
+    metrics_lib.clear_events(run.log_dir)  # one event file per (design, rung): earlier attempts' go
+  writer = metrics_lib.Writer(run.log_dir)
   for done in range(cfg.log_every, min(start, len(meta.get("losses", []))) + 1, cfg.log_every):
     writer.scalars(done, {"train/loss": meta["losses"][done - 1]})  # the curve up to the resume
   flops = metrics_lib.model_flops_per_token(n_params, n_blocks, d_model, seq_len)
   losses: list[float] = list(meta.get("losses", []))
   pending: list[jax.Array] = []
-  end = steps if stop_after is None else min(steps, stop_after)
+  end = steps if run.stop_after is None else min(steps, run.stop_after)
   t0, timed_steps, elapsed, saving_s = None, 0, 0.0, 0.0
   last_line = time.perf_counter()
+  desc = run.desc
 
   def batch(step: int) -> jax.Array:  # runs on the prefetch thread, ahead of the step
     return sharding.global_batch(batches.batch_at(data_offset + step), mesh)
@@ -172,7 +193,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
         bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tok_s:,.0f}")
         writer.scalars(done, {"train/loss": losses[-1], "train/tokens_per_s": tok_s,
                               "train/epochs": batches.epochs_at(done)})
-        if bar.disable and (done == end or time.perf_counter() - last_line >= cfg.get("progress_every_s", 30.0)):
+        if bar.disable and (done == end or time.perf_counter() - last_line >= cfg.progress_every_s):
           last_line = time.perf_counter()  # output is not a terminal: one plain line now and then
           print(f"    {desc}: step {done}/{steps}, loss {losses[-1]:.4f}, {tok_s:,.0f} tokens/s", flush=True)
         if not math.isfinite(losses[-1]):
@@ -197,16 +218,14 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
       first_loss=losses[0] if losses else None, train_wall_s=wall, tokens_per_s=tok_s,
       flops_per_token=flops, mfu=metrics_lib.mfu(flops, tok_s), epochs=epochs,
       loss_curve=[[i + 1, losses[i]] for i in range(0, len(losses), max(1, -(-len(losses) // 200)))])
-  if zeroshot_cfg is not None and zeroshot_cfg.tasks:
-    detail = zeroshot.evaluate_tasks(model.apply, state.params, zeroshot_cfg.tasks, data.vocab,
-                                     min(zeroshot_cfg.max_len, seq_len), zeroshot_cfg.batch_size,
-                                     zeroshot_cfg.limit)
+  zs = run.zeroshot
+  if zs is not None and zs.tasks:
+    detail = zeroshot.evaluate_tasks(model.apply, state.params, zs.tasks, data.vocab,
+                                     min(zs.max_len, seq_len), zs.batch_size, zs.limit)
     result["zeroshot"] = {t: m.get("acc_norm", m["acc"]) for t, m in detail.items()}
     result["zeroshot_detail"] = detail
     writer.scalars(end, {f"zeroshot/{t}": v for t, v in result["zeroshot"].items()})
   result["resumed_from_step"] = start  # 0: trained from scratch in this attempt
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()
-  if return_state:
-    result["state"] = state
-  return result
+  return result, state

@@ -20,6 +20,7 @@ Task files and how each layout turns into requests: train/zeroshot_formats.py.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import math
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gab import fields
 from train.zeroshot_formats import Example, Task, load_task  # noqa: F401  (re-exported)
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -39,9 +41,18 @@ Vocabulary = Any  # train.vocab's (or seqio's): .encode(str) -> ids, .eos_id
 MIN_BUCKET = 32
 
 
-def default_config() -> ml_collections.ConfigDict:
+@dataclasses.dataclass(frozen=True)
+class ZeroshotConfig:
   """The `zeroshot` config section: task files or folders of them, and the scorer's shapes."""
-  return ml_collections.ConfigDict(dict(tasks=(), max_len=256, batch_size=32, limit=0))
+  tasks: tuple = fields.field((), "task files or folders scored after each verification (empty: "
+                              "fitness from validation bpb alone)", fields.strings)
+  max_len: int = fields.field(256, "tokens of a scored row at most", fields.integer(1))
+  batch_size: int = fields.field(32, "rows per scoring batch", fields.integer(1), results=False)
+  limit: int = fields.field(0, "examples per task at most (0: all)", fields.integer(0))
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return fields.defaults(ZeroshotConfig)
 
 
 def bucket_lengths(max_len: int) -> list[int]:

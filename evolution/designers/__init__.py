@@ -12,8 +12,8 @@ over the GP tree (README "LLM designers on Gemini").
   agents.py    proposer (+ search), reviewer, planner, coder, observer
   pipeline.py  the unit-by-unit implementation loop with the sandboxed checker
   direct.py    the direct-prompting baseline
-  table4.py    `python -m evolution.designers.table4` (now `genesys_jax.cli.table4`): valid rate
   fake_gemini.py  the test double of the Gemini API (a local HTTP server)
 
-The loop's side (one proposal by a designer, recorded in the store) is genesys_jax/designers.py.
+The loop's side (one proposal by a designer, as a record for the loop to store) is
+genesys_jax/designers.py; the valid-implementation rate (Table 4) is genesys_jax/cli/table4.py.
 """

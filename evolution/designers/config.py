@@ -1,23 +1,25 @@
-"""The designer's config (`c.designer` in configs/ladder.py), its validation and the API key check.
+"""The designer's config (`c.designer` in configs/ladder.py, the record `DesignerConfig`) and the API
+key check.
 
 `kind`: gp (the offline GP operators; the default), llm (the agent pipeline), direct (one prompt,
-one block), mixed (`llm_prob` of the proposals by the LLM pipeline, drawn from the proposal's key,
-the rest by GP). `pricing` is a string "MODEL: USD_IN USD_OUT; ..." (USD per 1M tokens; a string
-because config field names cannot hold the dots of model names), kept with the run's config.
+one block), mixed (`llm_prob` of the proposals by the LLM pipeline, drawn from the proposal's
+"designer" stream, evolution/streams.py; the rest by GP). `pricing` is a string "MODEL: USD_IN
+USD_OUT; ..." (USD per 1M tokens; a string because config field names cannot hold the dots of model
+names), kept with the run's config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import jax
 from ml_collections import ConfigDict
 
 from evolution.designers import client, cost
+from gab import fields
 
 KINDS = ("gp", "llm", "direct", "mixed")
 ROLES = ("searcher", "proposer", "reviewer", "planner", "coder", "observer", "direct")
-_DESIGNER_STREAM = 1 << 29   # fold_in salt: the designer draw never collides with the proposal's
 
 
 def pricing_string(table: dict[str, dict[str, float]]) -> str:
@@ -37,55 +39,87 @@ def parse_pricing(text: str) -> dict[str, dict[str, float]]:
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The Gemini model of each role (each must have a price in `designer.pricing`)."""
+  searcher: str = fields.field("gemini-2.5-flash", "literature search", fields.string)
+  proposer: str = fields.field("gemini-2.5-pro", "proposes a change", fields.string)
+  reviewer: str = fields.field("gemini-2.5-flash", "rates a proposal", fields.string)
+  planner: str = fields.field("gemini-2.5-flash", "lists the new units", fields.string)
+  coder: str = fields.field("gemini-2.5-pro", "writes each unit", fields.string)
+  observer: str = fields.field("gemini-2.5-flash", "rates each unit", fields.string)
+  direct: str = fields.field("gemini-2.5-pro", "the direct baseline's one prompt", fields.string)
+
+
+def _pricing_rule(text):
+  try:
+    parse_pricing(text)
+  except (ValueError, AttributeError):
+    return "entries 'MODEL: USD_IN USD_OUT' (USD per 1M tokens) separated by ';'"
+  return None
+
+
+_PROB = fields.probability
+_POS = fields.number(0.0, lo_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DesignerConfig:
+  """The `designer` config section. Adding a field: one line here (default, help, rule, and
+  `results=False` if changing it cannot change what the run's results mean)."""
+  kind: str = fields.field("gp", "who proposes: gp (offline), llm, direct, mixed", fields.one_of(*KINDS))
+  llm_prob: float = fields.field(0.5, "mixed: share of proposals by the LLM pipeline", _PROB)
+  base_url: str = fields.field("", "the endpoint ('': Google's)", fields.string, results=False)
+  api_version: str = fields.field("v1beta", "the API version", fields.string, results=False)
+  timeout_s: float = fields.field(120.0, "one call's time limit", _POS, results=False)
+  retry_attempts: int = fields.field(5, "tries of a call on 408/429/5xx and timeouts", fields.integer(1),
+                                     results=False)
+  retry_initial_s: float = fields.field(1.0, "first backoff", fields.number(0.0), results=False)
+  retry_max_s: float = fields.field(30.0, "longest backoff", fields.number(0.0), results=False)
+  models: Models = fields.section(Models, "the model of each role")
+  pricing: str = fields.field(pricing_string(cost.DEFAULT_PRICING), "'MODEL: USD_IN USD_OUT; ...' "
+                              "(USD per 1M tokens)", _pricing_rule)
+  temperature: float = fields.field(1.0, "sampling temperature", fields.number(0.0))
+  max_output_tokens: int = fields.field(16384, "tokens of one reply at most", fields.integer(1))
+  thinking_budget: int = fields.field(-1, "thinking tokens (-1: the model's default)",
+                                      fields.integer(0, also=(-1,)))
+  sampling_seed: int = fields.field(0, "sent with each call (Gemini is not deterministic: the record "
+                                    "is)", fields.integer(0))
+  max_usd: float = fields.field(0.0, "the run's budget (0: none): it stops cleanly before the next "
+                                "call", fields.number(0.0))
+  max_usd_per_design: float = fields.field(3.0, "a design's budget (0: none)", fields.number(0.0))
+  proposal_attempts: int = fields.field(5, "proposals until one passes review", fields.integer(1))
+  review_pass: int = fields.field(4, "review rating that passes (1-5)", fields.integer(1, 5))
+  observe_pass: int = fields.field(3, "observer rating that accepts a unit (1-5)", fields.integer(1, 5))
+  unit_retries: int = fields.field(7, "tries per unit", fields.integer(1))
+  max_failed_implementations: int = fields.field(3, "failed implementations before 'challenging'",
+                                                 fields.integer(1))
+  direct_attempts: int = fields.field(1, "tries of the direct baseline", fields.integer(1))
+  allow_root: bool = fields.field(False, "a mutation may replace the root", fields.boolean)
+  search: bool = fields.field(False, "literature search with Google Search grounding", fields.boolean)
+  check_timeout_s: float = fields.field(300.0, "the sandboxed check's time limit", _POS)
+
+  def problems(self) -> list[str]:
+    pricing = parse_pricing(self.pricing)
+    return [f".models.{role} = {getattr(self.models, role)!r}: has no price in designer.pricing: add "
+            f"'{getattr(self.models, role)}: USD_IN USD_OUT' (USD per 1M tokens)"
+            for role in ROLES if getattr(self.models, role) not in pricing]
+
+
 def default_config() -> ConfigDict:
-  return ConfigDict(dict(
-      kind="gp", llm_prob=0.5,
-      base_url="",                 # "" = Google's endpoint; e.g. http://127.0.0.1:8765 for the fake
-      api_version="v1beta", timeout_s=120.0,
-      retry_attempts=5, retry_initial_s=1.0, retry_max_s=30.0,   # 408/429/5xx and timeouts
-      models=dict(searcher="gemini-2.5-flash", proposer="gemini-2.5-pro", reviewer="gemini-2.5-flash",
-                  planner="gemini-2.5-flash", coder="gemini-2.5-pro", observer="gemini-2.5-flash",
-                  direct="gemini-2.5-pro"),
-      pricing=pricing_string(cost.DEFAULT_PRICING),
-      temperature=1.0, max_output_tokens=16384, thinking_budget=-1,  # -1: the model's default
-      sampling_seed=0,             # sent, but Gemini is not deterministic: the record is
-      max_usd=0.0, max_usd_per_design=3.0,   # 0 = no limit
-      proposal_attempts=5, review_pass=4, observe_pass=3, unit_retries=7,
-      max_failed_implementations=3, direct_attempts=1, allow_root=False, search=False,
-      check_timeout_s=300.0))
+  return fields.defaults(DesignerConfig)
 
 
-def validate(config: Any) -> str | None:
-  """The API key for an LLM run (None for gp or a replay); a one-line ValueError when unusable.
-  Called before anything is written."""
-  d = config.get("designer")
-  if d is None or d.kind == "gp":
-    return None
-  if d.kind not in KINDS:
-    raise ValueError(f"designer.kind={d.kind!r}: expected one of {', '.join(KINDS)}")
-  if not 0.0 <= float(d.llm_prob) <= 1.0:
-    raise ValueError(f"designer.llm_prob={d.llm_prob}: expected a probability in [0, 1]")
-  pricing = parse_pricing(d.pricing)
-  for role in ROLES:
-    if d.models[role] not in pricing:
-      raise ValueError(f"designer.models.{role}={d.models[role]!r} has no price in designer.pricing: "
-                       f"add '{d.models[role]}: USD_IN USD_OUT' (USD per 1M tokens)")
-  if config.get("replay_from"):
+def api_key(config: Any) -> str | None:
+  """The API key an LLM run needs (None for gp or a replay); a one-line ValueError when it has none.
+  Called before anything is written (the config is validated: genesys_jax/validate.py)."""
+  if config.designer.kind == "gp" or config.replay_from:
     return None
   key = client.api_key_from_env()
   if not key:
-    raise ValueError(f"designer.kind={d.kind} needs a Gemini API key in the environment: set "
-                     f"GEMINI_API_KEY (or GOOGLE_API_KEY), or use --config.designer.kind=gp")
+    raise ValueError(f"designer.kind={config.designer.kind} needs a Gemini API key in the environment: "
+                     f"set GEMINI_API_KEY (or GOOGLE_API_KEY), or use --config.designer.kind=gp")
   return key
-
-
-def choose(config: Any, key: jax.Array, index: int) -> str:
-  """Which designer makes proposal `index`: gp, llm or direct."""
-  kind = config.designer.kind if config.get("designer") else "gp"
-  if kind != "mixed":
-    return kind
-  draw = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, index), _DESIGNER_STREAM))
-  return "llm" if float(draw) < float(config.designer.llm_prob) else "gp"
 
 
 class BudgetStop(Exception):

@@ -47,13 +47,11 @@ def similar_proposals(store: Any, text: str, n: int = 3) -> list[str]:
 def build(store: Any, mode: str, parents: list[dict[str, Any]], checker_cfg: dict[str, Any],
           rung: dict[str, Any], known: set[str], rungs: list[str]) -> Context:
   trees, sources, siblings, results = [], {}, [], []
-  metrics = {}
-  for v in store.verifications():
-    metrics.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"].get("val_bpb")
+  metrics = store.metrics_by_design(rungs)
   for p in parents:
     trees.append(design_from_json(p["tree"])[0])
     sources.update(design_units(p["tree"]))
-    got = metrics.get(p["id"], {})
+    got = {r: m["val_bpb"] for r, m in metrics.get(p["id"], {}).items()}
     results.append(f"{p['id']}: validation bits per byte " +
                    (", ".join(f"{r} {got[r]:.4f}" for r in rungs if got.get(r) is not None) or "none yet"))
     for child_id in store.children(p["id"])[-2:]:

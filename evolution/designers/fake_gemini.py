@@ -11,13 +11,12 @@ role) when a role's script is empty. A scripted step is a dict:
   {"delay": seconds, ...}              sleep first (to make the client time out), then the rest
   optional "usage": {"prompt": n, "candidates": n, "thoughts": n}, "finish": "STOP"
 
-Run it for a manual smoke run: `python -m evolution.designers.fake_gemini --port=8765` (prints its URL, serves
-auto replies until interrupted).
+Run it for a manual smoke run: `python -m genesys_jax.cli.fake_gemini --port=8765` (prints its URL,
+serves auto replies until interrupted).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import json
@@ -249,20 +248,3 @@ def render(step: dict, model: str) -> tuple[int, bytes]:
                              "totalTokenCount": usage["prompt"] + usage["candidates"] + usage["thoughts"]},
            "modelVersion": model, "responseId": "fake"}
   return 200, json.dumps(reply).encode()
-
-
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--port", type=int, default=8765)
-  args = parser.parse_args()
-  with FakeGemini(port=args.port) as fake:
-    print(f"fake Gemini endpoint at {fake.url} (auto replies; Ctrl-C to stop)", flush=True)
-    try:
-      while True:
-        time.sleep(3600)
-    except KeyboardInterrupt:
-      pass
-
-
-if __name__ == "__main__":
-  main()

@@ -19,7 +19,7 @@ from gab import seeds, sizing
 from gab.checks import costs
 from gab.checks.base import FAIL, PASS, WARN, Check
 from gab.checks.context import Context
-from gab.checks.training import make_train_step, optimizer
+from gab.checks.steps import make_train_step, memory_limit, optimizer
 from gab.model import LM
 from gab.tree import Unit
 
@@ -58,17 +58,6 @@ def step_cost(ctx: Context, tree: Unit, sized: dict) -> costs.StepCost:
   opt = optimizer(ctx.cfg.train_lr)
   batch = per_device_batch(ctx.rung)
   return costs.measure(tree, make_train_step(model, opt, tree), model, opt, ctx.rung.seq_len, batch)
-
-
-def memory_limit(ctx: Context) -> tuple[float | None, str]:
-  """Bytes the step may use, and where that bound comes from."""
-  if ctx.rung.memory_limit_gb > 0:
-    return ctx.rung.memory_limit_gb * 1e9, f"the rung's memory_limit_gb={ctx.rung.memory_limit_gb:g}"
-  device = jax.devices()[0]
-  stats = device.memory_stats()
-  if stats and stats.get("bytes_limit"):
-    return float(stats["bytes_limit"]), f"the {device.device_kind}'s memory"
-  return None, f"no memory bound: {device.platform} reports no memory size"
 
 
 def _top(cost: costs.StepCost, what: str, tree: Unit) -> str:

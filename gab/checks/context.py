@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gab.checks.steps import training_run
 from gab.model import LM
 from gab.tree import Unit
 
@@ -65,7 +66,6 @@ class Context:
 
   def trained_params(self):
     """The parameters after the effectiveness steps (running them if need be), None if they fail."""
-    from gab.checks.training import training_run  # pylint: disable=g-import-not-at-top
     try:
       run = training_run(self)
     except Exception:  # noqa: BLE001 - differentiability reports it

@@ -34,6 +34,7 @@ import numpy as np
 from gab.checks.base import compile_options, jit
 from gab.checks.flop_rules import ESTIMATED, eqn_flops
 from gab.checks.probe import locate_name_stack
+from gab.checks.steps import initial_state
 from gab.model import LM
 from gab.tree import Path, Unit
 
@@ -105,7 +106,6 @@ _CACHE_SIZE = 8
 
 
 def _abstract_state(model: LM, optimizer, seq_len: int):
-  from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
   params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
   return jax.eval_shape(lambda p: initial_state(p, optimizer), params)
 

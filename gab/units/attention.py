@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import MIXER, KindSpec, Param
 from gab.tree import DesignError
 from gab.units import attention_impl
 from gab.units.base import UnitModule
@@ -45,5 +45,5 @@ class Attention(UnitModule):
     return self.dense(d, "out", out=True)(y_BxLxHxK.reshape(b, l, d)), z
 
 
-registry.register(KindSpec("Attention", MIXER, Attention, params=(Param("n_heads", 4, (1, 2, 4, 8)),),
+specs.register(KindSpec("Attention", MIXER, Attention, params=(Param("n_heads", 4, (1, 2, 4, 8)),),
                            reads=("positions",), doc=Attention.__doc__))

@@ -8,8 +8,8 @@ with cuDNN on NVIDIA GPUs, a Pallas flash kernel on TPUs, XLA elsewhere).
 
 import flax.linen as nn
 
-from gab import registry
-from gab.registry import MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import MIXER, KindSpec, Param
 from gab.tree import DesignError
 from gab.units import attention_impl
 from gab.units.attention import head_split, rotary
@@ -75,14 +75,14 @@ class NoPEAttention(UnitModule):
 # d_model that is a multiple of 32, so each combination is valid at every width.
 _N_HEADS = (1, 2, 4, 8)
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "GQAttention", MIXER, GQAttention,
     params=(Param("n_heads", 4, (4, 8)), Param("n_kv_heads", 2, (1, 2, 4))),
     reads=("positions",), doc=GQAttention.__doc__))
-registry.register(KindSpec(
+specs.register(KindSpec(
     "SlidingWindowAttention", MIXER, SlidingWindowAttention,
     params=(Param("n_heads", 4, _N_HEADS), Param("window", 64, (16, 32, 64, 128))),
     reads=("positions",), doc=SlidingWindowAttention.__doc__))
-registry.register(KindSpec(
+specs.register(KindSpec(
     "NoPEAttention", MIXER, NoPEAttention, params=(Param("n_heads", 4, _N_HEADS),),
     doc=NoPEAttention.__doc__))

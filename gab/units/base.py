@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
+from gab import specs
 from gab.tree import Unit
 
 Z = dict[str, jax.Array]
@@ -31,7 +31,7 @@ class UnitModule(nn.Module):
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
   def hp(self, name: str):
-    return registry.hparam(self.unit, name)
+    return specs.hparam(self.unit, name)
 
   def child(self, i: int) -> "UnitModule":
     return build(self.unit.children[i], self.layer, self.n_layers, self.dtype, name=f"{i}_{self.unit.children[i].kind}")
@@ -47,5 +47,5 @@ class UnitModule(nn.Module):
 
 def build(unit: Unit, layer: int = 0, n_layers: int = 1, dtype: Any = jnp.float32,
           name: str | None = None) -> UnitModule:
-  spec = registry.get(unit.kind)
+  spec = specs.spec(unit.kind)
   return spec.module(unit=unit, layer=layer, n_layers=n_layers, dtype=dtype, name=name)

@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import BLOCK, KindSpec, Param, Slot
+from gab import specs
+from gab.specs import BLOCK, KindSpec, Param, Slot
 from gab.units.base import UnitModule
 
 _GATE_ACTS = {"identity": lambda x: x, "sigmoid": jax.nn.sigmoid, "silu": jax.nn.silu}
@@ -53,10 +53,10 @@ class Gate(UnitModule):
     return value * act(gate.astype(jnp.float32)).astype(value.dtype), z
 
 
-registry.register(KindSpec("Sequence", BLOCK, Sequence, slots=(Slot("steps", min_count=1, max_count=4),),
+specs.register(KindSpec("Sequence", BLOCK, Sequence, slots=(Slot("steps", min_count=1, max_count=4),),
                            doc=Sequence.__doc__))
-registry.register(KindSpec("Residual", BLOCK, Residual, slots=(Slot("body"),), doc=Residual.__doc__))
-registry.register(KindSpec("Parallel", BLOCK, Parallel, slots=(Slot("branches", min_count=2, max_count=3),),
+specs.register(KindSpec("Residual", BLOCK, Residual, slots=(Slot("body"),), doc=Residual.__doc__))
+specs.register(KindSpec("Parallel", BLOCK, Parallel, slots=(Slot("branches", min_count=2, max_count=3),),
                            doc=Parallel.__doc__))
-registry.register(KindSpec("Gate", BLOCK, Gate, slots=(Slot("value"), Slot("gate")),
+specs.register(KindSpec("Gate", BLOCK, Gate, slots=(Slot("value"), Slot("gate")),
                            params=(Param("activation", "sigmoid", tuple(_GATE_ACTS)),), doc=Gate.__doc__))

@@ -3,8 +3,8 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import MIXER, KindSpec, Param
 from gab.units.base import UnitModule
 
 
@@ -31,5 +31,5 @@ class CausalConv(UnitModule):
     return causal_depthwise_conv(x, kernel, bias), z
 
 
-registry.register(KindSpec("CausalConv", MIXER, CausalConv,
+specs.register(KindSpec("CausalConv", MIXER, CausalConv,
                            params=(Param("kernel_size", 4, (2, 3, 4, 5)),), doc=CausalConv.__doc__))

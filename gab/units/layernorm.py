@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import NORM, KindSpec
+from gab import specs
+from gab.specs import NORM, KindSpec
 from gab.units.base import UnitModule
 
 
@@ -29,4 +29,4 @@ class LayerNorm(UnitModule):
     return layer_norm(x_BxLxD, scale_D, bias_D), z
 
 
-registry.register(KindSpec("LayerNorm", NORM, LayerNorm, doc=LayerNorm.__doc__))
+specs.register(KindSpec("LayerNorm", NORM, LayerNorm, doc=LayerNorm.__doc__))

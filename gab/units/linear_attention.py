@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import MIXER, KindSpec, Param
 from gab.units.attention import head_split
 from gab.units.base import UnitModule
 
@@ -94,7 +94,7 @@ class LinearAttention(UnitModule):
     return self.dense(d, "out", out=True)(y_BxLxD), z
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "LinearAttention", MIXER, LinearAttention,
     params=(Param("n_heads", 4, (2, 4, 8)), Param("feature_map", "elu1", tuple(FEATURE_MAPS))),
     doc=LinearAttention.__doc__))

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import MIXER, KindSpec, Param
 from gab.tree import Unit
 from gab.units.base import UnitModule
 from gab.units.mamba2_core import causal_depthwise_conv, ssd_chunked, ssd_reference
@@ -110,7 +110,7 @@ class Mamba2Layer(UnitModule):
     return centred_BxLxI * jax.lax.rsqrt(var_BxLx1 + NORM_EPS) * scale_I[None, None, :] + bias_I[None, None, :]
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "Mamba2Layer", MIXER, Mamba2Layer,
     params=(Param("expand", 2, (1, 2)),
             Param("head_dim", 128, (32, 64, 128)),
@@ -127,4 +127,4 @@ def seed() -> Unit:
   """The Genesys Mamba2 block: two pre-norm residual Mamba2 layers, x += Mamba2Layer(RMSNorm(x))."""
   def layer() -> Unit:
     return Unit.make("Residual", [Unit.make("Sequence", [Unit.make("RMSNorm"), Unit.make("Mamba2Layer")])])
-  return registry.normalize(Unit.make("Sequence", [layer(), layer()]))
+  return specs.normalize(Unit.make("Sequence", [layer(), layer()]))

@@ -5,8 +5,8 @@ import math
 import flax.linen as nn
 import jax
 
-from gab import registry
-from gab.registry import CHANNEL, KindSpec, Param
+from gab import specs
+from gab.specs import CHANNEL, KindSpec, Param
 from gab.units.base import UnitModule
 
 _ACTS = {"silu": jax.nn.silu, "gelu": jax.nn.gelu}
@@ -29,7 +29,7 @@ class GatedMLP(UnitModule):
     return self.dense(d, "down", out=True)(y), z
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "GatedMLP", CHANNEL, GatedMLP,
     params=(Param("expansion", 2.667, (2.0, 2.667, 4.0)), Param("activation", "silu", tuple(_ACTS))),
     doc=GatedMLP.__doc__))

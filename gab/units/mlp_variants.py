@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import CHANNEL, KindSpec, Param
+from gab import specs
+from gab.specs import CHANNEL, KindSpec, Param
 from gab.units.base import UnitModule
 from gab.units.mlp import hidden_size
 
@@ -30,7 +30,7 @@ class MLP(UnitModule):
     return self.dense(d, "down", out=True)(hidden_BxLxF), z
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "MLP", CHANNEL, MLP,
     params=(Param("expansion", 4.0, (2.0, 4.0)), Param("activation", "gelu", tuple(ACTIVATIONS))),
     doc=MLP.__doc__))

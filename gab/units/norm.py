@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import NORM, KindSpec
+from gab import specs
+from gab.specs import NORM, KindSpec
 from gab.units.base import UnitModule
 
 
@@ -24,4 +24,4 @@ class RMSNorm(UnitModule):
     return rms_norm(x, scale), z
 
 
-registry.register(KindSpec("RMSNorm", NORM, RMSNorm, doc=RMSNorm.__doc__))
+specs.register(KindSpec("RMSNorm", NORM, RMSNorm, doc=RMSNorm.__doc__))

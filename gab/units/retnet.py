@@ -10,8 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import CHANNEL, MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import CHANNEL, MIXER, KindSpec, Param
 from gab.tree import DesignError, Unit
 from gab.units import retnet_core
 from gab.units.base import UnitModule
@@ -85,14 +85,14 @@ class RetNetMLP(UnitModule):
     return self.dense(d, "down", out=True)(y_BxLxM), z
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "MultiScaleRetention", MIXER, MultiScaleRetention,
     params=(Param("n_heads", 8, (1, 2, 4, 8)),
             Param("value_factor", 2, (1, 2)),
             Param("chunk_size", 64, (16, 32, 64, 128)),
             Param("rope", True, (True, False))),
     reads=("positions",), doc=MultiScaleRetention.__doc__))
-registry.register(KindSpec(
+specs.register(KindSpec(
     "RetNetMLP", CHANNEL, RetNetMLP,
     params=(Param("hidden_ratio", 2, (2, 3, 4)), Param("multiple_of", 256, (8, 256))),
     doc=RetNetMLP.__doc__))
@@ -101,7 +101,7 @@ registry.register(KindSpec(
 def seed() -> Unit:
   """The RetNet seed block: x + MSR(RMSNorm(x)), then x + RetNetMLP(RMSNorm(x))."""
   u = Unit.make
-  return registry.normalize(u("Sequence", [
+  return specs.normalize(u("Sequence", [
       u("Residual", [u("Sequence", [u("RMSNorm"), u("MultiScaleRetention")])]),
       u("Residual", [u("Sequence", [u("RMSNorm"), u("RetNetMLP")])]),
   ]))

@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import CHANNEL, MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import CHANNEL, MIXER, KindSpec, Param
 from gab.tree import DesignError, Unit
 from gab.units import layernorm, rwkv6_core  # layernorm registers LayerNorm, the seed's norm
 from gab.units.base import UnitModule
@@ -150,7 +150,7 @@ class RWKV6ChannelMix(UnitModule):
     return jax.nn.sigmoid(receptance_BxLxD.astype(F32)).astype(dtype) * value_BxLxD, z
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "RWKV6TimeMix", MIXER, RWKV6TimeMix,
     params=(Param("n_heads", 4, (1, 2, 4, 8)),
             Param("key_ratio", 0.5, (0.5, 1.0)),
@@ -158,7 +158,7 @@ registry.register(KindSpec(
             Param("norm", "layernorm", ("layernorm", "groupnorm")),
             Param("gate", "lora", ("lora", "dense"))),
     doc=RWKV6TimeMix.__doc__))
-registry.register(KindSpec(
+specs.register(KindSpec(
     "RWKV6ChannelMix", CHANNEL, RWKV6ChannelMix,
     params=(Param("hidden_ratio", 3.5, (2.0, 3.5, 4.0)),),
     doc=RWKV6ChannelMix.__doc__))
@@ -167,7 +167,7 @@ registry.register(KindSpec(
 def seed() -> Unit:
   """The RWKV6 seed block: x + TimeMix(LayerNorm(x)), then x + ChannelMix(LayerNorm(x))."""
   u = Unit.make
-  return registry.normalize(u("Sequence", [
+  return specs.normalize(u("Sequence", [
       u("Residual", [u("Sequence", [u("LayerNorm"), u("RWKV6TimeMix")])]),
       u("Residual", [u("Sequence", [u("LayerNorm"), u("RWKV6ChannelMix")])]),
   ]))

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
-from gab.registry import MIXER, KindSpec, Param
+from gab import specs
+from gab.specs import MIXER, KindSpec, Param
 from gab.tree import Unit
 from gab.units import ttt_core
 from gab.units.attention import head_split
@@ -88,7 +88,7 @@ class TTTLinear(UnitModule):
     return y_BxLxD
 
 
-registry.register(KindSpec(
+specs.register(KindSpec(
     "TTTLinear", MIXER, TTTLinear,
     params=(Param("n_heads", 4, (1, 2, 4, 8)),
             Param("mini_batch", 16, (8, 16, 32, 64)),
@@ -106,7 +106,7 @@ def seed() -> Unit:
   def pre_norm(unit: Unit) -> Unit:
     return U("Residual", [U("Sequence", [U("RMSNorm"), unit])])
 
-  return registry.normalize(U("Sequence", [
+  return specs.normalize(U("Sequence", [
       pre_norm(U("CausalConv", kernel_size=4)),
       pre_norm(U("TTTLinear", n_heads=4, mini_batch=16, base_lr=1.0)),
       pre_norm(U("GatedMLP", activation="silu", expansion=2.667)),

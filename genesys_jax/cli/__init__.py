@@ -1,19 +1,21 @@
-"""The command-line entry points: flags, the config resolved once (`genesys_jax.resolve`), and plain
-values handed down to the libraries (gab/, train/, evolution/), which define no flags and never
-read configs/.
+"""The command-line entry points, one name each: flags, the config resolved once
+(`genesys_jax.resolve`), and plain values handed down to the libraries (gab/, train/, evolution/),
+which define no flags, never read configs/ and have no `__main__` of their own.
 
-  check.py          python -m genesys_jax.cli.check          (old: python -m gab.checker)
-  train.py          python -m genesys_jax.cli.train          (old: python -m train.train)
-  seeds.py          python -m genesys_jax.cli.seeds          (old: python -m gab.seeds)
-  export.py         python -m genesys_jax.cli.export         (old: python -m evolution.export)
-  prepare.py        python -m genesys_jax.cli.prepare        (old: python -m train.prepare)
-  bench.py          python -m genesys_jax.cli.bench          (old: python -m train.bench)
-  bench_data.py     python -m genesys_jax.cli.bench_data     (old: python -m train.bench_data)
-  bench_checker.py  python -m genesys_jax.cli.bench_checker  (old: python -m gab.bench_checker)
-  bench_zeroshot.py python -m genesys_jax.cli.bench_zeroshot (old: python -m train.bench_zeroshot)
-  table4.py         python -m genesys_jax.cli.table4         (old: python -m evolution.designers.table4)
+  check.py           python -m genesys_jax.cli.check           one design file through the checker
+  train.py           python -m genesys_jax.cli.train           one design at one rung
+  seeds.py           python -m genesys_jax.cli.seeds           the seed designs as files
+  export.py          python -m genesys_jax.cli.export          a run's evolution tree (JSON, GraphML)
+  prepare.py         python -m genesys_jax.cli.prepare         a corpus into token shards
+  tokenizer.py       python -m genesys_jax.cli.tokenizer       a SentencePiece vocabulary
+  bench.py           python -m genesys_jax.cli.bench           training throughput
+  bench_data.py      python -m genesys_jax.cli.bench_data      data pipeline throughput
+  bench_checker.py   python -m genesys_jax.cli.bench_checker   the checker's wall time
+  bench_zeroshot.py  python -m genesys_jax.cli.bench_zeroshot  the zero-shot scorer
+  bench_workers.py   python -m genesys_jax.cli.bench_workers   verifier throughput, controller overhead
+  table4.py          python -m genesys_jax.cli.table4          the LLM designers' valid rate
+  fake_gemini.py     python -m genesys_jax.cli.fake_gemini     the fake Gemini endpoint
 
-Each old module path still runs: its `if __name__ == "__main__":` block calls the new one.
 A run is `python -m genesys_jax.launch` (genesys_jax/launch.py), a worker `genesys_jax.worker`.
 Every module here defines its flags only when run (`run()`), so importing one beside another
 redefines nothing.

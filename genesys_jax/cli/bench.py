@@ -2,7 +2,7 @@
 [--shape=cpu|tiny|14m|125m|350m|r14m] [--steps=N] [--windows=5] [--measure_peak] [--attention=auto]
 [--trainer [--corpus=kjv|files:GLOB] [--val_fraction=F]]`.
 
-(Also `python -m train.bench`.) One JSON line per design from `train.bench.bench_design`.
+One JSON line per design from `train.bench.bench_design`.
 """
 
 from __future__ import annotations

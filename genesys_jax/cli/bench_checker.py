@@ -1,7 +1,7 @@
 """Time the full check: the GPT seed and a few of its mutants, at the check scale.
 
-`python -m genesys_jax.cli.bench_checker [--mutants=5] [--seed=0]` (also `python -m gab.bench_checker`;
-`--code_units`: see gab.bench_sandbox) prints one JSON line per design {"design", "wall_s", "passed",
+`python -m genesys_jax.cli.bench_checker [--mutants=5] [--seed=0]` (`--code_units`:
+see gab.bench_sandbox) prints one JSON line per design {"design", "wall_s", "passed",
 "failed"} and then a summary line with the median wall time.
 The designs are checked one after another in this process, as the evolution loop does, so the
 GPT reference of the efficiency check is compiled once (its time lands on the first design).

@@ -1,5 +1,5 @@
 """Data pipeline throughput: `python -m genesys_jax.cli.bench_data [--megabytes=50] [--workers=2]
-[--seconds=5]` (also `python -m train.bench_data`).
+[--seconds=5]`.
 
 Prepares a mixed files: corpus of the given size (`train.bench_data.write_mixed_corpus`) in a
 temporary directory and reads shuffled batches of the cpu and paper shapes from its shards; one JSON

@@ -1,6 +1,6 @@
 """Zero-shot scorer benchmark: `python -m genesys_jax.cli.bench_zeroshot [--train_steps=N] [--max_len=256]`.
 
-(Also `python -m train.bench_zeroshot`.)
+
 
 Trains a small GPT-seed model briefly on the embedded corpus (random init with --train_steps=0),
 then scores every task file under --eval_dir (default: ../shared/eval beside the repository) and
@@ -37,10 +37,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from configs.ladder import rung  # pylint: disable=g-import-not-at-top
   from gab import seeds  # pylint: disable=g-import-not-at-top
   from gab.model import LM  # pylint: disable=g-import-not-at-top
-  from train import data, trainer, zeroshot  # pylint: disable=g-import-not-at-top
+  from train import data, rung, trainer, zeroshot  # pylint: disable=g-import-not-at-top
 
   t0 = time.perf_counter()
   data_cfg = data.default_data_config()
@@ -50,11 +49,11 @@ def main(argv):
   model = LM(tree, vocab.vocab_size, FLAGS.d_model, FLAGS.n_blocks)
   if FLAGS.train_steps > 0:
     batch = 16
-    cfg = rung(FLAGS.d_model, FLAGS.n_blocks, 0, lr=3e-3, batch_size=batch,
-               train_tokens=FLAGS.train_steps * batch * data_cfg.seq_len, eval_batches=4)
-    result = trainer.train_and_evaluate(tree, cfg, data.load_corpus(data_cfg), seed=0,
-                                        return_state=True, desc="bench_zeroshot")
-    params = result.pop("state").params
+    cfg = rung.make(d_model=FLAGS.d_model, n_blocks=FLAGS.n_blocks, lr=3e-3, batch_size=batch,
+                    train_tokens=FLAGS.train_steps * batch * data_cfg.seq_len, eval_batches=4)
+    result, state = trainer.train_and_evaluate(tree, cfg, data.load_corpus(data_cfg),
+                                               trainer.Run(desc="bench_zeroshot"))
+    params = state.params
     print(json.dumps({"train": {k: result[k] for k in ("params", "steps", "tokens", "val_bpb",
                                                       "train_loss", "train_wall_s")}}), flush=True)
   else:

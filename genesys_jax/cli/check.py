@@ -1,6 +1,6 @@
 """Check one design: `python -m genesys_jax.cli.check --design=FILE.json [--rung=NAME] [--config=F]`.
 
-(Also `python -m gab.checker`, the same command.) Prints one JSON object {"passed", "checks":
+Prints one JSON object {"passed", "checks":
 [{"name", "status", "message", "hint"}], "sizing"} and exits 0 (passed), 1 (failed) or 2 (unusable
 input: a design file or config that does not load, an unknown rung, an invalid config field).
 
@@ -42,14 +42,14 @@ def resolved(config, rung_name: str | None):
 
 def main(argv: list[str]) -> int:
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from gab import checker  # pylint: disable=g-import-not-at-top
-  from gab.tree import DesignError, design_to_json, load_design_file  # pylint: disable=g-import-not-at-top
+  from gab import checker, codeunits  # pylint: disable=g-import-not-at-top
+  from gab.tree import DesignError, design_to_json  # pylint: disable=g-import-not-at-top
   from genesys_jax import cli, cli_errors  # pylint: disable=g-import-not-at-top
   del argv
   cli.quiet_absl_logging()
   FLAGS = flags.FLAGS  # noqa: N806
   try:
-    tree, name, units = load_design_file(FLAGS.design)
+    tree, name, units = codeunits.read_design_file(FLAGS.design)
   except DesignError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

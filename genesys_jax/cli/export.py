@@ -3,7 +3,7 @@
   python -m genesys_jax.cli.export --workdir=DIR [--out=PATH_PREFIX]
   python -m genesys_jax.cli.export --workdir=DIR --design=ID [--rung=R] [--out=PKG_DIR]
 
-(Also `python -m evolution.export`.) Without --design: writes PATH_PREFIX.json and
+Without --design: writes PATH_PREFIX.json and
 PATH_PREFIX.graphml (default DIR/evolution_tree.*) with `evolution.export.export`. With --design:
 writes the package of that design (default DIR/export/design_ID; `genesys_jax.export_design`): its
 Flax model, config and trained parameters, loadable with only jax and flax. Prints one line; a

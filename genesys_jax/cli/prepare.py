@@ -1,5 +1,5 @@
 """Prepare a corpus once: `python -m genesys_jax.cli.prepare --config=configs/ladder.py [--workers=N]
-[--verify] [--config.data.corpus=...]` (also `python -m train.prepare`).
+[--verify] [--config.data.corpus=...]`.
 
 Tokenises `config.data`'s corpus into the shard cache (`train.prepare.prepare`) and prints one JSON
 line (dir, corpus, vocab, splits, parts, verified); bad input is one `error:` line and exit 2.

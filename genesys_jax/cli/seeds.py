@@ -1,4 +1,4 @@
-"""Write the seed designs: `python -m genesys_jax.cli.seeds --out=DIR` (also `python -m gab.seeds`).
+"""Write the seed designs: `python -m genesys_jax.cli.seeds --out=DIR`.
 
 One `<seed>.json` design file per seed of `gab.seeds.SEEDS`; prints each path.
 """

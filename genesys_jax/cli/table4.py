@@ -9,7 +9,6 @@ checks every implementation in the sandbox; nothing else is trained. A proposal 
 its design passed the checker. Prints one JSON object: per designer the number of proposals, valid
 ones, the rate, mean dollars per design (proposal / implementation), mean tokens and tries. Each
 run is resumable (same workdir) and recorded (replayable with `--replay_from=OLD_DIR`).
-`python -m evolution.designers.table4` is the same command.
 """
 
 from __future__ import annotations
@@ -53,21 +52,21 @@ def run(config: Any, workdir: str, n: int, designers: list[str], log=print) -> d
     with cfg.unlocked():
       cfg.designer.kind = name
       cfg.evolution.n_proposals = n
-      if cfg.get("replay_from"):
+      if cfg.replay_from:
         cfg.replay_from = os.path.join(cfg.replay_from, name)
-    evo = loop.Evolution(cfg, os.path.join(workdir, name), log)
+    controller = loop.Controller(cfg, os.path.join(workdir, name), log)
     try:
-      evo.add_seeds()
-      evo.verify_pending()
-      for index in range(evo.store.get_meta("proposals_done", 0), n):
+      controller.add_seeds()
+      controller.verify_pending()
+      for index in range(controller.state.proposals_done, n):
         try:
-          evo.step(index, n)
+          controller.step(index, n)
         except BudgetStop as e:
           log(f"{name}: {e}; stopped")
           break
-      out[name] = summarise(evo.store, name)
+      out[name] = summarise(controller.store, name)
     finally:
-      evo.store.close()
+      controller.store.close()
   return out
 
 

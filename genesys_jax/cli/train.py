@@ -1,6 +1,6 @@
 """Train one design on one rung: `python -m genesys_jax.cli.train --design=FILE.json --rung=tiny --workdir=DIR`.
 
-(Also `python -m train.train`, the same command.) The verifier's job outside the loop: for a quick
+The verifier's job outside the loop: for a quick
 experiment, for multi-host runs (one process per host, joined with `--coordinator=HOST:PORT
 --num_processes=N --process_id=I`), and for the tests of sharding and resume. Runs again on the same
 `--workdir` resume from its latest good checkpoint. Prints one JSON line of metrics on process 0.
@@ -40,7 +40,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.coordinator:
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-  from gab.tree import DesignError, load_design, load_design_file  # pylint: disable=g-import-not-at-top
+  from gab import codeunits  # pylint: disable=g-import-not-at-top
+  from gab.tree import DesignError  # pylint: disable=g-import-not-at-top
   from genesys_jax import cli_errors, resolve  # pylint: disable=g-import-not-at-top
 
   config = cli_errors.config_or_exit(FLAGS["config"], "config")
@@ -49,8 +50,8 @@ def main(argv):
     print(f"error: unknown rung {rung_name!r}; the config has {sorted(config.rungs)}", file=sys.stderr)
     sys.exit(2)
   try:
-    has_code_units = bool(load_design_file(FLAGS.design)[2])
-    tree, _ = load_design(FLAGS.design)
+    tree, _, units = codeunits.read_design_file(FLAGS.design)
+    has_code_units = bool(units)
   except DesignError as e:
     cli_errors.fail(str(e))
   cli_errors.validate_or_exit(config, rungs=[rung_name])
@@ -61,12 +62,9 @@ def main(argv):
   from train import data as data_lib, trainer  # pylint: disable=g-import-not-at-top
   with cli_errors.one_line_errors():
     corpus = data_lib.load_corpus(config.data)
-    metrics = trainer.train_and_evaluate(
-        tree, config.rungs[rung_name], corpus, seed=config.seed,
-        checkpoint_dir=os.path.join(FLAGS.workdir, "checkpoints"),
-        log_dir=os.path.join(FLAGS.workdir, "tensorboard"), train_cfg=config.train,
-        stop_after=FLAGS.stop_after, desc=rung_name, return_state=bool(FLAGS.dump_params))
-  state = metrics.pop("state", None)
+    metrics, state = trainer.train_and_evaluate(tree, config.rungs[rung_name], corpus, trainer.Run(
+        seed=config.seed, train=config.train, checkpoint_dir=os.path.join(FLAGS.workdir, "checkpoints"),
+        log_dir=os.path.join(FLAGS.workdir, "tensorboard"), desc=rung_name, stop_after=FLAGS.stop_after))
   if FLAGS.dump_params:
     import numpy as np  # pylint: disable=g-import-not-at-top
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

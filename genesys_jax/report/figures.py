@@ -45,7 +45,7 @@ def funnel(rows: list[dict[str, Any]]) -> go.Figure:
 
 def evolution_tree(run: gather.Run) -> go.Figure:
   """Designs laid out by generation (y) and creation order within it (x); edges coloured by the
-  child's operator; nodes by fitness (val_bpb at the lowest rung; grey: none), seeds as stars
+  child's operator; nodes by val_bpb at the lowest rung (grey: none), seeds as stars
   (a trace of their own, so the legend's star means "seed"). A click on a node opens its page
   (customdata holds the link; the page's script follows it)."""
   gen = gather.generations(run)
@@ -67,7 +67,7 @@ def evolution_tree(run: gather.Run) -> go.Figure:
   for op, (xs, ys) in sorted(by_op.items()):
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"edge: {op}", hoverinfo="skip",
                              line=dict(color=OPERATOR_COLORS.get(op, "#999"), width=1.5)))
-  fit = {d["id"]: gather.fitness(d, run.rungs) for d in run.designs}
+  fit = {d["id"]: gather.lowest_bpb(d, run.rungs) for d in run.designs}
   scored = [v for v in fit.values() if v is not None]
   scale = dict(colorscale="Viridis", reversescale=True, cmin=min(scored, default=0.0),
                cmax=max(scored, default=1.0))

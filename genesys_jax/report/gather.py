@@ -35,11 +35,8 @@ def load(workdir: str, store: Store) -> Run:
   path = os.path.join(workdir, "config.json")
   config = json.load(open(path)) if os.path.exists(path) else {}
   rungs = list(config.get("ladder", {}).get("rungs") or sorted({v["rung"] for v in store.verifications()}))
-  metrics: dict[str, dict[str, Any]] = {}
-  for v in store.verifications():
-    metrics.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
-  designs = [{**d, "metrics": {r: metrics.get(d["id"], {})[r] for r in rungs if r in metrics.get(d["id"], {})}}
-             for d in store.designs()]
+  metrics = store.metrics_by_design(rungs)
+  designs = [{**d, "metrics": metrics.get(d["id"], {})} for d in store.designs()]
   artifacts: dict[str, list[dict[str, Any]]] = {}
   for a in store.artifacts():
     if a["design_id"] and any(a["kind"].startswith(k) for k in _TEXT_ARTIFACTS):
@@ -123,9 +120,10 @@ def best_so_far(run: Run, rung: str) -> tuple[list[int], list[float | None]]:
   return xs, ys
 
 
-def fitness(d: dict[str, Any], rungs: list[str]) -> float | None:
-  """The design's val_bpb at the lowest rung where it has one (comparable across designs: every
-  valid design is trained there; what the tree is coloured by)."""
+def lowest_bpb(d: dict[str, Any], rungs: list[str]) -> float | None:
+  """The design's val_bpb at the lowest rung where it has one (a measurement, comparable across
+  designs: every valid design is trained there; what the tree is coloured by). Selection's fitness
+  is `evolution.selection.fitness`."""
   for r in rungs:
     bpb = d["metrics"].get(r, {}).get("val_bpb")
     if bpb is not None and math.isfinite(bpb):

@@ -12,6 +12,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from gab import atomic
+
 PLOTLY_JS = "plotly.min.js"
 _CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -19,10 +21,7 @@ _CONFIG = {"displaylogo": False, "responsive": True}
 def write_atomic(path: str, text: str) -> None:
   """Write `text` to `path` so that a reader sees the old file or the new one, never half of one."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  atomic.write(path, text, fsync=False)  # rewritten after every verification: no fsync each time
 
 
 def write_plotly_js(site_dir: str) -> None:

@@ -48,7 +48,7 @@ def pages(run: gather.Run) -> dict[str, str]:
           plotly=True, **nav),
       "tree.html": render.page("tree.html", title="evolution tree", run=run,
                                tree=plots.div(figures.evolution_tree(run), height=560), plotly=True,
-                               fitness={d["id"]: gather.fitness(d, run.rungs) for d in run.designs}, **nav),
+                               bpb={d["id"]: gather.lowest_bpb(d, run.rungs) for d in run.designs}, **nav),
   }
   for r in run.rungs:
     out[f"rung-{r}.html"] = render.page("rung.html", title=f"rung {r}", rung=r, rows=run.boards[r],

@@ -1,4 +1,4 @@
-"""Verifier throughput and controller overhead: `python -m genesys_jax.bench_workers`.
+"""Verifier throughput and controller overhead: `python -m genesys_jax.cli.bench_workers`.
 
 Runs the smoke ladder with all proposals in one generation (so their jobs can run in parallel)
 once per worker count in `--workers` (external verifier workers on this machine, one CPU device
@@ -23,12 +23,6 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
-
-_WORKERS = flags.DEFINE_list("workers", ["1", "2"], "Worker counts to compare.")
-_PROPOSALS = flags.DEFINE_integer("proposals", 4, "Proposals (one generation).")
-_CHECK_IN_WORKERS = flags.DEFINE_bool("check_in_workers", True, "Workers check the proposals "
-                                      "(jobs.check_in_workers); False: the controller does.")
 _DONE = re.compile(r"@(\S+) done in ([0-9.]+) s")
 
 
@@ -58,20 +52,12 @@ def bench(n_workers: int, proposals: int, root: str, check_in_workers: bool = Tr
   workers = [subprocess.Popen([sys.executable, "-m", "genesys_jax.worker", f"--workdir={workdir}",
                                f"--worker_id=w{i}"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(n_workers)]
-  evo = loop.Evolution(smoke_config(proposals, check_in_workers), workdir, log=lambda _: None)
-  first_step = []  # (time, waits so far) when the first proposal starts: the end of the start
-  step = evo.step
-
-  def timed_step(index, n):
-    if not first_step:
-      first_step.append((time.perf_counter(), getattr(evo, "waited_s", 0.0)))
-    return step(index, n)
-  evo.step = timed_step
+  controller = loop.Controller(smoke_config(proposals, check_in_workers), workdir, log=lambda _: None)
   t0 = time.perf_counter()
   try:
-    evo.run()
+    controller.run()
   finally:
-    evo.store.close()
+    controller.store.close()
   t_end = time.perf_counter()
   wall = t_end - t0
   job_s: dict[str, list[float]] = {"verification": [], "check": []}
@@ -81,9 +67,9 @@ def bench(n_workers: int, proposals: int, root: str, check_in_workers: bool = Tr
       job_s["check" if rung == CHECK_JOB else "verification"].append(float(seconds))
   with Store.open(workdir) as store:
     n_verifications = len(store.verifications())
-  waited = getattr(evo, "waited_s", 0.0)
+  waited = controller.waited_s
   controller_s = t_end - t_start - waited
-  started, waited_at_start = first_step[0] if first_step else (t_end, waited)
+  started, waited_at_start = controller.proposing_since or (t_end, waited)
   start_s = started - t_start - waited_at_start
   per_job = _mean(job_s["verification"])
   with_start = controller_s / max(proposals, 1)
@@ -101,11 +87,27 @@ def bench(n_workers: int, proposals: int, root: str, check_in_workers: bool = Tr
 
 
 def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
+  f = flags.FLAGS
   with tempfile.TemporaryDirectory() as root:
-    for n in _WORKERS.value:
-      print(json.dumps(bench(int(n), _PROPOSALS.value, root, _CHECK_IN_WORKERS.value)), flush=True)
+    for n in f.workers:
+      print(json.dumps(bench(int(n), f.proposals, root, f.check_in_workers)), flush=True)
+
+
+def define_flags() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_list("workers", ["1", "2"], "Worker counts to compare.")
+  flags.DEFINE_integer("proposals", 4, "Proposals (one generation).")
+  flags.DEFINE_bool("check_in_workers", True, "Workers check the proposals (jobs.check_in_workers); "
+                    "False: the controller does.")
+
+
+def run() -> None:
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,3 +1,0 @@
-from genesys_jax.launch import run
-
-run()
