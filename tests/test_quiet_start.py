@@ -23,7 +23,7 @@ _DEFAULT_PATH = textwrap.dedent("""
   corpus = data.load_corpus(config.data)  # prepares KJV into the empty data dir
   rung = get_config("smoke").rungs.tiny
   rung.train_tokens, rung.eval_batches = 2000, 1
-  metrics = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, seed=0)
+  metrics, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus)
   print(json.dumps({"tokens": corpus.info["tokens"], "val_bpb": metrics["val_bpb"],
                     "tf": sorted(m for m in sys.modules if m.split(".")[0] in %r)}))
 """ % (TF_FAMILY,))

@@ -59,7 +59,7 @@ def plain_losses(rung, corpus, dtype: str, seed: int = 0) -> list[float]:
 
 
 def trainer_losses(rung, corpus, train_cfg) -> list[float]:
-  out = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, seed=0, train_cfg=train_cfg)
+  out, _ = trainer.train_and_evaluate(seeds.seed("gpt"), rung, corpus, trainer.Run(train=train_cfg))
   assert out["steps"] == STEPS
   return [loss for _, loss in out["loss_curve"]]
 
@@ -93,7 +93,7 @@ def test_auto_remat_fits_the_memory_limit_and_keeps_the_loss_curve(setup, caplog
   small = rung.copy_and_resolve_references()
   small.memory_limit_gb = 1e-6
   with pytest.raises(MemoryError, match="no rematerialisation fits.*none: .*full: "):
-    trainer.train_and_evaluate(seeds.seed("gpt"), small, corpus, seed=0, train_cfg=cfg)
+    trainer.train_and_evaluate(seeds.seed("gpt"), small, corpus, trainer.Run(train=cfg))
 
   tight = rung.copy_and_resolve_references()
   tight.memory_limit_gb = (need - 1) / step_fit.HEADROOM / 1e9  # no remat: just over the limit

@@ -58,8 +58,8 @@ class TrainerRunner:
     """Seconds the trainer took for `n` steps after its first, as it measured them."""
     with tempfile.TemporaryDirectory(prefix="bench_trainer_") as workdir, \
         contextlib.redirect_stdout(sys.stderr):  # its progress lines: keep stdout for JSON
-      result = trainer.train_and_evaluate(
-          self.tree, trainer_rung(self.shape, n + 1), self.corpus, seed=self.seed,
-          checkpoint_dir=os.path.join(workdir, "checkpoints"),
-          log_dir=os.path.join(workdir, "tensorboard"), train_cfg=self.train_cfg, desc="trainer")
+      result, _ = trainer.train_and_evaluate(
+          self.tree, trainer_rung(self.shape, n + 1), self.corpus, trainer.Run(
+              seed=self.seed, train=self.train_cfg, checkpoint_dir=os.path.join(workdir, "checkpoints"),
+              log_dir=os.path.join(workdir, "tensorboard"), desc="trainer"))
     return n * self.shape.batch * self.shape.seq_len / result["tokens_per_s"]
