@@ -38,6 +38,12 @@ Each check runs under a wall-clock limit, `checker.timeout_s` (`gab.checks.timeo
 hangs fails the check it hangs in. The compute dtype is the rung's `dtype`, else `checker.dtype`
 (bfloat16 in the paper ladder).
 
+The checks judge programs, not Python: the design's unit code runs only while `gab.checks.trace`
+traces and exports it (`gab.programs`); every check then runs those programs in the checking
+process. `check` does both here (built-in units only); for a design with code units
+`gab.sandbox.check_design` traces in the sandbox and judges in `verify_in_child`, a process that
+never runs the design's Python: nothing the units import or patch can reach the verdict.
+
 `cfg` is the check scale (`default_config()`); `rung` is the rung a design will train at: a
 ConfigDict with d_model, n_blocks, target_params (0: the GPT seed's size at d_model/n_blocks),
 batch_size, memory_limit_gb (0: the device's memory, if known) and seq_len (the context length).
@@ -64,6 +70,7 @@ from gab.checks.context import Context
 from gab.checks.structure import check_forward, check_format, check_init
 from gab.checks.timeout import run_with_timeout
 from gab.checks.training import check_differentiability, check_effectiveness, check_stability
+from gab.programs import Programs, ProgramError
 from gab.tree import DesignError, Unit, design_to_json, load_design, load_design_file  # noqa: F401
 
 CHECKS = (check_format, check_init, check_forward, check_causality, check_differentiability,
@@ -84,6 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
       dtype="float32",              # compute dtype, unless the rung names one ("bfloat16")
       large_input_scale=100.0,      # stability: token embeddings multiplied by this
       train_steps=10, train_lr=3e-3,  # differentiability and effectiveness
+      gate_scale=10.0, matrix_scale=3.0,  # causality: parameter points that open gates
       size_tolerance=0.2, min_d_model=64, d_model_multiple=32,  # parameter_budget
       flops_warn_ratio=1.5, flops_fail_ratio=3.0,    # efficiency, relative to the GPT seed
       memory_warn_ratio=2.0, memory_fail_ratio=4.0,
@@ -117,11 +125,18 @@ def resolve_rung(rung, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
           progress: Callable[[str], None] | None = None) -> Report:
-  """Run the checks in order, stopping at the first failure (later checks need its results).
+  """Trace the design here (its units must be built in: they run in this process) and verify it."""
+  return verify(tree, cfg, rung, None, progress)
+
+
+def verify(tree: Unit, cfg, rung, programs: Programs | None,
+           progress: Callable[[str], None] | None = None) -> Report:
+  """Run the checks in order on the design's exported `programs` (None: traced here once the
+  format check has passed), stopping at the first failure (later checks need its results).
 
   `progress(name)`, if given, is called before each check starts."""
   cfg = complete_config(cfg)
-  ctx = Context(tree, cfg, resolve_rung(rung, cfg))
+  ctx = Context(tree, cfg, resolve_rung(rung, cfg), programs)
   checks: list[Check] = []
   for name, fn in zip(NAMES, CHECKS):
     if progress is not None:
@@ -133,12 +148,41 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
           f"(checker.timeout_s): the design hangs or is far too slow at the check scale",
           "look for loops that never end (a while_loop whose condition stays true, Python loops "
           "over traced values) or work that grows much faster than the sequence length"))
+    except ProgramError as e:
+      checks.append(Check(name, FAIL, f"{e}", "every unit must trace at every shape and width "
+                          "the checks and the rung use"))
     except Exception as e:  # noqa: BLE001 - a design must never crash the loop that checks it
       checks.append(Check(name, FAIL, f"the check crashed: {one_line(e)}",
                           "if the design looks right, this is a checker bug: report it"))
     if checks[-1].status == FAIL:
       break
   return Report(checks, ctx.sizing)
+
+
+def verify_in_child(job: dict) -> dict:
+  """The trusted side of `gab.sandbox.check_design`, in a process that never runs the design's
+  Python: its code units are only declared; the programs the sandbox saved in job["programs"]
+  are loaded (refused if they can reach the host) and judged. The report dict, with
+  "fingerprint" when asked and passed."""
+  from gab import canonical, codeunits  # pylint: disable=g-import-not-at-top
+  from gab.checks import trace  # pylint: disable=g-import-not-at-top
+  from gab.tree import design_from_json, design_units  # pylint: disable=g-import-not-at-top
+  for source in design_units(job["design"]).values():
+    codeunits.declare(source)
+  tree, _ = design_from_json(job["design"])
+  cfg = complete_config(ml_collections.ConfigDict(job["cfg"]) if job.get("cfg") else None)
+  rung = resolve_rung(ml_collections.ConfigDict(job["rung"]) if job.get("rung") else None, cfg)
+  try:
+    programs = Programs.load(job["programs"])
+  except ProgramError as e:
+    return Report([Check("sandbox", FAIL, str(e), "code units run inside compiled programs only: "
+                         "no host callbacks, no custom calls")]).to_dict()
+  report = verify(tree, cfg, rung, programs).to_dict()
+  if job.get("fingerprint") and report["passed"]:
+    if trace.FINGERPRINT in programs.exported:
+      y = programs.exported[trace.FINGERPRINT].call(canonical.fingerprint_input())
+      report["fingerprint"] = canonical.digest(y)
+  return report
 
 
 if __name__ == "__main__":  # the old command, kept: `python -m gab.checker` is `genesys_jax.cli.check`

@@ -1,9 +1,17 @@
 """Checks 7 and 8: the design fits the rung's parameter budget, and its train step is affordable.
 
-The efficiency check compiles the train step ahead of time at the rung's real shapes (the sized
-d_model and n_blocks, the rung's context length, its per-device batch) and compares its FLOPs and
-memory with the GPT seed's, fitted to the same rung the same way; it also fails a step that would
-not fit the rung's memory limit, or the device's memory when the device reports it.
+The sizing search (`gab.sizing.fit_to_rung`) traces the design, so it runs where the design was
+traced (facts["sizing"]); the parameters of the chosen sizing are counted here, from the shapes
+its exported init program returns, and judged against the target.
+
+The efficiency check compiles the train step on the design's exported program ahead of time at the
+rung's real shapes (the sized d_model and n_blocks, the rung's context length, its per-device
+batch) and compares its FLOPs and memory with the GPT seed's, fitted to the same rung the same
+way; it also fails a step that would not fit the rung's memory limit, or the device's memory when
+the device reports it. Memory is this compile's; FLOPs are the larger of the jaxpr walk's count
+made where the design was traced (facts["cost"]: per-unit shares, scan trip counts) and XLA's
+count of this compile; a loop whose trip count XLA cannot determine (in this compile) makes the
+check time the step against GPT's, here.
 """
 
 from __future__ import annotations
@@ -12,26 +20,41 @@ import dataclasses
 
 import jax
 
-from gab import seeds, sizing
+from gab import programs as programs_lib
+from gab import seeds, sizing, train_step
 from gab.checks import costs
 from gab.checks.base import FAIL, PASS, WARN, Check
 from gab.checks.context import Context
-from gab.checks.training import make_train_step, optimizer
+from gab.checks.instrument import where_from
+from gab.checks.trace import per_device_batch, sized_specs  # noqa: F401 (per_device_batch: the API)
+from gab.checks.training import optimizer
 from gab.model import LM
 from gab.tree import Unit
-
-
-def per_device_batch(rung) -> int:
-  """The micro-batch one device holds: the rung's global batch over devices and accumulation."""
-  return max(1, rung.batch_size // (jax.device_count() * int(rung.get("grad_accum", 1))))
 
 
 def fit(ctx: Context, tree: Unit) -> dict:
   return sizing.fit_to_rung(tree, ctx.rung, ctx.cfg)
 
 
+def sizing_from_trace(ctx: Context) -> dict:
+  """The traced sizing, its parameters recounted here from the exported init of that sizing."""
+  s = dict(ctx.facts().get("sizing") or {})
+  if s.get("error"):
+    raise programs_lib.ProgramError(f"the sizing search failed: {s['error']}")
+  if s.get("params") is None:
+    return s
+  init, _ = sized_specs(ctx.cfg, ctx.rung, s)
+  counted = programs_lib.count(programs_lib.param_shapes(ctx.ensure_programs(), init))
+  if counted != s["params"]:
+    raise programs_lib.ProgramError(f"the traced sizing claims {s['params']:,} parameters, its init "
+                                    f"program has {counted:,}")
+  target, tol = ctx.rung.target_params, ctx.cfg.size_tolerance
+  s["fits"] = bool(target * (1 - tol) <= counted <= target * (1 + tol))
+  return s
+
+
 def check_parameter_budget(ctx: Context) -> Check:
-  s = ctx.sizing = fit(ctx, ctx.tree)
+  s = ctx.sizing = sizing_from_trace(ctx)
   rung, tol = ctx.rung, ctx.cfg.size_tolerance
   budget = (f"the target {s['target_params']:,} +-{tol:.0%} (rung d_model={rung.d_model}, "
             f"n_blocks={rung.n_blocks})")
@@ -50,11 +73,38 @@ def check_parameter_budget(ctx: Context) -> Check:
                f"(expansion factors, state sizes) to change its parameters per layer")
 
 
-def step_cost(ctx: Context, tree: Unit, sized: dict) -> costs.StepCost:
-  model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"], dtype=ctx.compute_dtype())
+def step_cost(ctx: Context, tree: Unit, sized: dict, programs=None) -> costs.StepCost:
+  """The train step's cost at the rung's shapes: of `programs`' sized stack (the design), or of the
+  Flax model of `tree` (the GPT seed, built in)."""
   opt = optimizer(ctx.cfg.train_lr)
   batch = per_device_batch(ctx.rung)
-  return costs.measure(tree, make_train_step(model, opt, tree), model, opt, ctx.rung.seq_len, batch)
+  if programs is None:
+    model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"], dtype=ctx.compute_dtype())
+    inner = train_step.make_train_step(model, opt)
+  else:
+    init, stack = sized_specs(ctx.cfg, ctx.rung, sized)
+    model = programs_lib.ExportedLM(programs, stack, ctx.cfg.vocab_size, init_spec=init)
+    inner = train_step.make_train_step(model, opt)
+  return costs.measure(tree, lambda state, tokens, scale: inner(state, tokens), model, opt,
+                       ctx.rung.seq_len, batch)
+
+
+def traced_cost(ctx: Context, trusted: costs.StepCost) -> costs.StepCost:
+  """`trusted` (this process's compile of the exported step) with the FLOPs the tracing's jaxpr
+  walk counted where they are more (XLA counts a loop body once) and its per-unit shares; loops
+  the walk saw, and loops XLA cannot count in this compile, are timed (`while_loops`)."""
+  reported = ctx.facts().get("cost") or {}
+  if reported.get("error"):
+    raise programs_lib.ProgramError(f"the train step could not be traced at the rung's shapes: "
+                                    f"{reported['error']}")
+  flops = max(float(reported.get("flops", 0.0)), trusted.xla_flops)
+  unit_flops = {tuple(p) if p is not None else None: v for p, v in reported.get("unit_flops", [])}
+  unit_bytes = {tuple(p) if p is not None else None: v for p, v in reported.get("unit_bytes", [])}
+  loops = [where_from(w) for w in reported.get("while_loops", [])]
+  if not loops and costs.has_unknown_trip_count(trusted.compiled):
+    loops = [None]
+  return dataclasses.replace(trusted, flops=flops, unit_flops=unit_flops, unit_bytes=unit_bytes,
+                             while_loops=loops)
 
 
 def memory_limit(ctx: Context) -> tuple[float | None, str]:
@@ -81,9 +131,10 @@ def _top(cost: costs.StepCost, what: str, tree: Unit) -> str:
 
 def check_efficiency(ctx: Context) -> Check:
   cfg, rung = ctx.cfg, ctx.rung
-  mine = step_cost(ctx, ctx.tree, ctx.sizing)
+  mine = traced_cost(ctx, step_cost(ctx, ctx.tree, ctx.sizing, ctx.ensure_programs()))
   gpt = seeds.seed("gpt")
   ref = step_cost(ctx, gpt, fit(ctx, gpt))
+  ref = dataclasses.replace(ref, flops=max(ref.flops, ref.xla_flops))  # counted as the design is
   flops_x, memory_x = mine.flops / ref.flops, mine.memory_bytes / ref.memory_bytes
   timed = ""
   if mine.while_loops:  # trip counts unknown to the analysis: time the real step against GPT's

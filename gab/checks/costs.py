@@ -73,10 +73,12 @@ class StepCost:
 _CACHE: dict[tuple, StepCost] = {}
 
 
-def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int) -> StepCost:
-  """Compile `step_fn(state, tokens, input_scale)` for `model` at [batch, seq_len]."""
-  key = (tree.content_hash(), model.vocab_size, model.d_model, model.n_blocks, seq_len, batch,
-         str(model.dtype))
+def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int,
+            walk_only: bool = False) -> StepCost:
+  """Compile `step_fn(state, tokens, input_scale)` for `model` (an LM, or a `gab.programs.ExportedLM`)
+  at [batch, seq_len]; with `walk_only`, only trace it and count (no memory, no compiled step)."""
+  key = (tree.content_hash(), type(model).__name__, model.vocab_size, model.d_model, model.n_blocks,
+         seq_len, batch, str(model.dtype), walk_only)
   if key in _CACHE:
     return _CACHE[key]
   from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
@@ -85,24 +87,34 @@ def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int)
   tokens = jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32)
   scale = jax.ShapeDtypeStruct((), jnp.float32)
   traced = jax.jit(step_fn, donate_argnums=(0,)).trace(state, tokens, scale)
-  compiled = traced.lower().compile(compile_options())
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  memory = compiled.memory_analysis()
   unit_flops, unit_bytes = collections.defaultdict(float), collections.defaultdict(float)
   loops: list[str] = []
   _walk(traced.jaxpr.jaxpr, "", 1, tree, unit_flops, unit_bytes, loops)
-  xla_flops = float(analysis.get("flops", 0.0))
+  compiled, xla_flops, memory = None, 0.0, None
+  if not walk_only:
+    compiled = traced.lower().compile(compile_options())
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    xla_flops = float(analysis.get("flops", 0.0))
+    memory = compiled.memory_analysis()
+  nbytes = lambda name: int(getattr(memory, name)) if memory is not None else 0  # noqa: E731
   cost = StepCost(
       flops=sum(unit_flops.values()), xla_flops=xla_flops,
-      memory_bytes=int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                       + memory.output_size_in_bytes - memory.alias_size_in_bytes),
-      temp_bytes=int(memory.temp_size_in_bytes), argument_bytes=int(memory.argument_size_in_bytes),
-      output_bytes=int(memory.output_size_in_bytes), unit_flops=dict(unit_flops),
+      memory_bytes=(nbytes("temp_size_in_bytes") + nbytes("argument_size_in_bytes")
+                    + nbytes("output_size_in_bytes") - nbytes("alias_size_in_bytes")),
+      temp_bytes=nbytes("temp_size_in_bytes"), argument_bytes=nbytes("argument_size_in_bytes"),
+      output_bytes=nbytes("output_size_in_bytes"), unit_flops=dict(unit_flops),
       unit_bytes=dict(unit_bytes), while_loops=[locate_name_stack(x, tree) for x in loops],
       compiled=compiled, state=state, tokens=tokens)
   _CACHE[key] = cost
   return cost
+
+
+def has_unknown_trip_count(compiled) -> bool:
+  """Whether a compiled program has a loop whose trip count XLA could not determine (its HLO
+  `while` carries no known_trip_count): a cost XLA's count cannot see."""
+  return any(" while(" in line and "known_trip_count" not in line
+             for line in compiled.as_text().splitlines())
 
 
 def _eqn_flops(eqn) -> float:

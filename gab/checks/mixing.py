@@ -1,7 +1,9 @@
 """Input dependence: the logits depend on the tokens, and every sequence mixer mixes positions.
 
 Both are relative to the size of what they perturb, so a `bias[t] + 1e-30 x` block, or a "mixer"
-that is position-wise, cannot pass by a rounding error.
+that is position-wise, cannot pass by a rounding error. Both run the dataflow program
+(`gab.checks.instrument`): the logits and each unit call's input and output; the tested mixers'
+outputs as functions of perturbations added to their inputs.
 
 - `dependence`: two token rows that differ; the relative change of the logits per relative change
   of the embeddings must be at least `min_input_dependence`; when it is not, the first unit whose
@@ -16,16 +18,13 @@ that is position-wise, cannot pass by a rounding error.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
 from gab.checks.base import jit
-from gab.checks.probe import Location, locate
-from gab.checks.structural import embedding_hook
-from gab.model import LM
-from gab.units.base import UnitModule
+from gab.checks.instrument import where_from
+from gab.checks.probe import Location
+from gab.programs import arg_shapes
 
 
 def _rel(t, v):
@@ -33,95 +32,51 @@ def _rel(t, v):
   return jnp.max(jnp.where(jnp.isfinite(t), t, 0.0)) / jnp.maximum(jnp.max(v), 1e-30)
 
 
-def _units(tree, record, inject=None):
-  """Intercept unit calls: `record(where, spec, x, y)`; `inject(i, where, spec, x) -> x`."""
-  counter = [0]
-
-  def intercept(next_fun, args, kwargs, context):
-    module = context.module
-    if context.method_name != "__call__" or not isinstance(module, UnitModule) or len(args) < 2:
-      return next_fun(*args, **kwargs)
-    found = locate(module.scope.path, tree)
-    where = found[0] if found else Location(module.unit.kind, ())
-    spec = registry.get(module.unit.kind)
-    x = args[0]
-    if inject is not None:
-      x = inject(counter, where, spec, x)
-    y, z = next_fun(x, *args[1:], **kwargs)
-    record(where, spec, x, y)
-    return y, z
-  return nn.intercept_methods(intercept)
+def _program(ctx):
+  spec = ctx.plan.dataflow()
+  _, _, mix_shape, z_shapes = arg_shapes(ctx.ensure_programs(), spec)
+  zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), t)  # noqa: E731
+  return spec, ctx.call(spec), mix_shape, zeros(z_shapes)
 
 
-def dependence(model: LM, tree, params, tokens_2xL) -> tuple[float, Location | None]:
-  """(relative logit change per relative embedding change between two token rows that differ,
+def dependence(ctx, params) -> tuple[float, Location | None]:
+  """(relative logit change per relative embedding change between the check batch's two rows,
   the first unit whose input changes and whose output does not)."""
-  found: list[Location] = []
+  spec, fn, mix_shape, dz = _program(ctx)
+  calls = ctx.facts().get("dataflow", {}).get(spec.key, {}).get("calls", [])
 
-  def program(p):
-    pairs = []
-    found.clear()
-
-    def record(where, spec, x, y):
-      found.append(where)
-      pairs.append((x, y))
-    with _units(tree, record):
-      x0 = model.apply(p, tokens_2xL, method=lambda m, t: m.embed(t))
-      logits = model.apply(p, tokens_2xL)
+  def program(p, tokens_2xL):
+    x0 = ctx.embed(p, tokens_2xL)
+    out = fn(p, x0, jnp.zeros(mix_shape.shape, mix_shape.dtype), dz)
+    logits = ctx.logits(p, out["h"])
     rel = lambda v: _rel(v[1] - v[0], v[0])  # noqa: E731
-    per_unit = jnp.stack([jnp.stack([rel(x), rel(y)]) for x, y in pairs]) if pairs else jnp.zeros((0, 2))
+    per_unit = (jnp.stack([jnp.stack([rel(x), rel(y)]) for x, y in out["pairs"]])
+                if out["pairs"] else jnp.zeros((0, 2)))
     return rel(logits) / jnp.maximum(rel(x0), 1e-30), per_unit
 
-  ratio, per_unit = jax.device_get(jit(program)(params))
+  ratio, per_unit = jax.device_get(jit(program)(params, ctx.tokens[:2, :-1]))
   culprit = None
-  for where, (rx, ry) in zip(found, per_unit):
-    if rx > 1e-3 and ry < 1e-6 * max(rx, 1.0):
-      culprit = where
-      break
+  if len(calls) == len(per_unit):
+    for where, (rx, ry) in zip(calls, per_unit):
+      if rx > 1e-3 and ry < 1e-6 * max(rx, 1.0):
+        culprit = where_from(where)
+        break
   return float(ratio), culprit
 
 
-def is_tested(spec) -> bool:
-  """Leaf sequence mixers, except those that write Z (they may mix into what they write) or read
-  Z entries other than the LM's (they may get mixed values from there)."""
-  from gab.checks.zrule import lm_provided  # pylint: disable=g-import-not-at-top
-  return (spec.role == registry.MIXER and spec.is_leaf and not spec.writes
-          and set(spec.reads) <= set(lm_provided()))
-
-
-def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[tuple[Location, float]]:
+def mixing(ctx, params, key, min_ratio: float) -> list[tuple[Location, float]]:
   """(unit, ratio) for each sequence-mixer call whose outputs at other positions barely depend on
   its input at position 0 or L - 1."""
-  b, length = tokens_BxL.shape
-  mixers: list[Location] = []
-
-  def count(where, spec, x, y):
-    if is_tested(spec):
-      mixers.append(where)
-  jax.eval_shape(lambda p: _run(model, tree, p, tokens_BxL, count), params)
-  if not mixers:
+  spec, fn, mix_shape, dz = _program(ctx)
+  mixers = ctx.facts().get("dataflow", {}).get(spec.key, {}).get("mixers", [])
+  n, length = mix_shape.shape[0], mix_shape.shape[2]
+  if not n:
     return []
-  n = len(mixers)
 
-  def program(p, key):
-    def f(delta_NxBxLxD):
-      outs = []
-
-      def inject(counter, where, spec, x):
-        if is_tested(spec):
-          i = counter[0]
-          counter[0] += 1
-          return x + delta_NxBxLxD[i].astype(x.dtype)
-        return x
-
-      def record(where, spec, x, y):
-        if is_tested(spec):
-          outs.append(y)
-      with _units(tree, record, inject):
-        model.apply(p, tokens_BxL)
-      return outs
-    zeros = jnp.zeros((n, b, length, model.d_model), jnp.float32)
-    outs, pull = jax.vjp(f, zeros)  # reverse mode: units with custom VJPs are covered too
+  def program(p, tokens, key):
+    x = ctx.embed(p, tokens)
+    outs, pull = jax.vjp(lambda dm: fn(p, x, dm, dz)["mix"],
+                         jnp.zeros(mix_shape.shape, mix_shape.dtype))
     ratios = []
 
     def grad_at(i, s):
@@ -139,10 +94,7 @@ def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[t
                                   for s, g in ((0, grad_at(i, 0)), (-1, grad_at(i, -1))))))
     return jnp.stack(ratios)
 
-  ratios = jax.device_get(jit(program)(params, key))
-  return [(where, float(r)) for where, r in zip(mixers, ratios) if not r >= min_ratio]
-
-
-def _run(model, tree, params, tokens, record):
-  with _units(tree, record):
-    return model.apply(params, tokens)
+  ratios = jax.device_get(jit(program)(params, ctx.tokens[:, :-1], key))
+  names = [where_from(w) for w in mixers] if len(mixers) == n else [None] * n
+  return [(where or Location("a sequence mixer", ()), float(r))
+          for where, r in zip(names, ratios) if not r >= min_ratio]
