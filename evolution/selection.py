@@ -193,7 +193,7 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
   """The design a verifier should train at `rung` next, or None if no design is eligible.
 
   Eligible: not yet verified at `rung`, verified at the rung below (any design for the lowest rung),
-  status neither rejected nor failed. With probability `exploit_prob` the pick is among eligible
+  status neither rejected, failed nor leaking. With probability `exploit_prob` the pick is among eligible
   good & unconfident designs (good but not yet confirmed at scale; failing those, any good eligible
   design), otherwise among the other eligible ones. Fitness and confidence are over all `designs`.
   """
@@ -204,7 +204,7 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
     return d.get("metrics", {}).get(r, {}).get("val_bpb") is not None
 
   eligible = [not verified(d, rung) and (below is None or verified(d, below))
-              and d.get("status") not in ("rejected", "failed") for d in designs]
+              and d.get("status") not in ("rejected", "failed", "leaking") for d in designs]
   if not any(eligible):
     return None
   where = quadrant_of(designs, rungs, top_fraction, zeroshot_weight)
@@ -221,12 +221,15 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
 
 def designs_from_store(store: Any, rungs: Sequence[str] | None = None) -> list[Design]:
   """The store's designs in creation order as selection dicts: the design row plus `metrics`
-  ({rung: metrics}, rungs in ladder order when `rungs` is given) and `is_seed`."""
+  ({rung: metrics}, rungs in ladder order when `rungs` is given) and `is_seed`. A leaking design
+  (its trained parameters failed `gab.audit`) is left out: it is never a parent nor verified on."""
   by_id: dict[str, dict[str, Any]] = {}
   for v in store.verifications():
     by_id.setdefault(v["design_id"], {})[v["rung"]] = v["metrics"]
   out = []
   for d in store.designs():
+    if d["status"] == "leaking":
+      continue
     metrics = by_id.get(d["id"], {})
     if rungs is not None:
       metrics = {r: metrics[r] for r in rungs if r in metrics}

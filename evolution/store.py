@@ -3,10 +3,13 @@
 Tables (the designs and verifications columns are a contract other tools read):
   designs(id, tree, parents, operator, description, seq, status, report)
     id = the tree's content hash; tree = design JSON; parents = JSON list of ids;
-    seq = creation order; status in {valid, rejected, verified, failed}, or checking while a
-    verifier worker checks it (report = {"checking": true, "proposal": index} until then).
+    seq = creation order; status in {valid, rejected, verified, failed, leaking}, or checking
+    while a verifier worker checks it (report = {"checking": true, "proposal": index} until then);
+    leaking (schema 4): its trained parameters failed the post-training audit (`gab.audit`).
   verifications(design_id, rung, metrics)   metrics = JSON with val_bpb, params, tokens, or, for a
-                                            failed run, val_bpb null and an "error" string.
+                                            failed run, val_bpb null and an "error" string; a
+                                            leaking run's are voided: val_bpb null, the error,
+                                            "leaking": true and the trained run's under "voided".
   meta(key, value)                          run-level counters (e.g. the next proposal index).
   lineage(child_id, parent_id, position)    designs.parents as rows, for graph queries.
   artifacts(created_seq, design_id, kind, content)  checker reports, resolved configs, transcripts;
@@ -38,7 +41,7 @@ from evolution import integrity
 from evolution.jobqueue import CHECK_JOB, JobQueue  # noqa: F401 (CHECK_JOB: the API)
 from evolution.integrity import StoreError  # noqa: F401 (the API: a store that cannot be used)
 
-STATUSES = ("valid", "rejected", "verified", "failed", "checking")
+STATUSES = ("valid", "rejected", "verified", "failed", "checking", "leaking")
 
 # MIGRATIONS[v] takes a store from version v to v + 1. Version 1 is the walking skeleton's schema
 # (IF NOT EXISTS: stores written before versioning have those tables at user_version 0).
@@ -95,6 +98,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
           declaration TEXT NOT NULL CHECK (json_valid(declaration)),
           design_id TEXT,
           seq INTEGER NOT NULL UNIQUE)""",),
+    # 3 -> 4: the "leaking" status and voided verifications (the post-training audit, gab.audit):
+    # stores that may hold them are version 4, so a genesys_jax that does not know them refuses
+    # to open one instead of ranking a leaking design.
+    ("CREATE INDEX designs_by_status ON designs (status)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -17,6 +17,7 @@ import optax
 
 from gab import loss as loss_lib
 from gab.model import LM
+from gab.programs import ExportedLM
 
 
 @flax.struct.dataclass
@@ -43,21 +44,26 @@ def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.G
                   mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
 
 
-def token_nll(model: LM, params, tokens_BxL1):
+def token_nll(model, params, tokens_BxL1):
   """Per-token negative log-likelihood (nats) of tokens[:, 1:] given tokens[:, :-1].
 
-  For an `LM` the head and cross-entropy run a chunk of positions at a time (gab/loss.py), so
-  float32 logits of the whole batch never exist at once; other models give logits directly."""
-  if not isinstance(model, LM):
+  For an `LM` (or a `gab.programs.ExportedLM`: its blocks an exported program) the head and
+  cross-entropy run a chunk of positions at a time (gab/loss.py), so float32 logits of the whole
+  batch never exist at once; other models give logits directly."""
+  if isinstance(model, LM):
+    x_BxLxD, _ = model.apply(params, tokens_BxL1[:, :-1], method=LM.features)
+    head = lambda x: model.apply(params, x, method=LM.head)  # noqa: E731
+  elif isinstance(model, ExportedLM):
+    x_BxLxD = model.features(params, tokens_BxL1[:, :-1])
+    head = lambda x: model.head(params, x)  # noqa: E731
+  else:
     logits_BxLxV = model.apply(params, tokens_BxL1[:, :-1])
     logp = jax.nn.log_softmax(logits_BxLxV, axis=-1)
     return -jnp.take_along_axis(logp, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
-  x_BxLxD, _ = model.apply(params, tokens_BxL1[:, :-1], method=LM.features)
-  head = lambda x: model.apply(params, x, method=LM.head)  # noqa: E731
   return loss_lib.chunked_nll(head, x_BxLxD, tokens_BxL1[:, 1:], model.vocab_size)
 
 
-def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1,
+def make_train_step(model, optimizer: optax.GradientTransformation, grad_accum: int = 1,
                     grad_stats: bool = False):
   """`step(state, tokens_BxL1) -> (state, metrics)`; B splits into `grad_accum` micro-batches.
 

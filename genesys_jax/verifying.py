@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from evolution import selection
-from gab import sandbox, sizing
+from gab import audit, sandbox, sizing
 from gab.tree import DesignError, design_from_json
 from genesys_jax import code_units, controller, ladder
 from genesys_jax.report import site as report_site
@@ -60,6 +60,11 @@ class Verifying:
     except _DESIGN_FAILURES as e:
       error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
       return self.record_failure(design, rung_name, error)
+    # -- issue #21: the post-training audit (gab.audit); a leaking design's metrics are voided --
+    leak = audit.voided(metrics)
+    if leak is not None:
+      return self.record_leak(design, rung_name, leak)
+    # -- end of the audit hook --
     with self.store.transaction():
       self.store.add_verification(design["id"], rung_name, metrics)
       self.store.set_status(design["id"], "verified")
@@ -74,6 +79,14 @@ class Verifying:
       if rung_name == self.rungs[0]:
         self.store.set_status(design["id"], "failed")
     self.log(f"  {design['id']} failed at {rung_name}: {error}")
+    self.refresh_report()
+
+  def record_leak(self, design: dict[str, Any], rung_name: str, voided: dict[str, Any]) -> None:
+    """A design whose trained parameters leak (issue #21): voided metrics, status leaking."""
+    with self.store.transaction():
+      self.store.add_verification(design["id"], rung_name, voided)
+      self.store.set_status(design["id"], "leaking")
+    self.log(f"  {design['id']} LEAKS at {rung_name}: {voided['error']}; its metrics are voided")
     self.refresh_report()
 
   def refresh_report(self) -> None:

@@ -183,7 +183,7 @@ def test_store_keeps_code_units_and_migrates_a_v2_store(tmp_path):
   db.close()
   unit = codeunits.parse(read("token_shift.py"))
   with store_lib.Store(path) as store:
-    assert store.version() == 3
+    assert store.version() == 4
     assert store.add_code_unit(unit.kind, unit.source, unit.declaration, None)
     assert not store.add_code_unit(unit.kind, unit.source, unit.declaration, "other")
     (row,) = store.code_units()

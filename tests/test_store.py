@@ -70,7 +70,7 @@ def test_v1_store_migrates_with_its_lineage(tmp_path, user_version):
   path = tmp_path / "evolution.db"
   make_v1_store(path, user_version)
   with Store(str(path)) as store:
-    assert store.version() == store_lib.SCHEMA_VERSION == 3
+    assert store.version() == store_lib.SCHEMA_VERSION == 4
     assert [d["id"] for d in store.designs()] == ["a", "b", "c"]
     assert store.designs()[2]["parents"] == ["a", "b"]
     assert store.lineage() == [{"child_id": "b", "parent_id": "a", "position": 0},
@@ -78,10 +78,10 @@ def test_v1_store_migrates_with_its_lineage(tmp_path, user_version):
                                {"child_id": "c", "parent_id": "b", "position": 1}]
     assert store.ancestors("c") == ["a", "b"] and store.children("a") == ["b", "c"]
     assert store.get_meta("proposals_done") == 2
-    assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 1, "to": 3})]
+    assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 1, "to": 4})]
     assert store.add_design("d", tree_json("d"), ["c"], "mutation", "new", "valid")
   with sqlite3.connect(path) as db:
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
   with Store(str(path)) as store:  # reopening a current store changes nothing
     assert event_kinds(store) == ["schema_migrated", "design_added"]
 
@@ -99,7 +99,7 @@ def test_failed_migration_leaves_the_v1_store_untouched(tmp_path, monkeypatch):
     assert db.execute("PRAGMA user_version").fetchone()[0] == 0
   monkeypatch.undo()
   with Store(str(path)) as store:
-    assert store.version() == 3 and len(store.lineage()) == 3
+    assert store.version() == 4 and len(store.lineage()) == 3
 
 
 def test_newer_store_is_refused_in_one_line(tmp_path):
@@ -107,14 +107,14 @@ def test_newer_store_is_refused_in_one_line(tmp_path):
   Store(str(path)).close()
   with sqlite3.connect(path) as db:
     db.execute("PRAGMA user_version = 99")
-  with pytest.raises(StoreError, match="schema version 99, newer than this code's 3") as e:
+  with pytest.raises(StoreError, match="schema version 99, newer than this code's 4") as e:
     Store(str(path))
   assert "\n" not in str(e.value)
 
 
 def test_fresh_store_is_current_and_empty(tmp_path):
   with Store.open(str(tmp_path / "run")) as store:
-    assert store.version() == store_lib.SCHEMA_VERSION == 3 and store.events() == [] and store.designs() == []
+    assert store.version() == store_lib.SCHEMA_VERSION == 4 and store.events() == [] and store.designs() == []
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

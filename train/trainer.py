@@ -4,7 +4,10 @@
 train state by rules (train/sharding.py), runs a jitted AdamW step (warm-up + cosine to a minimum
 ratio, global-norm clipping, gradient accumulation, bf16 compute with float32 parameters and
 optimiser state), saves Orbax checkpoints (state, data position and RNG together), resumes from the
-latest good one, writes TensorBoard events, and returns the metrics the store keeps.
+latest good one, writes TensorBoard events, audits the trained parameters for leaks (`gab.audit`,
+metrics["audit"]) and returns the metrics the store keeps. The model is `gab.model.LM` of the tree
+(built-in units), or the design's exported program (`gab.programs.ExportedLM`, a design with code
+units: `train.sandboxed`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from gab import audit as audit_lib
 from gab.model import LM, count_params
 from gab.train_step import (  # noqa: F401 (re-exported: the trainer's API)
     TrainState, make_optimizer, make_schedule, make_train_step, token_nll)
@@ -68,23 +72,36 @@ def evaluate_bpb(model: LM, params, tokens_NxL1: np.ndarray, bytes_per_token: np
           "val_bpb": total_nll / LN2 / max(total_bytes, 1), "val_tokens": total_tokens}
 
 
+def audit_tokens(data: "data_lib.Corpus", rung) -> tuple[np.ndarray, np.ndarray]:
+  """Validation text at the trained program's shape (the micro-batch, the rung's context): the
+  rows the audit replaces from, and the rows it replaces with."""
+  batch = max(1, rung.batch_size // int(rung.get("grad_accum", 1)))
+  rows = np.resize(np.arange(len(data.validation)), 2 * batch)
+  windows = np.asarray(data.validation[rows], np.int32)[:, :-1]
+  return windows[:batch], windows[batch:]
+
+
 def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_lib.Corpus", *,
                        seed: int, checkpoint_dir: str | None = None, log_dir: str | None = None,
                        train_cfg: ml_collections.ConfigDict | None = None, d_model: int | None = None,
                        n_blocks: int | None = None, desc: str = "train",
                        stop_after: int | None = None, return_state: bool = False,
-                       zeroshot_cfg: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
+                       zeroshot_cfg: ml_collections.ConfigDict | None = None,
+                       model=None) -> dict[str, Any]:
   """Train `tree` at the rung (or the given sizing), resuming from `checkpoint_dir` if it holds a
   checkpoint, and return metrics for the store. `stop_after` ends early (to test resuming);
   `return_state` adds the final TrainState under "state" (not JSON: pop it before storing).
   With `zeroshot_cfg.tasks` set, the trained model is also scored on those zero-shot task files:
   `metrics["zeroshot"]` = {task: acc_norm (acc where there is none)}, details under
-  `metrics["zeroshot_detail"]`."""
+  `metrics["zeroshot_detail"]`. `model`, if given, is the design's `gab.programs.ExportedLM` at
+  this rung's shapes (its width and depth are the sizing)."""
   cfg = train_cfg or default_train_config()
   mesh = sharding.make_mesh(cfg.mesh)
-  d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
-  model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
-             remat=cfg.remat and cfg.get("remat_policy", "full"), attention=cfg.get("attention", "auto"))
+  if model is None:
+    d_model, n_blocks = d_model or rung.d_model, n_blocks or rung.n_blocks
+    model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
+               remat=cfg.remat and cfg.get("remat_policy", "full"), attention=cfg.get("attention", "auto"))
+  d_model, n_blocks = model.d_model, model.n_blocks
   seq_len = data.train.shape[1] - 1
   grad_accum = int(rung.get("grad_accum", 1))
   if rung.batch_size % (grad_accum * jax.process_count()):
@@ -187,6 +204,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
     result["zeroshot"] = {t: m.get("acc_norm", m["acc"]) for t, m in detail.items()}
     result["zeroshot_detail"] = detail
     writer.scalars(end, {f"zeroshot/{t}": v for t, v in result["zeroshot"].items()})
+  result["audit"] = audit_lib.audit(model.apply, state.params, *audit_tokens(data, rung), cfg.dtype)
   result["resumed_from_step"] = start  # 0: trained from scratch in this attempt
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()

@@ -2,7 +2,7 @@
 
 The sizing search (`gab.sizing.fit_to_rung`) traces the design, so it runs where the design was
 traced (facts["sizing"]); the parameters of the chosen sizing are counted here, from the shapes
-its exported init program returns, and judged against the target.
+its exported train program takes, and judged against the target.
 
 The efficiency check compiles the train step on the design's exported program ahead of time at the
 rung's real shapes (the sized d_model and n_blocks, the rung's context length, its per-device
@@ -26,7 +26,7 @@ from gab.checks import costs
 from gab.checks.base import FAIL, PASS, WARN, Check
 from gab.checks.context import Context
 from gab.checks.instrument import where_from
-from gab.checks.trace import per_device_batch, sized_specs  # noqa: F401 (per_device_batch: the API)
+from gab.checks.trace import per_device_batch, sized_spec  # noqa: F401 (per_device_batch: the API)
 from gab.checks.training import optimizer
 from gab.model import LM
 from gab.tree import Unit
@@ -43,11 +43,11 @@ def sizing_from_trace(ctx: Context) -> dict:
     raise programs_lib.ProgramError(f"the sizing search failed: {s['error']}")
   if s.get("params") is None:
     return s
-  init, _ = sized_specs(ctx.cfg, ctx.rung, s)
-  counted = programs_lib.count(programs_lib.param_shapes(ctx.ensure_programs(), init))
+  stack = sized_spec(ctx.cfg, ctx.rung, s)
+  counted = programs_lib.count(programs_lib.arg_shapes(ctx.ensure_programs(), stack)[0])
   if counted != s["params"]:
-    raise programs_lib.ProgramError(f"the traced sizing claims {s['params']:,} parameters, its init "
-                                    f"program has {counted:,}")
+    raise programs_lib.ProgramError(f"the traced sizing claims {s['params']:,} parameters, its "
+                                    f"program takes {counted:,}")
   target, tol = ctx.rung.target_params, ctx.cfg.size_tolerance
   s["fits"] = bool(target * (1 - tol) <= counted <= target * (1 + tol))
   return s
@@ -82,8 +82,7 @@ def step_cost(ctx: Context, tree: Unit, sized: dict, programs=None) -> costs.Ste
     model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"], dtype=ctx.compute_dtype())
     inner = train_step.make_train_step(model, opt)
   else:
-    init, stack = sized_specs(ctx.cfg, ctx.rung, sized)
-    model = programs_lib.ExportedLM(programs, stack, ctx.cfg.vocab_size, init_spec=init)
+    model = programs_lib.ExportedLM(programs, sized_spec(ctx.cfg, ctx.rung, sized), ctx.cfg.vocab_size)
     inner = train_step.make_train_step(model, opt)
   return costs.measure(tree, lambda state, tokens, scale: inner(state, tokens), model, opt,
                        ctx.rung.seq_len, batch)

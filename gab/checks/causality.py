@@ -14,7 +14,7 @@ is named from what the tracing recorded. Three tests, all of which must pass:
                the trainer runs (`stack`) at the rung's context length and its half, in float32 and
                the compute dtype, at the initial and trained parameters and, at the full length, at
                points that open gates: vectors and scalars driven to about +-`gate_scale`,
-               matrices x`matrix_scale`; and on the probed programs at the prime lengths. Catches
+               matrices x`matrix_scale`; the probed program at the full length names the unit. Catches
                what gradients cannot see: a VJP that lies (`custom_vjp`), leaks through discrete
                functions, paths taken only at some lengths, dtypes or parameter magnitudes.
   prefix       the outputs on the first half of a sequence equal the first half of its outputs (at
@@ -140,8 +140,11 @@ def forward_failure(ctx: Context, spec, result: replacement.Result, label: str, 
     found = f"the outputs of other sequences of the batch changed when only sequence {row}'s tokens did"
   else:
     found = f"the outputs at positions <= {t} changed when only the tokens after {t} did"
-  probed = result if spec.kind == "probed" else replacement.forward_test(
-      ctx, ctx.plan.forward(spec.dtype, spec.length, probed=True), params)
+  named = ctx.plan.forward(spec.dtype, ctx.rung.seq_len, probed=True)
+  if spec.length != named.length:
+    return Check("causality", FAIL, f"{found} ({where}); the instrumented program is traced at "
+                 f"length {named.length} only: test the unit alone at length {spec.length}", HINT)
+  probed = replacement.forward_test(ctx, named, params)
   culprit = probed.culprit()
   if culprit is None:
     blame = ("; no single unit's output changes in the instrumented program: look at how the blocks "
@@ -170,11 +173,6 @@ def forward_tests(ctx: Context) -> tuple[Check | None, int]:
         result = replacement.forward_test(ctx, spec, params)
         if result.first() is not None:
           return forward_failure(ctx, spec, result, label, params), len(full)
-    for length, batch in plan.structural:
-      spec = plan.structural_spec(dtype, length, batch)
-      result = replacement.forward_test(ctx, spec, ctx.params)
-      if result.first() is not None:
-        return forward_failure(ctx, spec, result, "the initial parameters", ctx.params), len(full)
   return None, len(full)
 
 
@@ -229,6 +227,6 @@ def check_causality(ctx: Context) -> Check:
                f"Z entry at positions <= t w.r.t. tokens after t, and across sequences, at lengths "
                f"{primes} in {dtypes}, at {len(points)} parameter points; outputs at positions <= t "
                f"exactly reproduced when the tokens after t are replaced, for every t, at lengths "
-               f"{plan.rung_lengths + primes} (the rung's context, its half, the primes) in {dtypes}, "
+               f"{plan.rung_lengths} (the rung's context and its half) in {dtypes}, "
                f"at up to {n_forward} parameter points (gates opened, trained); each sequence's "
                f"outputs on its first half are the first half of its outputs")

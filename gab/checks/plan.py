@@ -12,7 +12,8 @@ runs them, and refuses a set of programs that is not this plan's) compute the sa
                   are found by size.
   rung lengths    the rung's own context length and its half (lengths that share its divisors):
                   the forward tests (`gab.checks.replacement`) run there, on the very program
-                  kind the trainer runs (`stack`), at every split point.
+                  kind the trainer runs (`stack`), at every split point; a probed program at the
+                  full length names the unit that leaks.
   train           the check scale's [batch, seq_len]: the training steps, the forward check
   dataflow        [batch, seq_len] in float32: undeclared Z reads, mixing, input dependence
 """
@@ -84,7 +85,7 @@ class Plan:
     for dtype in self.dtypes:
       out.append(self.train(dtype))
       out.append(self.spec("probed", dtype, self.batch, self.cfg.seq_len))
-      for length in self.rung_lengths:
-        out += [self.forward(dtype, length), self.forward(dtype, length, probed=True)]
+      out += [self.forward(dtype, length) for length in self.rung_lengths]
+      out.append(self.forward(dtype, self.rung.seq_len, probed=True))  # names the unit that leaks
       out += [self.structural_spec(dtype, length, batch) for length, batch in self.structural]
     return list(dict.fromkeys(out))

@@ -85,12 +85,50 @@ class Result:
     return self.found[int(np.argmax(bad))] if bad[:-1].any() else None
 
 
+def replacement_program(outputs, found: list[Recorded], batch: int, length: int):
+  """`program(params, base_BxL, noise_BxL, t_GxB, scale) -> (change [G, N], rows [G, B], sizes
+  [N])` (to jit) for `outputs(params, tokens_BxL, scale) -> arrays` (the program's output last)
+  described by `found`: the largest change of each array where it must not change, per group of
+  split points (`split_groups`), of the last array per row, and each array's largest magnitude."""
+
+  def program(p, base_BxL, noise_BxL, t_GxB, s):
+    # One loop body computes every batch, the unreplaced one first (it is kept in the carry):
+    # the same compiled code at the same batch position, so a causal design's outputs at the
+    # unreplaced positions are bit for bit the same (two copies of a program may round apart).
+    shapes = jax.eval_shape(lambda: outputs(p, base_BxL, s))
+
+    def group(ref, t_B):
+      tokens = jnp.where(jnp.arange(length)[None, :] > t_B[:, None], noise_BxL, base_BxL)
+      out = outputs(p, tokens, s)
+      first = jnp.all(t_B >= length - 1)
+      ref = [jnp.where(first, o, r) for o, r in zip(out, ref)]
+      changes, rows = [], None
+      for o, r, rec in zip(out, ref, found):
+        o32, r32 = o.astype(jnp.float32), r.astype(jnp.float32)
+        same = (o32 == r32) | (jnp.isnan(o32) & jnp.isnan(r32))
+        d = jnp.where(same, 0.0, jnp.nan_to_num(jnp.abs(o32 - r32), nan=jnp.inf))
+        d = jnp.where(_past(o.shape, rec, t_B), d, 0.0)
+        changes.append(jnp.max(d, initial=0.0))
+        rows = jnp.max(d.reshape(batch, -1), axis=1)
+      return ref, (jnp.stack(changes), rows)
+
+    zeros = [jnp.zeros(a.shape, a.dtype) for a in shapes]
+    ref, (change, rows) = jax.lax.scan(group, zeros, t_GxB)
+    sizes = jnp.stack([jnp.max(jnp.where(jnp.isfinite(r32), jnp.abs(r32), 0.0), initial=0.0)
+                       for r32 in (r.astype(jnp.float32) for r in ref)])
+    return change, rows, sizes
+  return program
+
+
+OUTPUT = Recorded(None, None, frozenset(), (1,), 0)  # a program's [batch, length, ...] output
+
+
 def forward_test(ctx, spec, params, scale: float = 1.0) -> Result:
   """Replacement over every split point for the program of `spec` (stack or probed)."""
   dtype, batch, length = jnp.dtype(spec.dtype), spec.batch, spec.length
   probed = spec.kind == "probed"
   found = structural.recorded_arrays(ctx, spec) if probed else []
-  found = found + [Recorded(None, None, frozenset(), (1,), 0)]
+  found = found + [OUTPUT]
 
   def build():
     fn = ctx.call(spec)
@@ -98,34 +136,7 @@ def forward_test(ctx, spec, params, scale: float = 1.0) -> Result:
     def outputs(p, tokens, s):
       r = fn(p, ctx.embed(p, tokens, dtype) * jnp.asarray(s).astype(dtype))
       return list(r[1]) + [r[0]] if probed else [r]
-
-    def program(p, base_BxL, noise_BxL, t_GxB, s):
-      # One loop body computes every batch, the unreplaced one first (it is kept in the carry):
-      # the same compiled code at the same batch position, so a causal design's outputs at the
-      # unreplaced positions are bit for bit the same (two copies of a program may round apart).
-      shapes = jax.eval_shape(lambda: outputs(p, base_BxL, s))
-
-      def group(ref, t_B):
-        tokens = jnp.where(jnp.arange(length)[None, :] > t_B[:, None], noise_BxL, base_BxL)
-        out = outputs(p, tokens, s)
-        first = jnp.all(t_B >= length - 1)
-        ref = [jnp.where(first, o, r) for o, r in zip(out, ref)]
-        changes, rows = [], None
-        for o, r, rec in zip(out, ref, found):
-          o32, r32 = o.astype(jnp.float32), r.astype(jnp.float32)
-          same = (o32 == r32) | (jnp.isnan(o32) & jnp.isnan(r32))
-          d = jnp.where(same, 0.0, jnp.nan_to_num(jnp.abs(o32 - r32), nan=jnp.inf))
-          d = jnp.where(_past(o.shape, rec, t_B), d, 0.0)
-          changes.append(jnp.max(d, initial=0.0))
-          rows = jnp.max(d.reshape(batch, -1), axis=1)
-        return ref, (jnp.stack(changes), rows)
-
-      zeros = [jnp.zeros(a.shape, a.dtype) for a in shapes]
-      ref, (change, rows) = jax.lax.scan(group, zeros, t_GxB)
-      sizes = jnp.stack([jnp.max(jnp.where(jnp.isfinite(r32), jnp.abs(r32), 0.0), initial=0.0)
-                         for r32 in (r.astype(jnp.float32) for r in ref)])
-      return change, rows, sizes
-    return jit(program)
+    return jit(replacement_program(outputs, found, batch, length))
 
   rng = np.random.default_rng(ctx.cfg.seed + 17)
   base = rng.integers(3, ctx.cfg.vocab_size, (batch, length)).astype(np.int32)

@@ -6,11 +6,11 @@ programs for the trusted process that judges them, `gab.checker.verify_in_child`
 
   - the check-scale init, then every program of `gab.checks.plan.Plan` (which needs the
     parameters' shapes);
-  - for the budget checks: the sizing search's result (`gab.sizing.fit_to_rung`, facts["sizing"]),
-    the init at that sizing (its parameters are counted where they are judged) and the train
-    step's program at the rung's shapes in the compute dtype (its memory and time are measured
-    where they are judged); the FLOPs the jaxpr walk counts (`gab.checks.costs`) come back as
-    facts["cost"], the checking side's own XLA count being their floor;
+  - for the budget checks: the sizing search's result (`gab.sizing.fit_to_rung`, facts["sizing"])
+    and the train step's program at that sizing, at the rung's shapes in the compute dtype (its
+    parameters are counted, its memory and time measured where they are judged); the FLOPs the
+    jaxpr walk counts (`gab.checks.costs`) come back as facts["cost"], the checking side's own XLA
+    count being their floor;
   - with `fingerprint`, the canonical block's program (`gab.canonical.fingerprint_program`).
 """
 
@@ -49,12 +49,10 @@ def per_device_batch(rung) -> int:
   return max(1, rung.batch_size // (jax.device_count() * int(rung.get("grad_accum", 1))))
 
 
-def sized_specs(cfg, rung, size: dict) -> tuple[Spec, Spec]:
-  """The init and the train step's program of the design sized to the rung."""
-  d, n = size["d_model"], size["n_blocks"]
-  return (Spec("init", d, n, batch=1, length=rung.seq_len),
-          Spec("stack", d, n, compute_dtype(cfg, rung).name, per_device_batch(rung), rung.seq_len,
-               vjp=True))
+def sized_spec(cfg, rung, size: dict) -> Spec:
+  """The train step's program of the design sized to the rung (its parameters are an argument)."""
+  return Spec("stack", size["d_model"], size["n_blocks"], compute_dtype(cfg, rung).name,
+              per_device_batch(rung), rung.seq_len, vjp=True)
 
 
 def trace(tree: Unit, cfg: ml_collections.ConfigDict, rung: ml_collections.ConfigDict,
@@ -78,7 +76,7 @@ def trace(tree: Unit, cfg: ml_collections.ConfigDict, rung: ml_collections.Confi
   exported = {**first.exported, **programs.exported}
   errors = dict(instrument.facts["errors"])
   if size.get("params") is not None:  # its own instrument: facts are the check scale's
-    sized = export(tree, cfg.vocab_size, sized_specs(cfg, rung, size))
+    sized = export(tree, cfg.vocab_size, [sized_spec(cfg, rung, size)])
     exported.update(sized.exported)
     errors.update(sized.facts["errors"])
     extra["cost"] = reported_cost(tree, cfg, rung, size)
