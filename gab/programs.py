@@ -264,6 +264,10 @@ class ExportedLM:
     del tokens_BxL
     return self.programs.get(self.init_spec).call(jax.random.key_data(key))
 
+  def param_shapes(self):
+    """The parameter tree (ShapeDtypeStructs) the program takes."""
+    return arg_shapes(self.programs, self.spec)[0]
+
   def embed(self, params, tokens_BxL):
     x = embed_tokens(params["params"]["embed"]["embedding"], tokens_BxL, self.dtype)
     return x * jnp.asarray(self.input_scale).astype(x.dtype)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from gab.checks.base import compile_options
 from gab.checks.probe import locate_name_stack
 from gab.model import LM
+from gab.programs import ExportedLM
 from gab.tree import Path, Unit
 
 
@@ -82,7 +83,8 @@ def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int,
   if key in _CACHE:
     return _CACHE[key]
   from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
-  params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
+  params = (model.param_shapes() if isinstance(model, ExportedLM) else
+            jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32)))
   state = jax.eval_shape(lambda p: initial_state(p, optimizer), params)
   tokens = jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32)
   scale = jax.ShapeDtypeStruct((), jnp.float32)

@@ -99,7 +99,9 @@ def replacement_program(outputs, found: list[Recorded], batch: int, length: int)
 
     def group(ref, t_B):
       tokens = jnp.where(jnp.arange(length)[None, :] > t_B[:, None], noise_BxL, base_BxL)
-      out = outputs(p, tokens, s)
+      # Materialised once: XLA may otherwise recompute the last operations inside each consumer
+      # (the carry, the comparison), at different precision (bfloat16 rounding elided in one).
+      out = jax.lax.optimization_barrier(outputs(p, tokens, s))
       first = jnp.all(t_B >= length - 1)
       ref = [jnp.where(first, o, r) for o, r in zip(out, ref)]
       changes, rows = [], None
