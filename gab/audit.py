@@ -46,7 +46,7 @@ def audit(apply_fn: Callable, params, base_BxL: np.ndarray, noise_BxL: np.ndarra
          "length": length, "rtol": rtol, "t": None, "row": None}
   if first is not None:
     group, row = first
-    out.update(t=int(groups[group, row]), row=row, max_change=float(rows[group, row]))
+    out.update(t=int(groups[group, row]), row=row, max_change=float(rows[group].max()))
   return out
 
 

@@ -72,12 +72,18 @@ class Result:
     return self.change_GxN > self.rtol * self.scale_N[None, :]
 
   def first(self) -> tuple[int, int] | None:
-    """(group, row) of the first leak in the program's output, by split point."""
+    """(group, row) of the first leak in the program's output: across the batch if a row replaced
+    whole changed another (then the other groups' rows may have changed through the batch too),
+    else the smallest split point."""
     bad = self.rows_GxB > self.rtol * self.scale_N[-1]
     if not bad.any():
       return None
-    order = sorted(zip(*np.nonzero(bad)), key=lambda gr: (self.groups[gr] < 0, self.groups[gr]))
-    return tuple(int(i) for i in order[0])
+    whole = (self.groups < 0).any(axis=1)  # groups with a row replaced from position 0
+    order = sorted(zip(*np.nonzero(bad)), key=lambda gr: (not whole[gr[0]], self.groups[gr]))
+    group, row = order[0]
+    if whole[group]:  # the rows that changed are the others: name the one replaced
+      row = int(np.argmin(self.groups[group]))
+    return int(group), int(row)
 
   def culprit(self) -> Recorded | None:
     """The first array (execution order) that changes where it must not."""

@@ -16,6 +16,8 @@ programs for the trusted process that judges them, `gab.checker.verify_in_child`
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import jax
@@ -58,8 +60,17 @@ def sized_spec(cfg, rung, size: dict) -> Spec:
 def trace(tree: Unit, cfg: ml_collections.ConfigDict, rung: ml_collections.ConfigDict,
           fingerprint: bool = False) -> Programs:
   """Every program the checks run, and the facts of tracing them (see the module docstring).
-  `cfg` complete and `rung` resolved (`gab.checker.complete_config`, `resolve_rung`)."""
+  `cfg` complete and `rung` resolved (`gab.checker.complete_config`, `resolve_rung`). A process
+  that checks the same design at the same configs again (the seeds, at every run's start) gets
+  the same programs back: they are a function of exactly those."""
   tree = registry.normalize(tree)
+  return _trace(tree, json.dumps(cfg.to_dict(), sort_keys=True), json.dumps(rung.to_dict(), sort_keys=True),
+                fingerprint)
+
+
+@functools.lru_cache(maxsize=8)
+def _trace(tree: Unit, cfg_json: str, rung_json: str, fingerprint: bool) -> Programs:
+  cfg, rung = (ml_collections.ConfigDict(json.loads(t)) for t in (cfg_json, rung_json))
   instrument = Instrument(tree)
   plan_init = Plan.init_spec(cfg)
   first = export(tree, cfg.vocab_size, [plan_init], instrument=instrument)
