@@ -38,7 +38,7 @@ def audit(apply_fn: Callable, params, base_BxL: np.ndarray, noise_BxL: np.ndarra
   lowered = jax.jit(program).lower(*args)
   fft = "stablehlo.fft" in lowered.as_text()
   rtol = FFT_RTOL * float(jnp.finfo(jnp.dtype(dtype)).eps) if fft else 0.0
-  change, rows, sizes = jax.device_get(lowered.compile()(*args))
+  change, rows, sizes, _ = jax.device_get(lowered.compile()(*args))
   result = replacement.Result(np.asarray(change), np.asarray(rows), np.asarray(sizes), groups,
                               found, rtol)
   first = result.first()

@@ -67,6 +67,7 @@ class Result:
   groups: np.ndarray
   found: list[Recorded]
   rtol: float
+  reference: np.ndarray | None = None  # the program's output on the unreplaced batch
 
   def leaking(self) -> np.ndarray:
     return self.change_GxN > self.rtol * self.scale_N[None, :]
@@ -93,9 +94,10 @@ class Result:
 
 def replacement_program(outputs, found: list[Recorded], batch: int, length: int):
   """`program(params, base_BxL, noise_BxL, t_GxB, scale) -> (change [G, N], rows [G, B], sizes
-  [N])` (to jit) for `outputs(params, tokens_BxL, scale) -> arrays` (the program's output last)
-  described by `found`: the largest change of each array where it must not change, per group of
-  split points (`split_groups`), of the last array per row, and each array's largest magnitude."""
+  [N], reference)` (to jit) for `outputs(params, tokens_BxL, scale) -> arrays` (the program's
+  output last) described by `found`: the largest change of each array where it must not change,
+  per group of split points (`split_groups`), of the last array per row, each array's largest
+  magnitude, and the last array on the unreplaced batch."""
 
   def program(p, base_BxL, noise_BxL, t_GxB, s):
     # One loop body computes every batch, the unreplaced one first (it is kept in the carry):
@@ -124,7 +126,7 @@ def replacement_program(outputs, found: list[Recorded], batch: int, length: int)
     ref, (change, rows) = jax.lax.scan(group, zeros, t_GxB)
     sizes = jnp.stack([jnp.max(jnp.where(jnp.isfinite(r32), jnp.abs(r32), 0.0), initial=0.0)
                        for r32 in (r.astype(jnp.float32) for r in ref)])
-    return change, rows, sizes
+    return change, rows, sizes, ref[-1]
   return program
 
 
@@ -146,11 +148,13 @@ def forward_test(ctx, spec, params, scale: float = 1.0) -> Result:
       return list(r[1]) + [r[0]] if probed else [r]
     return jit(replacement_program(outputs, found, batch, length))
 
+  # The same rows at every length (a shorter one is a prefix): `reference`s compare as prefixes.
   rng = np.random.default_rng(ctx.cfg.seed + 17)
-  base = rng.integers(3, ctx.cfg.vocab_size, (batch, length)).astype(np.int32)
-  noise = rng.integers(3, ctx.cfg.vocab_size, (batch, length)).astype(np.int32)
+  longest = max(length, ctx.rung.seq_len)
+  base, noise = (rng.integers(3, ctx.cfg.vocab_size, (batch, longest)).astype(np.int32)[:, :length]
+                 for _ in range(2))
   groups = split_groups(batch, length)
   program = ctx.compiled(f"forward {spec.key}", build)
-  change, rows, sizes = jax.device_get(program(params, base, noise, groups, scale))
+  change, rows, sizes, reference = jax.device_get(program(params, base, noise, groups, scale))
   return Result(np.asarray(change), np.asarray(rows), np.asarray(sizes), groups, found,
-                structural.tolerance(ctx, spec))
+                structural.tolerance(ctx, spec), np.asarray(reference))

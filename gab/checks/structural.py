@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
-from gab.checks.base import jit
+from gab.checks.base import jit, on_device
 from gab.checks.instrument import where_from
 from gab.checks.probe import Location
 from gab.programs import has_fft, out_shapes
@@ -75,14 +75,14 @@ def declared_time_sizes(tree: Unit) -> list[int]:
 def perturb(params, key: jax.Array, scale: float = 0.3, floor: float = 0.05):
   """Parameters moved by noise of `scale` x their RMS plus `floor`: zero-initialised gates open.
 
-  Drawn with numpy from a generator seeded by `key` (no program to compile)."""
+  Drawn with numpy from a generator seeded by `key` (no program to compile); put on the device."""
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
 
   def move(leaf):
     a = np.asarray(leaf)
     rms = float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
     return (a + (scale * rms + floor) * rng.standard_normal(a.shape)).astype(a.dtype)
-  return jax.tree.map(move, jax.device_get(params))
+  return on_device(jax.tree.map(move, jax.device_get(params)))
 
 
 @dataclasses.dataclass(frozen=True)

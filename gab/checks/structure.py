@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
-from gab.checks import zrule
-from gab.checks.base import FAIL, PASS, Check, jit
+from gab.checks import mixing, zrule
+from gab.checks.base import FAIL, PASS, Check, jit, on_device
 from gab.checks.context import Context
 from gab.checks.plan import Plan
 from gab.tree import Unit
@@ -69,7 +69,9 @@ def check_init(ctx: Context) -> Check:
                  hint)
   from gab.programs import param_shapes  # pylint: disable=g-import-not-at-top
   ctx.plan = Plan(ctx.tree, ctx.cfg, ctx.rung, param_shapes(programs, init), ctx.check_dtypes())
-  ctx.params = jax.device_get(jit(ctx.call(init))(jax.random.key_data(ctx.key)))
+  # On the device, as every later parameter point is: a program compiles once per shape, not
+  # once more for host arrays.
+  ctx.params = on_device(jit(ctx.call(init))(jax.random.key_data(ctx.key)))
   leaves = jax.tree_util.tree_flatten_with_path(ctx.params)[0]
   n = sum(x.size for _, x in leaves)
   bad = [jax.tree_util.keystr(p) for p, x in leaves
@@ -95,8 +97,10 @@ def check_forward(ctx: Context) -> Check:
     error = errors.get(spec.key) and (errors.get(probed.key) or errors[spec.key])  # probed: names the unit
     if error:
       return Check("forward", FAIL, f"forward pass{in_dtype} failed: {error}", CONTRACT_HINT)
-    lm = ctx.train_lm(dtype)
-    logits = jax.device_get(jit(lm.apply)(ctx.params, tokens))
+    if dtype == jnp.float32:  # with the dataflow tests' program: one compile
+      logits = mixing.run(ctx, ctx.params, jax.random.fold_in(ctx.key, 13))["logits"]
+    else:
+      logits = jax.device_get(jit(ctx.train_lm(dtype).apply)(ctx.params, tokens))
     if logits.shape != want or logits.dtype != jnp.float32:
       return Check("forward", FAIL, f"logits are {logits.dtype}{list(logits.shape)}, expected "
                    f"float32{list(want)}", CONTRACT_HINT)
@@ -119,7 +123,7 @@ def check_forward(ctx: Context) -> Check:
 
 def dataflow_failure(ctx: Context) -> Check | None:
   """Undeclared Z reads (by any route), logits that ignore the tokens, mixers that do not mix."""
-  from gab.checks import mixing, zflow  # pylint: disable=g-import-not-at-top
+  from gab.checks import zflow  # pylint: disable=g-import-not-at-top
   from gab.checks.structural import perturb  # pylint: disable=g-import-not-at-top
   cfg = ctx.cfg
   bad = zflow.undeclared_reads(ctx, ctx.params)
@@ -129,7 +133,8 @@ def dataflow_failure(ctx: Context) -> Check | None:
     return Check("forward", FAIL, f"{where} reads Z entries among {entries} its kind does not declare "
                  f"(its outputs depend on them; reads="
                  f"{list(registry.get(where.kind).reads)}){more}", CONTRACT_HINT)
-  opened = perturb(ctx.params, jax.random.fold_in(ctx.key, 11))
+  opened = mixing.run(ctx, perturb(ctx.params, jax.random.fold_in(ctx.key, 11)),
+                      jax.random.fold_in(ctx.key, 13))
   ratio, culprit = mixing.dependence(ctx, opened)
   if not ratio >= cfg.min_input_dependence:
     blame = f"; the dependence is cut by {culprit}" if culprit else ""
@@ -138,7 +143,7 @@ def dataflow_failure(ctx: Context) -> Check | None:
                  f"{cfg.min_input_dependence:g} expected){blame}",
                  "the block's output must depend on its input (keep a residual path or make the "
                  "units' outputs functions of their inputs, not of positions or constants)")
-  lazy = mixing.mixing(ctx, opened, jax.random.fold_in(ctx.key, 13), cfg.min_mixing)
+  lazy = mixing.mixing(ctx, opened, cfg.min_mixing)
   if lazy:
     where, r = lazy[0]
     more = f" (+{len(lazy) - 1} more)" if len(lazy) > 1 else ""

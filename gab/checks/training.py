@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from gab import train_step
-from gab.checks.base import FAIL, PASS, Check, jit
+from gab.checks.base import FAIL, PASS, Check, jit, on_device
 from gab.checks.context import Context
 from gab.checks.probe import describe_params, error_text
 from gab.checks.structure import first_nonfinite
@@ -49,8 +49,8 @@ def make_train_step(model: ExportedLM, opt: optax.GradientTransformation):
 
 
 def initial_state(params, opt: optax.GradientTransformation):
-  return train_step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
-                            jax.random.key_data(jax.random.key(0)))
+  return on_device(train_step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
+                                         jax.random.key_data(jax.random.key(0))))
 
 
 def training_run(ctx: Context) -> dict:
