@@ -18,8 +18,10 @@ path, block) when there is one, and gives a hint for the repair.
                         at two prime lengths (one longer than the rung's context and than twice
                         every declared chunk/window/kernel), two batch sizes, float32 and the
                         compute dtype, at initial, perturbed, large-input and trained parameters;
-                        token replacement (non-differentiable leaks); a sequence equals itself run
-                        alone, and its prefix's outputs the prefix of its outputs
+                        forward replacement at every split point on the trained program kind, at
+                        the rung's context length and its half, in every compute dtype, at initial,
+                        trained and gate-opening parameters (`gab.checks.replacement`: whatever
+                        the design's VJP says); its prefix's outputs the prefix of its outputs
   5. differentiability  every parameter gets a finite gradient (also in the compute dtype), nonzero
                         within a few steps of the trainer's own train step
   6. stability          the step compiled ahead of time at the rung's context length (failing if
