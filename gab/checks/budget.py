@@ -8,10 +8,10 @@ The efficiency check compiles the train step on the design's exported program ah
 rung's real shapes (the sized d_model and n_blocks, the rung's context length, its per-device
 batch) and compares its FLOPs and memory with the GPT seed's, fitted to the same rung the same
 way; it also fails a step that would not fit the rung's memory limit, or the device's memory when
-the device reports it. Memory is this compile's; FLOPs are the larger of the jaxpr walk's count
-made where the design was traced (facts["cost"]: per-unit shares, scan trip counts) and XLA's
-count of this compile; a loop whose trip count XLA cannot determine (in this compile) makes the
-check time the step against GPT's, here.
+the device reports it. Memory is this compile's; FLOPs are the jaxpr walk's count made where the
+design was traced (facts["cost"]: per-unit shares, scan trip counts; the one number of a verdict
+the tracing process still reports, until the count is made from the judged program); a loop whose
+trip count XLA cannot determine in this compile makes the check time the step against GPT's, here.
 """
 
 from __future__ import annotations
@@ -88,22 +88,22 @@ def step_cost(ctx: Context, tree: Unit, sized: dict, programs=None) -> costs.Ste
                        ctx.rung.seq_len, batch)
 
 
-def traced_cost(ctx: Context, trusted: costs.StepCost) -> costs.StepCost:
-  """`trusted` (this process's compile of the exported step) with the FLOPs the tracing's jaxpr
-  walk counted where they are more (XLA counts a loop body once) and its per-unit shares; loops
-  the walk saw, and loops XLA cannot count in this compile, are timed (`while_loops`)."""
+def traced_cost(ctx: Context, judged: costs.StepCost) -> costs.StepCost:
+  """`judged` (this process's compile of the exported step: its memory) with the FLOPs and
+  per-unit shares the tracing's jaxpr walk counted (XLA's own count is no floor: it counts a loop
+  body once and a grouped convolution's backward as dense); loops the walk saw, and loops whose
+  trip count XLA cannot determine in this compile, are timed (`while_loops`)."""
   reported = ctx.facts().get("cost") or {}
   if reported.get("error"):
     raise programs_lib.ProgramError(f"the train step could not be traced at the rung's shapes: "
                                     f"{reported['error']}")
-  flops = max(float(reported.get("flops", 0.0)), trusted.xla_flops)
   unit_flops = {tuple(p) if p is not None else None: v for p, v in reported.get("unit_flops", [])}
   unit_bytes = {tuple(p) if p is not None else None: v for p, v in reported.get("unit_bytes", [])}
   loops = [where_from(w) for w in reported.get("while_loops", [])]
-  if not loops and costs.has_unknown_trip_count(trusted.compiled):
+  if not loops and costs.has_unknown_trip_count(judged.compiled):
     loops = [None]
-  return dataclasses.replace(trusted, flops=flops, unit_flops=unit_flops, unit_bytes=unit_bytes,
-                             while_loops=loops)
+  return dataclasses.replace(judged, flops=float(reported.get("flops", 0.0)), unit_flops=unit_flops,
+                             unit_bytes=unit_bytes, while_loops=loops)
 
 
 def memory_limit(ctx: Context) -> tuple[float | None, str]:
@@ -133,7 +133,6 @@ def check_efficiency(ctx: Context) -> Check:
   mine = traced_cost(ctx, step_cost(ctx, ctx.tree, ctx.sizing, ctx.ensure_programs()))
   gpt = seeds.seed("gpt")
   ref = step_cost(ctx, gpt, fit(ctx, gpt))
-  ref = dataclasses.replace(ref, flops=max(ref.flops, ref.xla_flops))  # counted as the design is
   flops_x, memory_x = mine.flops / ref.flops, mine.memory_bytes / ref.memory_bytes
   timed = ""
   if mine.while_loops:  # trip counts unknown to the analysis: time the real step against GPT's
