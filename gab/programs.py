@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax._src.export._export import _CUSTOM_CALL_TARGETS_GUARANTEED_STABLE  # pylint: disable=g-importing-member
 
 from gab.model import LM, embed_tokens, tied_head
 from gab.tree import Unit
@@ -49,8 +50,8 @@ from gab.units.norm import rms_norm
 KINDS = ("init", "stack", "probed", "dataflow")
 # Pure compute kernels: jax's custom calls with compatibility guarantees (LAPACK/cuSOLVER kernels,
 # sharding annotations, Pallas TPU kernels), less TensorFlow calls; plus cuDNN's fused attention.
-_STABLE = __import__("jax._src.export._export", fromlist=["_"])._CUSTOM_CALL_TARGETS_GUARANTEED_STABLE
-ALLOWED_CUSTOM_CALLS = frozenset(_STABLE) - {"tf.call_tf_function", "mosaic_gpu_v2"}
+ALLOWED_CUSTOM_CALLS = (frozenset(_CUSTOM_CALL_TARGETS_GUARANTEED_STABLE)
+                        - {"tf.call_tf_function", "mosaic_gpu_v2"})
 ALLOWED_PREFIXES = ("__cudnn$fmha",)
 HOST_OPS = ("stablehlo.infeed", "stablehlo.outfeed", "stablehlo.send", "stablehlo.recv",
             "mhlo.infeed", "mhlo.outfeed", "mhlo.send", "mhlo.recv")

@@ -158,6 +158,12 @@ def train_in_child(job: dict[str, Any]) -> dict[str, Any]:
   init, stack = program_specs(job, size)
   model = programs.ExportedLM(programs.Programs.load(job["programs"]), stack, corpus.vocab_size,
                               init_spec=init)
+  if job.get("fit", True) and rung.get("target_params"):  # the sizing was the sandbox's choice
+    _, cfg, _ = _configs(job)
+    n, target, tol = programs.count(model.param_shapes()), rung.target_params, cfg.size_tolerance
+    if not target * (1 - tol) <= n <= target * (1 + tol):
+      raise ValueError(f"SizeError: the traced program has {n:,} parameters, not within "
+                       f"+-{tol:.0%} of the rung's {target:,}")
   metrics = trainer.train_and_evaluate(
       tree, rung, corpus, seed=job["seed"], checkpoint_dir=job.get("checkpoint_dir"),
       log_dir=job.get("log_dir"), train_cfg=train_cfg,
