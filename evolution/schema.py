@@ -63,5 +63,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3 -> 4: each design's canonical id (evolution.canonical), so that a run's index of what it
     # stored is read, not recomputed by parsing every tree (NULL in older rows until indexed).
     ("ALTER TABLE designs ADD COLUMN canonical TEXT",),
+    # 4 -> 5: the "leaking" status and voided verifications (the post-training audit, gab.audit):
+    # stores that may hold them are version 5, so a genesys_jax that does not know them refuses
+    # to open one instead of ranking a leaking design.
+    ("CREATE INDEX designs_by_status ON designs (status)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -189,7 +189,7 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
   """The design a verifier should train at `rung` next, or None if no design is eligible.
 
   Eligible: not yet verified at `rung`, verified at the rung below (any design for the lowest rung),
-  status neither rejected nor failed. With probability `exploit_prob` the pick is among eligible
+  status neither rejected, failed nor leaking. With probability `exploit_prob` the pick is among eligible
   good & unconfident designs (good but not yet confirmed at scale; failing those, any good eligible
   design), otherwise among the other eligible ones. Fitness and confidence are over all `designs`.
   """
@@ -200,7 +200,7 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
     return d.get("metrics", {}).get(r, {}).get("val_bpb") is not None
 
   eligible = [not verified(d, rung) and (below is None or verified(d, below))
-              and d.get("status") not in ("rejected", "failed") for d in designs]
+              and d.get("status") not in ("rejected", "failed", "leaking") for d in designs]
   if not any(eligible):
     return None
   where = quadrant_of(designs, rungs, top_fraction, zeroshot_weight)
@@ -213,4 +213,3 @@ def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str
   pools = [_ranked(fit, favoured), _ranked(fit, others)]
   exploit = bool(jax.random.uniform(k_mode) < exploit_prob)
   return designs[_pick(k_pick, (pools[0] or pools[1]) if exploit else (pools[1] or pools[0]))]
-

@@ -3,12 +3,15 @@
 Tables (the designs and verifications columns are a contract other tools read):
   designs(id, tree, parents, operator, description, seq, status, report, canonical)
     id = the tree's content hash; tree = design JSON; parents = JSON list of ids;
-    seq = creation order; status in {valid, rejected, verified, failed}, or checking while a
-    verifier worker checks it (report = {"checking": true, "proposal": index} until then);
+    seq = creation order; status in {valid, rejected, verified, failed, leaking}, or checking
+    while a verifier worker checks it (report = {"checking": true, "proposal": index} until then);
+    leaking (schema 5): its trained parameters failed the post-training audit (`gab.audit`);
     canonical = the tree's canonical id (evolution.canonical: equal for trees that differ only in
     how they are written), NULL in rows stored before schema 4 until a run indexes them.
   verifications(design_id, rung, metrics)   metrics = JSON with val_bpb, params, tokens, or, for a
-                                            failed run, val_bpb null and an "error" string.
+                                            failed run, val_bpb null and an "error" string; a
+                                            leaking run's are voided: val_bpb null, the error,
+                                            "leaking": true and the trained run's under "voided".
   meta(key, value)                          run-level counters (e.g. the next proposal index).
   lineage(child_id, parent_id, position)    designs.parents as rows, for graph queries.
   artifacts(created_seq, design_id, kind, content)  checker reports, resolved configs, transcripts;
@@ -42,7 +45,7 @@ from evolution.integrity import StoreError  # noqa: F401 (the API: a store that 
 from evolution.jobqueue import CHECK_JOB, JobQueue  # noqa: F401 (CHECK_JOB: the API)
 from evolution.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (SCHEMA_VERSION: the API)
 
-STATUSES = ("valid", "rejected", "verified", "failed", "checking")
+STATUSES = ("valid", "rejected", "verified", "failed", "checking", "leaking")
 
 
 

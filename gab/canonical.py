@@ -84,12 +84,30 @@ def fingerprint(tree: Unit, d_model: int = 64, length: int = 256, digits: int = 
     initialised from those names, so equivalences the canonical form does not undo (say,
     Gate(a, b) with identity activation vs Gate(b, a)) start from different values and differ.
   Raises whatever initialisation or the forward pass raises for a design that cannot run.
+  A design with code units is fingerprinted from its exported `fingerprint_program` (compiled,
+  not eager: its last digit may round differently from an eager run).
   """
+  # Called eagerly: per-op caches beat a compile per design.
+  y_BxLxD = fingerprint_program(tree)(fingerprint_input(d_model, length))
+  return digest(y_BxLxD, digits)
+
+
+def fingerprint_input(d_model: int = 64, length: int = 256) -> jax.Array:
+  return jax.random.normal(jax.random.key(20240601), (2, length, d_model), jnp.float32)
+
+
+def fingerprint_program(tree: Unit):
+  """`x_BxLxD -> y_BxLxD`: the canonical block, initialised at key 0, applied to `x`."""
   block = GAB(canonical(tree))
-  x_BxLxD = jax.random.normal(jax.random.key(20240601), (2, length, d_model), jnp.float32)
-  z = initial_z(jnp.zeros((2, length), jnp.int32))
-  params = block.init(jax.random.key(0), x_BxLxD, z)
-  y_BxLxD, _ = block.apply(params, x_BxLxD, z)  # eagerly: per-op caches beat a compile per design
+
+  def run(x_BxLxD):
+    z = initial_z(jnp.zeros(x_BxLxD.shape[:2], jnp.int32))
+    params = block.init(jax.random.key(0), x_BxLxD, z)
+    return block.apply(params, x_BxLxD, z)[0]
+  return run
+
+
+def digest(y_BxLxD, digits: int = 4) -> str:
   rounded = _round_significant(np.asarray(y_BxLxD, np.float64), digits)
   return hashlib.sha256(rounded.tobytes()).hexdigest()[:16]
 

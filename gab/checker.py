@@ -19,8 +19,10 @@ path, block) when there is one, and gives a hint for the repair.
                         every declared chunk/window/kernel shorter than the context), two batch
                         sizes, float32 and the compute dtype, at initial, perturbed, large-input
                         and trained parameters;
-                        token replacement (non-differentiable leaks); a sequence equals itself run
-                        alone, and its prefix's outputs the prefix of its outputs
+                        forward replacement at every split point on the trained program kind, at
+                        the rung's context length and its half, in every compute dtype, at initial,
+                        trained and gate-opening parameters (`gab.checks.replacement`: whatever
+                        the design's VJP says); its prefix's outputs the prefix of its outputs
   5. differentiability  every parameter gets a finite gradient (also in the compute dtype), nonzero
                         within a few steps of the trainer's own train step
   6. stability          the step compiled ahead of time at the rung's context length (failing if
@@ -41,6 +43,12 @@ Each check runs under a wall-clock limit, `checker.timeout_s` (`gab.checks.timeo
 hangs fails the check it hangs in. The compute dtype is the rung's `dtype`, else `checker.dtype`
 (bfloat16 in the paper ladder).
 
+The checks judge programs, not Python: the design's unit code runs only while `gab.checks.trace`
+traces and exports it (`gab.programs`); every check then runs those programs in the checking
+process. `check` does both here (built-in units only); for a design with code units
+`gab.sandbox.check_design` traces in the sandbox and judges in `verify_in_child`, a process that
+never runs the design's Python: nothing the units import or patch can reach the verdict.
+
 `cfg` is the check scale (`default_config()`); `rung` is the rung a design will train at: a
 ConfigDict with d_model, n_blocks, target_params (0: the GPT seed's size at d_model/n_blocks),
 batch_size, memory_limit_gb (0: the device's memory, if known) and seq_len (the context length).
@@ -55,6 +63,7 @@ and hands this module plain values (see genesys_jax/cli/check.py).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import ml_collections
@@ -67,6 +76,7 @@ from gab.checks.context import Context
 from gab.checks.structure import check_forward, check_format, check_init
 from gab.checks.timeout import run_with_timeout
 from gab.checks.training import check_differentiability, check_effectiveness, check_stability
+from gab.programs import Programs, ProgramError
 from gab.tree import DesignError, Unit, design_to_json, load_design, load_design_file  # noqa: F401
 
 CHECKS = (check_format, check_init, check_forward, check_causality, check_differentiability,
@@ -114,6 +124,10 @@ class CheckerConfig:
                                           fields.number(0.0, lo_open=True))
   train_steps: int = fields.field(10, "differentiability and effectiveness steps", fields.integer(1))
   train_lr: float = fields.field(3e-3, "their learning rate", fields.number(0.0, lo_open=True))
+  gate_scale: float = fields.field(10.0, "causality: vectors and scalars driven to about +-this "
+                                   "(parameter points that open gates)", fields.number(0.0, lo_open=True))
+  matrix_scale: float = fields.field(3.0, "causality: matrices multiplied by this at those points",
+                                     fields.number(0.0, lo_open=True))
   size_tolerance: float = fields.field(0.2, "parameter_budget: relative distance to target_params",
                                        fields.number(0.0, 1.0, hi_open=True))
   min_d_model: int = fields.field(64, "sizing: narrowest d_model", fields.integer(1))
@@ -139,6 +153,13 @@ def default_config() -> ml_collections.ConfigDict:
   return fields.defaults(CheckerConfig)
 
 
+def complete_config(cfg: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+  """`cfg` with the fields it lacks (an older stored config) taken from `default_config()`."""
+  full = default_config().to_dict()
+  full.update(cfg.to_dict() if cfg is not None else {})
+  return ml_collections.ConfigDict(full)
+
+
 def resolve_rung(rung, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of the rung (or `cfg.rung`) with target_params and memory_limit_gb filled in."""
   r = ml_collections.ConfigDict(dict(rung if rung is not None else cfg.rung))
@@ -155,11 +176,18 @@ def resolve_rung(rung, cfg: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
           progress: Callable[[str], None] | None = None) -> Report:
-  """Run the checks in order, stopping at the first failure (later checks need its results).
+  """Trace the design here (its units must be built in: they run in this process) and verify it."""
+  return verify(tree, cfg, rung, None, progress)
+
+
+def verify(tree: Unit, cfg, rung, programs: Programs | None,
+           progress: Callable[[str], None] | None = None) -> Report:
+  """Run the checks in order on the design's exported `programs` (None: traced here once the
+  format check has passed), stopping at the first failure (later checks need its results).
 
   `progress(name)`, if given, is called before each check starts."""
-  cfg = default_config() if cfg is None else cfg
-  ctx = Context(tree, cfg, resolve_rung(rung, cfg))
+  cfg = complete_config(cfg)
+  ctx = Context(tree, cfg, resolve_rung(rung, cfg), programs)
   checks: list[Check] = []
   for name, fn in zip(NAMES, CHECKS):
     if progress is not None:
@@ -171,6 +199,9 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
           f"(checker.timeout_s): the design hangs or is far too slow at the check scale",
           "look for loops that never end (a while_loop whose condition stays true, Python loops "
           "over traced values) or work that grows much faster than the sequence length"))
+    except ProgramError as e:
+      checks.append(Check(name, FAIL, f"{e}", "every unit must trace at every shape and width "
+                          "the checks and the rung use"))
     except Exception as e:  # noqa: BLE001 - a design must never crash the loop that checks it
       checks.append(Check(name, FAIL, f"the check crashed: {one_line(e)}",
                           "if the design looks right, this is a checker bug: report it"))
@@ -178,3 +209,46 @@ def check(tree: Unit, cfg: ml_collections.ConfigDict | None = None, rung=None,
       break
   return Report(checks, ctx.sizing)
 
+
+def trace_in_child(job: dict) -> dict:
+  """The sandbox's side of `gab.sandbox.check_design`: register the design's code units, trace
+  (`gab.checks.trace`), save the programs in job["out"]; the facts' size in bytes (the parent
+  reads the files)."""
+  from gab import codeunits  # pylint: disable=g-import-not-at-top
+  from gab.checks import trace  # pylint: disable=g-import-not-at-top
+  from gab.tree import design_from_json, design_units  # pylint: disable=g-import-not-at-top
+  tree, _ = design_from_json(job["design"])
+  for source in design_units(job["design"]).values():
+    codeunits.register(source)
+  cfg = complete_config(ml_collections.ConfigDict(job["cfg"]) if job.get("cfg") else None)
+  rung = resolve_rung(ml_collections.ConfigDict(job["rung"]) if job.get("rung") else None, cfg)
+  programs = trace.trace(tree, cfg, rung, fingerprint=job.get("fingerprint", False))
+  programs.save(job["out"])
+  return {"programs": len(programs.exported),
+          "facts_bytes": os.path.getsize(os.path.join(job["out"], "facts.json"))}
+
+
+def verify_in_child(job: dict) -> dict:
+  """The trusted side of `gab.sandbox.check_design`, in a process that never runs the design's
+  Python: its code units are only declared; the programs the sandbox saved in job["programs"]
+  are loaded (refused if they can reach the host) and judged. The report dict, with
+  "fingerprint" when asked and passed."""
+  from gab import canonical, codeunits  # pylint: disable=g-import-not-at-top
+  from gab.checks import trace  # pylint: disable=g-import-not-at-top
+  from gab.tree import design_from_json, design_units  # pylint: disable=g-import-not-at-top
+  for source in design_units(job["design"]).values():
+    codeunits.declare(source)
+  tree, _ = design_from_json(job["design"])
+  cfg = complete_config(ml_collections.ConfigDict(job["cfg"]) if job.get("cfg") else None)
+  rung = resolve_rung(ml_collections.ConfigDict(job["rung"]) if job.get("rung") else None, cfg)
+  try:
+    programs = Programs.load(job["programs"])
+  except ProgramError as e:
+    return Report([Check("sandbox", FAIL, str(e), "code units run inside compiled programs only: "
+                         "no host callbacks, no custom calls")]).to_dict()
+  report = verify(tree, cfg, rung, programs).to_dict()
+  if job.get("fingerprint") and report["passed"]:
+    if trace.FINGERPRINT in programs.exported:
+      y = programs.exported[trace.FINGERPRINT].call(canonical.fingerprint_input())
+      report["fingerprint"] = canonical.digest(y)
+  return report

@@ -102,12 +102,17 @@ class LM(nn.Module):
   def features(self, tokens_BxL):
     """The final normed hidden state [batch, length, d_model] (compute dtype) and the final Z:
     what the head reads, so a loss can apply the head to a few positions at a time."""
-    x_BxLxD = self.embed(tokens_BxL).astype(self.dtype)
-    z = initial_z(tokens_BxL)
+    x_BxLxD, z = self.stack(embed_tokens(self.embed.embedding, tokens_BxL, self.dtype))
+    return rms_norm(x_BxLxD, self.norm_scale), z
+
+  def stack(self, x_BxLxD):
+    """The blocks on given token embeddings (compute dtype): their output, before the final norm,
+    and the final Z. The only part of the LM that runs the design's units (`gab.programs`)."""
+    z = initial_z(jnp.zeros(x_BxLxD.shape[:2], jnp.int32))
     with attention_impl.use(self.attention):
       for block in self.blocks:
         x_BxLxD, z = block(x_BxLxD, z)
-    return rms_norm(x_BxLxD, self.norm_scale), z
+    return x_BxLxD, z
 
   def head(self, x_BxLxD):
     """Float32 logits [..., vocab] of hidden states (the head tied to the embedding)."""
@@ -116,6 +121,11 @@ class LM(nn.Module):
   def head_matrix(self):
     """The head's weights [vocab, d_model]: the token embedding (tied), float32."""
     return self.embed.embedding
+
+
+def embed_tokens(embedding_VxD, tokens_BxL, dtype):
+  """The token embeddings in the compute dtype (what `nn.Embed(dtype=dtype)` computes)."""
+  return jnp.take(embedding_VxD.astype(dtype), tokens_BxL, axis=0)
 
 
 def count_params(params) -> int:

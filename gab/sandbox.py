@@ -1,7 +1,9 @@
 """Run untrusted design code (code units) in an isolated child process; report every way out.
 
-`check_design(design_json, checker_cfg, rung)` runs the whole checker on a design with code units in
-`python -I gab/sandbox_child.py` and returns the checker's report dict. The child:
+`check_design(design_json, checker_cfg, rung)` checks a design with code units and returns the
+checker's report dict: one `python -I gab/sandbox_child.py` registers the code units and traces
+the programs the checks run (the only process that runs the design's Python), a second one judges
+those programs without running any of it (`gab.checker.verify_in_child`). Each child:
 - starts in its own session (process group) with a scrubbed environment: PATH, HOME and TMPDIR (its
   temporary directory), LANG, JAX_PLATFORMS, XLA_FLAGS, CUDA_VISIBLE_DEVICES if set, and nothing
   else: no API keys, tokens or cloud credentials;
@@ -267,47 +269,68 @@ def as_dict(cfg):
 
 def check_design(design_json: str, checker_cfg=None, rung=None, *, timeout_s: float = 300,
                  fingerprint: bool = False) -> dict[str, Any]:
-  """The checker's report for the design, computed in the sandbox (see the module docstring).
+  """The checker's report for the design (see the module docstring), in two children: the sandbox
+  registers its code units and traces the programs the checks run (`gab.checks.trace`), a second,
+  trusted one judges them without running any of the design's Python (`gab.checker.verify_in_child`).
+  Each child has `timeout_s`.
 
   With `fingerprint`, a passing report also carries "fingerprint" (`gab.canonical.fingerprint`,
-  which runs the design's code, so it is computed in the sandbox too).
+  of the canonical block's exported program).
   """
   bad = lint_report(design_json)
   if bad is not None:
     return bad
-  job = dict(mode="check", design=design_json, cfg=as_dict(checker_cfg), rung=as_dict(rung),
+  job = dict(mode="call", design=design_json, cfg=as_dict(checker_cfg), rung=as_dict(rung),
              fingerprint=fingerprint)
+  programs = tempfile.mkdtemp(prefix=f"gab-sandbox-{os.getpid()}-programs-")
   try:
-    result = run_child(job, timeout_s=timeout_s, limits=CHECK_LIMITS)
-  except SandboxError as e:
-    return _failed("sandbox", str(e), _HINTS.get(str(e), "the design's code units must run within "
-                                                          "the sandbox's limits"))
-  return _report(result)
+    os.chmod(programs, 0o755)
+    try:
+      traced = run_child(dict(job, call=TRACE, out=programs), timeout_s=timeout_s,
+                         limits=CHECK_LIMITS, binds=[(programs, True)])
+      failed = _failure(traced)
+      if failed is not None:
+        return failed
+      judged = run_child(dict(job, call=VERIFY, programs=programs), timeout_s=timeout_s,
+                         limits=CHECK_LIMITS, binds=[(programs, False)])
+    except SandboxError as e:
+      return _failed("sandbox", str(e), _HINTS.get(str(e), "the design's code units must run within "
+                                                            "the sandbox's limits"))
+    return _failure(judged) or _report(judged, traced)
+  finally:
+    shutil.rmtree(programs, ignore_errors=True)
 
 
+TRACE = "gab.checker:trace_in_child"         # the sandbox: registers the code units, traces
+VERIFY = "gab.checker:verify_in_child"      # the trusted child: declares them, judges the programs
 _HINTS = {"sandbox: timeout": "the design's code must finish its check within the timeout (an "
                               "endless loop or sleep?)",
           "sandbox: memory": "the design's code must fit the sandbox's memory limit",
           "sandbox: output too large": "code units must not print (much)"}
 
 
-def _report(result: dict[str, Any]) -> dict[str, Any]:
+def _failure(result: dict[str, Any]) -> dict[str, Any] | None:
+  """A failed report for a child that ended without its result (a refused callback, an error)."""
   if result.get("violations"):
     return _failed("sandbox", f"sandbox: host callback {', '.join(result['violations'])} refused",
                    "code units run inside compiled programs only: no host callbacks")
   if "error" in result:
     reason = "memory" if _MEMORY.search(result["error"]) else f"the child failed: {result['error']}"
     return _failed("sandbox", f"sandbox: {reason}", "see the message")
-  report = result["result"]
-  info = result.get("isolation", {})
+  return None
+
+
+def _report(judged: dict[str, Any], traced: dict[str, Any]) -> dict[str, Any]:
+  report = judged["result"]
+  info = traced.get("isolation", {})
   if info.get("isolation") == "none":
     report["checks"].append({"name": "sandbox", "status": "warn",
                              "message": f"sandbox: no namespaces ({info.get('why')}): network and "
                                         f"files were not isolated", "hint": "run as root or allow "
                                         "unprivileged user namespaces"})
-  if not result["tree_limit"]["cgroup"]:
+  if not traced.get("tree_limit", {}).get("cgroup", True):
     report["checks"].append({"name": "sandbox", "status": "warn",
-                             "message": f"sandbox: {result['tree_limit']['why']}: memory was limited "
+                             "message": f"sandbox: {traced['tree_limit']['why']}: memory was limited "
                                         f"per process (address space, on CPU only) and processes "
                                         f"per uid, not for the whole process tree",
                              "hint": "run as root on a machine with cgroup memory and pids "

@@ -6,9 +6,10 @@ seals itself (`isolate`, gab/sandbox_seal.py):
      with it, and each process dies with its parent); a minimal read-only root holding only what
      Python and the job need, /tmp the only writable place; rlimits; an unprivileged uid;
   5. replaces JAX's host-callback entry points by ones that refuse (and record the attempt).
-Then it runs the job ("check": the checker on the design, with its code units registered; "call":
-the function the job names, e.g. `train.sandboxed.run_in_child` for sizing and training) and writes
-one JSON result to the original stdout; everything else the job prints goes to stderr.
+Then it runs the function the job names in "call" (`gab.checker.trace_in_child`: register the
+code units and trace; `gab.checker.verify_in_child`: judge the traced programs, no unit code; the
+training jobs of `train.sandboxed`) and writes one JSON result to the original stdout; everything
+else the job prints goes to stderr.
 """
 
 import json
@@ -51,25 +52,9 @@ def neutralise_host_callbacks():
       setattr(module, attr, refuse(name))
 
 
-def run_check(job):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from gab import checker, codeunits  # pylint: disable=g-import-not-at-top
-  from gab.tree import design_from_json, design_units  # pylint: disable=g-import-not-at-top
-  tree, _ = design_from_json(job["design"])
-  for source in design_units(job["design"]).values():
-    codeunits.register(source)
-  cfg = ml_collections.ConfigDict(job["cfg"]) if job.get("cfg") is not None else None
-  rung = ml_collections.ConfigDict(job["rung"]) if job.get("rung") is not None else None
-  report = checker.check(tree, cfg, rung).to_dict()
-  if job.get("fingerprint") and report["passed"] and not VIOLATIONS:
-    from gab import canonical  # pylint: disable=g-import-not-at-top
-    report["fingerprint"] = canonical.fingerprint(tree)
-  return report
-
-
 def run_call(job):
-  """A job of a higher layer (training: `train.sandboxed.run_in_child`), named by the parent as
-  "module:function" in `call` and imported only here, after isolation."""
+  """The job's function, named by the parent as "module:function" in `call` and imported only
+  here, after isolation."""
   import importlib  # pylint: disable=g-import-not-at-top
   module, _, name = job["call"].partition(":")
   return getattr(importlib.import_module(module), name)(job)
@@ -89,7 +74,7 @@ def main():
   result = {"isolation": info}
   try:
     neutralise_host_callbacks()
-    result["result"] = run_check(job) if job["mode"] == "check" else run_call(job)
+    result["result"] = run_call(job)
   except MemoryError as e:
     result["error"] = f"MemoryError: {e}"
   except Exception as e:  # noqa: BLE001 - the parent turns this into a named reason

@@ -17,7 +17,7 @@ import ml_collections
 import optax
 
 from gab import loss as loss_lib
-from gab.model import LM
+from gab.programs import ExportedLM
 
 
 @flax.struct.dataclass
@@ -44,14 +44,17 @@ def make_optimizer(rung: ml_collections.ConfigDict, total_steps: int) -> optax.G
                   mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
 
 
-def _features_and_head(model: LM, params, tokens_BxL):
+def _features_and_head(model, params, tokens_BxL):
   """The final hidden state [B, L, d_model] and the head's weights [vocab, d_model] of an `LM` (or
-  a model with the same `features` and `head_matrix` methods, as `train.reference_gpt`'s)."""
+  a model with the same `features` and `head_matrix` methods, as `train.reference_gpt`'s), or of a
+  `gab.programs.ExportedLM` (its blocks an exported program)."""
+  if isinstance(model, ExportedLM):
+    return model.features(params, tokens_BxL), model.head_matrix(params)
   x_BxLxD, _ = model.apply(params, tokens_BxL, method=type(model).features)
   return x_BxLxD, model.apply(params, method=type(model).head_matrix)
 
 
-def token_nll(model: LM, params, tokens_BxL1):
+def token_nll(model, params, tokens_BxL1):
   """Per-token negative log-likelihood (nats) of tokens[:, 1:] given tokens[:, :-1], the head and
   cross-entropy applied a chunk of positions at a time (gab/loss.py), so float32 logits of the
   whole batch never exist at once."""
@@ -60,14 +63,14 @@ def token_nll(model: LM, params, tokens_BxL1):
   return loss_lib.chunked_nll(head, x_BxLxD, tokens_BxL1[:, 1:], w_VxD.shape[0])
 
 
-def mean_nll(model: LM, params, tokens_BxL1):
+def mean_nll(model, params, tokens_BxL1):
   """The training loss, the mean of `token_nll`, with the head, the cross-entropy and their
   gradients fused a chunk at a time (`gab.loss.mean_nll`)."""
   x_BxLxD, w_VxD = _features_and_head(model, params, tokens_BxL1[:, :-1])
   return loss_lib.mean_nll(x_BxLxD, w_VxD, tokens_BxL1[:, 1:], jnp.dtype(model.dtype))
 
 
-def make_train_step(model: LM, optimizer: optax.GradientTransformation, grad_accum: int = 1,
+def make_train_step(model, optimizer: optax.GradientTransformation, grad_accum: int = 1,
                     grad_stats: bool = False):
   """`step(state, tokens_BxL1) -> (state, metrics)`; B splits into `grad_accum` micro-batches.
 

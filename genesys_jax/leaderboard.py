@@ -29,7 +29,7 @@ def rows(store: Store, rungs: list[str]) -> list[dict[str, Any]]:
   out = []
   llm = designer_info(store)
   for d in store.designs():
-    if d["id"] not in results:
+    if d["id"] not in results or d["status"] == "leaking":  # its metrics are voided (gab.audit)
       continue
     low = results[d["id"]].get(rungs[0], {})
     out.append({"id": d["id"], "parent": ",".join(d["parents"]) or "-", "operator": d["operator"],

@@ -22,7 +22,7 @@ from genesys_jax import islands
 from genesys_jax.check import Verdict
 from genesys_jax.propose import Proposal
 from genesys_jax.state import RunState, row
-from genesys_jax.verify import Failure, Verification
+from genesys_jax.verify import Failure, Leaking, Verification
 
 
 def index(store: Store, missing: dict[str, str]) -> None:
@@ -125,11 +125,12 @@ def enqueue(store: Store, jobs: Iterable[tuple[str, str]]) -> None:
       store.enqueue(design_id, rung)
 
 
-def result(store: Store, worker_id: str, res: Verification | Failure, lowest_rung: str) -> bool:
+def result(store: Store, worker_id: str, res: Verification | Failure | Leaking, lowest_rung: str) -> bool:
   """Record a training job's result and mark the job done, if `worker_id` still holds it (False:
   its lease was taken over; nothing recorded). A result makes the design verified; a failure at
-  the lowest rung makes it failed."""
-  status = "verified" if isinstance(res, Verification) else "failed" if res.rung == lowest_rung else None
+  the lowest rung makes it failed; a leak (voided metrics) at any rung makes it leaking."""
+  status = ("verified" if isinstance(res, Verification) else "leaking" if isinstance(res, Leaking)
+            else "failed" if res.rung == lowest_rung else None)
   return store.complete(res.design_id, res.rung, worker_id, res.metrics, status=status)
 
 

@@ -60,9 +60,10 @@ class RunState:
     return self.config.evolution.islands
 
   def pool(self) -> list[dict[str, Any]]:
-    """The designs parents are selected from: those with a result at some rung, in creation order."""
-    return [d for d in self.designs.values()
-            if any(m.get("val_bpb") is not None for m in d["metrics"].values())]
+    """The designs parents are selected from: those with a result at some rung, in creation order;
+    never a leaking one (its trained parameters failed `gab.audit`)."""
+    return [d for d in self.designs.values() if d["status"] != "leaking"
+            and any(m.get("val_bpb") is not None for m in d["metrics"].values())]
 
   def twin(self, design_id: str, fingerprint: str | None) -> str | None:
     """Another stored design computing the function `fingerprint` names (None: none, or no fp)."""

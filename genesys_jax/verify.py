@@ -5,7 +5,8 @@ The design is sized to the rung's parameter budget (`checker.size_tolerance` hol
 and trained in this process, or in the sandbox if it uses code units. What a design can do wrong in
 training that the checker could not foresee (divergence, out of memory at a larger rung, a width its
 hyperparameters do not fit) is a `Failure`, so a restarted run does not stumble on it again;
-anything else is a bug or a bad config and raises.
+anything else is a bug or a bad config and raises. A design whose trained parameters fail the
+post-training audit (`gab.audit`: it learned to leak) is `Leaking`: its metrics are voided.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from gab import codeunits, sandbox, sizing
+from gab import audit, codeunits, sandbox, sizing
 from gab.tree import DesignError
 from genesys_jax import code_units
 from train import data as data_lib
@@ -45,8 +46,15 @@ class Failure:
     return {"val_bpb": None, "params": None, "tokens": None, "error": self.error}
 
 
+@dataclasses.dataclass(frozen=True)
+class Leaking:
+  design_id: str
+  rung: str
+  metrics: dict[str, Any]  # voided (`gab.audit.voided`): val_bpb None, the audit's error, "voided"
+
+
 def verify(config: ml_collections.ConfigDict, data: Callable[[], data_lib.Corpus], design: dict[str, Any],
-           rung_name: str, workdir: str, log: Callable[[str], None]) -> Verification | Failure:
+           rung_name: str, workdir: str, log: Callable[[str], None]) -> Verification | Failure | Leaking:
   """Train the stored `design` at rung `rung_name` of the resolved `config`, sized to its budget
   (`data()`: the corpus, loaded on first use; checkpoints and TensorBoard events under `workdir`)."""
   tree, _, _ = codeunits.read_design(design["tree"])  # its code units are declared, not run
@@ -71,13 +79,16 @@ def verify(config: ml_collections.ConfigDict, data: Callable[[], data_lib.Corpus
   except _DESIGN_FAILURES as e:
     text = str(e).strip()
     return Failure(*where, f"{type(e).__name__}: {text.splitlines()[0] if text else ''}")
-  return Verification(*where, metrics)
+  leak = audit.voided(metrics)
+  return Verification(*where, metrics) if leak is None else Leaking(*where, leak)
 
 
-def line(result: Verification | Failure) -> str:
+def line(result: Verification | Failure | Leaking) -> str:
   """The result's log line."""
   if isinstance(result, Failure):
     return f"  {result.design_id} failed at {result.rung}: {result.error}"
+  if isinstance(result, Leaking):
+    return f"  {result.design_id} LEAKS at {result.rung}: {result.metrics['error']}; its metrics are voided"
   m = result.metrics
   return (f"  {result.design_id} @ {result.rung}: val_bpb {m['val_bpb']:.4f}, {m['params']:,} params, "
           f"{m['tokens']:,} tokens")

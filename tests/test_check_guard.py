@@ -10,7 +10,8 @@ import textwrap
 from evolution.store import Store
 
 # Runs the loop on WORKDIR with one seed, a design file whose unit SIGKILLs its own process when it
-# is traced at the causality check's short probe length (37): the check dies as a crash would.
+# is traced at the causality check's short probe length (37): the check that traces the design's
+# programs (init) dies as a crash would.
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import flax.linen as nn
@@ -51,8 +52,8 @@ def test_a_check_that_kills_the_process_is_retried_once_then_failed(tmp_path):
   first, second = launch(), launch()
   assert first.returncode == second.returncode == -signal.SIGKILL, (first.stderr[-2000:], second.stderr[-2000:])
   note = json.loads((workdir / "checking.json").read_text())
-  assert note["check"] == "causality" and note["deaths"] == 1
-  assert "(causality) killed the last run" in second.stdout
+  assert note["check"] == "init" and note["deaths"] == 1
+  assert "(init) killed the last run" in second.stdout
   third = launch()
   assert third.returncode == 0, third.stderr[-2000:]
   assert not (workdir / "checking.json").exists()
@@ -60,5 +61,5 @@ def test_a_check_that_kills_the_process_is_retried_once_then_failed(tmp_path):
     (design,) = store.designs()
     assert design["status"] == "rejected"
     (check,) = design["report"]["checks"]
-    assert check["name"] == "causality" and check["status"] == "fail"
+    assert check["name"] == "init" and check["status"] == "fail"
     assert "killed the process that ran it 2 times" in check["message"]

@@ -199,7 +199,7 @@ def test_output_of_the_wrong_shape_fails_forward():
   tree = seeds.seed("gpt").replace((1, 0, 1), U("WideOutput"))
   report = checker.check(tree)
   assert_fails_only(report, "forward",
-                    "WideOutput at [1, 0, 1] (blocks 0, 1) returned shape (33, 32, 128)")
+                    "WideOutput at [1, 0, 1] (blocks 0, 1) returned shape (2, 32, 128)")
 
 
 def test_redundant_matmuls_fail_efficiency():

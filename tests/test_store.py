@@ -70,7 +70,7 @@ def test_v1_store_migrates_with_its_lineage(tmp_path, user_version):
   path = tmp_path / "evolution.db"
   make_v1_store(path, user_version)
   with Store(str(path)) as store:
-    assert store.version() == store_lib.SCHEMA_VERSION == 4
+    assert store.version() == store_lib.SCHEMA_VERSION == 5
     assert [d["id"] for d in store.designs()] == ["a", "b", "c"]
     assert [d["canonical"] for d in store.designs()] == [None] * 3  # indexed by the next run
     assert store.designs()[2]["parents"] == ["a", "b"]
@@ -79,10 +79,10 @@ def test_v1_store_migrates_with_its_lineage(tmp_path, user_version):
                                {"child_id": "c", "parent_id": "b", "position": 1}]
     assert store.ancestors("c") == ["a", "b"] and store.children("a") == ["b", "c"]
     assert store.get_meta("proposals_done") == 2
-    assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 1, "to": 4})]
+    assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 1, "to": 5})]
     assert store.add_design("d", tree_json("d"), ["c"], "mutation", "new", "valid")
   with sqlite3.connect(path) as db:
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
   with Store(str(path)) as store:  # reopening a current store changes nothing
     assert event_kinds(store) == ["schema_migrated", "design_added"]
 
@@ -100,7 +100,7 @@ def test_failed_migration_leaves_the_v1_store_untouched(tmp_path, monkeypatch):
     assert db.execute("PRAGMA user_version").fetchone()[0] == 0
   monkeypatch.undo()
   with Store(str(path)) as store:
-    assert store.version() == 4 and len(store.lineage()) == 3
+    assert store.version() == 5 and len(store.lineage()) == 3
 
 
 def test_newer_store_is_refused_in_one_line(tmp_path):
@@ -108,14 +108,14 @@ def test_newer_store_is_refused_in_one_line(tmp_path):
   Store(str(path)).close()
   with sqlite3.connect(path) as db:
     db.execute("PRAGMA user_version = 99")
-  with pytest.raises(StoreError, match="schema version 99, newer than this code's 4") as e:
+  with pytest.raises(StoreError, match="schema version 99, newer than this code's 5") as e:
     Store(str(path))
   assert "\n" not in str(e.value)
 
 
 def test_fresh_store_is_current_and_empty(tmp_path):
   with Store.open(str(tmp_path / "run")) as store:
-    assert store.version() == store_lib.SCHEMA_VERSION == 4 and store.events() == [] and store.designs() == []
+    assert store.version() == store_lib.SCHEMA_VERSION == 5 and store.events() == [] and store.designs() == []
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

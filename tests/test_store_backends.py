@@ -313,8 +313,8 @@ def test_a_schema_3_store_migrates_to_4_on_both_backends(tmp_path):
                  "VALUES ('a', '{}', '[]', 'seed', 'gpt', 0, 'valid', '{}')")
   for store_of in (lambda: Store(str(path)), lambda: store_url.open_store(url)):
     with store_of() as store:
-      assert store.version() == schema.SCHEMA_VERSION == 4
-      assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 3, "to": 4})]
+      assert store.version() == schema.SCHEMA_VERSION == 5
+      assert [(e["kind"], e["payload"]) for e in store.events()] == [("schema_migrated", {"from": 3, "to": 5})]
       assert store.design("a")["canonical"] is None
       store.set_canonical({"a": "c-a"})
       assert store.design("a")["canonical"] == "c-a" and store.events()[-1]["kind"] == "designs_indexed"

@@ -4,7 +4,10 @@
 train state by rules (train/sharding.py), runs a jitted AdamW step (warm-up + cosine to a minimum
 ratio, global-norm clipping, gradient accumulation, bf16 compute with float32 parameters and
 optimiser state), saves Orbax checkpoints (state, data position and RNG together), resumes from the
-latest good one, writes TensorBoard events, and returns the metrics the store keeps.
+latest good one, writes TensorBoard events, audits the trained parameters for leaks (`gab.audit`,
+metrics["audit"]) and returns the metrics the store keeps. The model is `gab.model.LM` of the tree
+(built-in units), or the design's exported program (`gab.programs.ExportedLM`, a design with code
+units: `train.sandboxed`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from gab import audit as audit_lib
 from gab import fields
 from gab.model import LM, count_params
 from gab.train_step import (  # noqa: F401 (re-exported: the trainer's API)
@@ -95,18 +99,31 @@ class Run:
   stop_after: int | None = None      # end after this step, resumable later (`cli.train --stop_after`)
 
 
+def audit_tokens(data: "data_lib.Corpus", rung) -> tuple[np.ndarray, np.ndarray]:
+  """Validation text at the trained program's shape (the micro-batch, the rung's context): the
+  rows the audit replaces from, and the rows it replaces with."""
+  batch = max(1, rung.batch_size // int(rung.get("grad_accum", 1)))
+  rows = np.resize(np.arange(len(data.validation)), 2 * batch)
+  windows = np.asarray(data.validation[rows], np.int32)[:, :-1]
+  return windows[:batch], windows[batch:]
+
+
 def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_lib.Corpus",
-                       run: Run | None = None) -> tuple[dict[str, Any], TrainState]:
+                       run: Run | None = None, model=None) -> tuple[dict[str, Any], TrainState]:
   """(metrics for the store, final TrainState) of training `tree` at the rung's d_model and
   n_blocks (size it first: `gab.sizing.sized`), resuming from `run.checkpoint_dir` if it holds a
   checkpoint. With `run.zeroshot.tasks` set, the trained model is also scored on those zero-shot
   task files: `metrics["zeroshot"]` = {task: acc_norm (acc where there is none)}, details under
-  `metrics["zeroshot_detail"]`."""
+  `metrics["zeroshot_detail"]`. `model`, if given, is the design's `gab.programs.ExportedLM` at
+  this rung's shapes (its width, depth and rematerialisation fixed when it was exported)."""
   run = run or Run()
-  cfg, seed, d_model, n_blocks = run.train, run.seed, rung.d_model, rung.n_blocks
+  cfg, seed = run.train, run.seed
   mesh = sharding.make_mesh(cfg.mesh)
-  model = LM(tree, data.vocab_size, d_model, n_blocks, dtype=jnp.dtype(cfg.dtype),
-             attention=cfg.attention)
+  exported = model is not None
+  if not exported:
+    model = LM(tree, data.vocab_size, rung.d_model, rung.n_blocks, dtype=jnp.dtype(cfg.dtype),
+               attention=cfg.attention)
+  d_model, n_blocks = model.d_model, model.n_blocks
   seq_len = data.train.shape[1] - 1  # data.seq_len: the data is cut into windows of it
   grad_accum = int(rung.grad_accum)
   if rung.batch_size % (grad_accum * jax.process_count()):
@@ -132,12 +149,12 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
                              abstract, state_sh)
 
   def build(remat):
-    remat_model = model.clone(remat=remat)
+    remat_model = model if exported else model.clone(remat=remat)
     return remat_model, jax.jit(
         make_train_step(remat_model, optimizer, grad_accum), in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
   model, step_fn = step_fit.fitting_step(
-      build, cfg.remat and cfg.remat_policy,
+      build, False if exported else cfg.remat and cfg.remat_policy,
       (abstract_sh, jax.ShapeDtypeStruct((rung.batch_size, seq_len + 1), jnp.int32, sharding=batch_sh)),
       rung)
 
@@ -225,6 +242,7 @@ def train_and_evaluate(tree: Unit, rung: ml_collections.ConfigDict, data: "data_
     result["zeroshot"] = {t: m.get("acc_norm", m["acc"]) for t, m in detail.items()}
     result["zeroshot_detail"] = detail
     writer.scalars(end, {f"zeroshot/{t}": v for t, v in result["zeroshot"].items()})
+  result["audit"] = audit_lib.audit(model.apply, state.params, *audit_tokens(data, rung), cfg.dtype)
   result["resumed_from_step"] = start  # 0: trained from scratch in this attempt
   writer.scalars(end, {"val/bpb": result["val_bpb"], "val/loss": result["val_loss"]})
   writer.close()

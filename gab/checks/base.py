@@ -62,6 +62,12 @@ def one_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
+def on_device(tree):
+  """`tree` committed to the default device, as every jitted program's outputs are: a program then
+  compiles once, not again for arguments that are host arrays or uncommitted."""
+  return jax.device_put(tree, jax.devices()[0])
+
+
 def jit(fn, **kwargs):
   """`jax.jit` compiling for speed of compilation, as every check's programs are tiny."""
   return jax.jit(fn, compiler_options=compile_options(), **kwargs)

@@ -1,40 +1,61 @@
 """Checks 7 and 8: the design fits the rung's parameter budget, and its train step is affordable.
 
-The efficiency check compiles the train step ahead of time at the rung's real shapes (the sized
-d_model and n_blocks, the rung's context length, its per-device batch) and compares its FLOPs and
-memory with the GPT seed's, fitted to the same rung the same way; it also fails a step that would
-not fit the rung's memory limit, or the device's memory when the device reports it. Where the
-FLOP count cannot know the cost (`gab.checks.costs`: while_loops, conds, factorisations), the step
-is timed against the GPT seed's and charged at least its count with each cond at its cheapest
-branch.
+The sizing search (`gab.sizing.fit_to_rung`) traces the design, so it runs where the design was
+traced (facts["sizing"]); the parameters of the chosen sizing are counted here, from the shapes
+its exported train program takes, and judged against the target.
+
+The efficiency check compiles the train step on the design's exported program ahead of time at the
+rung's real shapes (the sized d_model and n_blocks, the rung's context length, its per-device
+batch) and compares its FLOPs and memory with the GPT seed's, fitted to the same rung the same
+way; it also fails a step that would not fit the rung's memory limit, or the device's memory when
+the device reports it. Memory is this compile's; FLOPs are the jaxpr walk's count made where the
+design was traced (facts["cost"]: per-unit shares, scan trip counts, constants; the one number
+of a verdict the tracing process still reports, until the count is made from the judged program).
+Where the FLOP count cannot know the cost (`gab.checks.costs`: while_loops, conds, factorisations,
+a loop whose trip count XLA cannot determine in this compile), the step is timed against the GPT
+seed's, here, and charged at least its count with each cond at its cheapest branch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 
-from gab import seeds, sizing
+from gab import programs as programs_lib
+from gab import seeds, sizing, train_step
 from gab.checks import costs
 from gab.checks.base import FAIL, PASS, WARN, Check
 from gab.checks.context import Context
-from gab.checks.steps import make_train_step, memory_limit, optimizer
+from gab.checks.instrument import where_from
+from gab.checks.steps import memory_limit, optimizer
+from gab.checks.trace import per_device_batch, sized_spec  # noqa: F401 (per_device_batch: the API)
 from gab.model import LM
 from gab.tree import Unit
-
-
-def per_device_batch(rung) -> int:
-  """The micro-batch one device holds: the rung's global batch over devices and accumulation."""
-  return max(1, rung.batch_size // (jax.device_count() * int(rung.get("grad_accum", 1))))
 
 
 def fit(ctx: Context, tree: Unit) -> dict:
   return sizing.fit_to_rung(tree, ctx.rung, ctx.cfg)
 
 
+def sizing_from_trace(ctx: Context) -> dict:
+  """The traced sizing, its parameters recounted here from the exported init of that sizing."""
+  s = dict(ctx.facts().get("sizing") or {})
+  if s.get("error"):
+    raise programs_lib.ProgramError(f"the sizing search failed: {s['error']}")
+  if s.get("params") is None:
+    return s
+  stack = sized_spec(ctx.cfg, ctx.rung, s)
+  counted = programs_lib.count(programs_lib.arg_shapes(ctx.ensure_programs(), stack)[0])
+  if counted != s["params"]:
+    raise programs_lib.ProgramError(f"the traced sizing claims {s['params']:,} parameters, its "
+                                    f"program takes {counted:,}")
+  target, tol = ctx.rung.target_params, ctx.cfg.size_tolerance
+  s["fits"] = bool(target * (1 - tol) <= counted <= target * (1 + tol))
+  return s
+
+
 def check_parameter_budget(ctx: Context) -> Check:
-  s = ctx.sizing = fit(ctx, ctx.tree)
+  s = ctx.sizing = sizing_from_trace(ctx)
   rung, tol = ctx.rung, ctx.cfg.size_tolerance
   budget = (f"the target {s['target_params']:,} +-{tol:.0%} (rung d_model={rung.d_model}, "
             f"n_blocks={rung.n_blocks})")
@@ -53,11 +74,41 @@ def check_parameter_budget(ctx: Context) -> Check:
                f"(expansion factors, state sizes) to change its parameters per layer")
 
 
-def step_cost(ctx: Context, tree: Unit, sized: dict) -> costs.StepCost:
-  model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"], dtype=ctx.compute_dtype())
+def step_cost(ctx: Context, tree: Unit, sized: dict, programs=None) -> costs.StepCost:
+  """The train step's cost at the rung's shapes: of `programs`' sized stack (the design), or of the
+  Flax model of `tree` (the GPT seed, built in)."""
   opt = optimizer(ctx.cfg.train_lr)
   batch = per_device_batch(ctx.rung)
-  return costs.measure(tree, make_train_step(model, opt, tree), model, opt, ctx.rung.seq_len, batch)
+  if programs is None:
+    model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"], dtype=ctx.compute_dtype())
+    inner = train_step.make_train_step(model, opt)
+  else:
+    model = programs_lib.ExportedLM(programs, sized_spec(ctx.cfg, ctx.rung, sized), ctx.cfg.vocab_size)
+    inner = train_step.make_train_step(model, opt)
+  return costs.measure(tree, lambda state, tokens, scale: inner(state, tokens), model, opt,
+                       ctx.rung.seq_len, batch)
+
+
+def traced_cost(ctx: Context, judged: costs.StepCost) -> costs.StepCost:
+  """`judged` (this process's compile of the exported step: its memory, and whether XLA knows its
+  loops' trip counts) with the FLOPs, per-unit shares, constants and unknowns the tracing's jaxpr
+  walk counted (XLA's own count is no floor: it counts a loop body once and a grouped convolution's
+  backward as dense)."""
+  reported = ctx.facts().get("cost") or {}
+  if reported.get("error"):
+    raise programs_lib.ProgramError(f"the train step could not be traced at the rung's shapes: "
+                                    f"{reported['error']}")
+  paths = lambda rows: {tuple(p) if p is not None else None: v for p, v in rows}  # noqa: E731
+  unknown = [(what, where_from(w)) for what, w in reported.get("unknown", [])]
+  unknown += [u for u in judged.unknown if u[0] == "while_loop" and u[1] is None and
+              not any(what == "while_loop" for what, _ in unknown)]
+  constant_bytes = int(reported.get("constant_bytes", 0))
+  return dataclasses.replace(
+      judged, flops=float(reported.get("flops", 0.0)),
+      flops_low=float(reported.get("flops_low", reported.get("flops", 0.0))),
+      constant_bytes=constant_bytes, memory_bytes=judged.memory_bytes + constant_bytes,
+      unit_flops=paths(reported.get("unit_flops", [])), unit_bytes=paths(reported.get("unit_bytes", [])),
+      unknown=unknown)
 
 
 def _top(cost: costs.StepCost, what: str, tree: Unit) -> str:
@@ -97,7 +148,7 @@ def measured(ctx: Context, mine: costs.StepCost, ref: costs.StepCost) -> tuple[f
 
 def check_efficiency(ctx: Context) -> Check:
   cfg, rung = ctx.cfg, ctx.rung
-  mine = step_cost(ctx, ctx.tree, ctx.sizing)
+  mine = traced_cost(ctx, step_cost(ctx, ctx.tree, ctx.sizing, ctx.ensure_programs()))
   gpt = seeds.seed("gpt")
   ref = step_cost(ctx, gpt, fit(ctx, gpt))
   flops_x, memory_x = mine.flops / ref.flops, mine.memory_bytes / ref.memory_bytes

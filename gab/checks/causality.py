@@ -1,22 +1,25 @@
 """Check 4: no output at position t, and no Z entry at t, depends on tokens after t, nor on the
 other sequences of the batch; outputs on a prefix equal the prefix of the outputs.
 
-Three tests, all of which must pass:
+Every test runs the design's exported programs (`gab.programs`) in this process; which unit leaks
+is named from what the tracing recorded. Three tests, all of which must pass:
 
-  structural   exact zero tangents (`gab.checks.structural`): at a short length (every split
-               point t) and at a long one (longer than the rung's context and than twice every
-               chunk, window and kernel shorter than the context the design declares; split
-               points at chunk boundaries and drawn from the key), at two batch sizes, in float32
-               and in the rung's compute dtype,
-               at the initial parameters, at randomly perturbed ones (zero-initialised gates open),
-               at those with embeddings scaled x`large_input_scale` (thresholds fire) and at the
-               parameters after the effectiveness steps, perturbed.
-  replacement  the [L + 1, L] token batch of `structure.causal_batch` (row t + 1 differs from row 0
-               only after t) catches leaks through non-differentiable functions of the future. A
-               causal design gives bit-identical outputs at positions <= t; `causal_rtol` (1e-5 of
-               max |output|, relative at any scale) allows reduction-order noise only.
-  consistency  each sequence's logits equal those of the sequence run alone, and the logits of a
-               prefix equal the prefix of the logits of the whole sequence (rtol `prefix_rtol`).
+  structural   exact zero gradients (`gab.checks.structural`) of every unit output, Z entry and the
+               logits at positions <= t w.r.t. the embeddings after t, and across the batch, at the
+               two prime lengths, in float32 and the compute dtype, at the initial parameters, at
+               randomly perturbed ones (zero-initialised gates open), at those with embeddings
+               scaled x`large_input_scale` (thresholds fire) and at the parameters after the
+               effectiveness steps, perturbed. Catches leaks of any size (1e-8) that gradients see.
+  forward      replacement at every split point (`gab.checks.replacement`), exact, on the program
+               the trainer runs (`stack`) at the rung's context length and its half, in float32 and
+               the compute dtype, at the initial and trained parameters and, at the full length, at
+               points that open gates: vectors and scalars driven to about +-`gate_scale`,
+               matrices x`matrix_scale`; the probed program at the full length names the unit. Catches
+               what gradients cannot see: a VJP that lies (`custom_vjp`), leaks through discrete
+               functions, paths taken only at some lengths, dtypes or parameter magnitudes.
+  prefix       the outputs on the first half of a sequence equal the first half of its outputs (at
+               the rung's length, in every dtype), to `prefix_rtol` in float32 (the dtype's
+               rounding otherwise: different shapes may round differently).
 """
 
 from __future__ import annotations
@@ -25,80 +28,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gab.checks import structural
-from gab.checks.base import FAIL, PASS, Check, jit
+from gab.checks import replacement, structural
+from gab.checks.base import FAIL, PASS, Check, on_device
 from gab.checks.context import Context
-from gab.checks.probe import Probe, written
-from gab.model import LM
 
 HINT = ("mask attention scores for future keys, pad convolutions on the left only, run cumulative "
         "operations forward in time, never mix sequences of the batch, and write into Z only values "
         "that depend on positions <= t of their own sequence")
 
 
-def leak_by_t(a_NxL, tiny: float = 1e-30):
-  """For each t: max |a[t + 1, s] - a[0, s]| over s <= t, relative to max |a[0]|.
-
-  numpy in, numpy out (cheap, for the final outputs); traced in, traced out (inside `locate_leak`).
-  """
-  xp = np if isinstance(a_NxL, np.ndarray) else jnp
-  n, length = a_NxL.shape[:2]
-  a = xp.asarray(a_NxL).astype(xp.float32).reshape(n, length, -1)
-  diff_TxL = xp.abs(a[1:] - a[:1]).max(-1)
-  past_TxL = xp.arange(length)[None, :] <= xp.arange(length)[:, None]
-  scale = xp.maximum(tiny, xp.abs(a[0]).max())
-  return xp.where(past_TxL, diff_TxL, 0.0).max(-1) / scale
-
-
-def replacement_test(ctx: Context, params, label: str) -> Check | None:
-  rtol = ctx.cfg.causal_rtol
-  if params is ctx.params:
-    logits, z = jax.device_get(ctx.forward_out)
-  else:
-    logits, z = jax.device_get(ctx.forward_fn(params, ctx.causal_tokens))
-  shape = ctx.causal_tokens.shape
-  outputs = [("logits", logits)] + [(f"final Z[{k!r}]", v) for k, v in sorted(z.items())
-                                    if hasattr(v, "shape") and v.shape[:2] == shape]
-  leaks = {name: np.asarray(leak_by_t(v)) for name, v in outputs}
-  ctx.causal_worst = max(ctx.causal_worst, max(float(per_t.max()) for per_t in leaks.values()))
-  bad = {name: int(np.argmax(per_t > rtol)) for name, per_t in leaks.items() if (per_t > rtol).any()}
-  if not bad:
-    return None
-  name = min(bad, key=bad.get)
-  t = bad[name]
-  return Check("causality", FAIL, f"{name} at positions <= {t} changed when only the tokens after {t} "
-               f"did, at {label} (relative change {leaks[name].max():.2e} > tolerance {rtol:g}); "
-               f"{locate_leak(ctx, params)}", HINT)
-
-
-def locate_leak(ctx: Context, params) -> str:
-  """The first unit call (children first) whose output or written Z entry leaks, and its readers."""
-  rtol = ctx.cfg.causal_rtol
-  found = []
-
-  def run(params, tokens):
-    values = []
-
-    def record(where, x, y, z_in, z_out):
-      for key, v in [(None, y)] + [(k, z_out[k]) for k in written(z_in, z_out)]:
-        if hasattr(v, "shape") and v.shape[:2] == tokens.shape:
-          found.append((where, key, frozenset(z_in.looked_up)))
-          values.append(leak_by_t(v).max())
-
-    with Probe(ctx.tree, record):
-      ctx.model.apply(params, tokens)
-    return values
-
-  leaks = jax.device_get(jit(run)(params, ctx.causal_tokens))
-  leaking = [f for f, leak in zip(found, leaks) if leak > rtol]
-  if not leaking:
-    return "no single unit leaks: look at how the blocks combine"
-  where, key, _ = leaking[0]
-  if key is None:
-    return f"the leak starts in {where}, in its output"
-  readers = list(dict.fromkeys(str(w) for w, k, looked in leaking if k is None and key in looked))
-  read = f"; read by {', '.join(readers)}" if readers else ""
-  return f"the leak starts in {where}, in the Z[{key!r}] it writes{read}"
+def _rng(key: jax.Array) -> np.random.Generator:
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
 
 
 def parameter_points(ctx: Context):
@@ -116,7 +56,31 @@ def parameter_points(ctx: Context):
   return points
 
 
-def structural_failure(ctx: Context, leak: dict, length: int, batch: int, dtype, label: str) -> Check:
+def gate_points(ctx: Context):
+  """(label, params): parameters where magnitude- or sign-gated paths open. Vectors and scalars
+  (gates, scales, thresholds, biases) are set to +-`gate_scale` x (1 + |noise|) with the sign of
+  the initial value (zero: drawn), and sign-flipped; matrices are multiplied by `matrix_scale`."""
+  g, m = ctx.cfg.gate_scale, ctx.cfg.matrix_scale
+  rng = _rng(jax.random.fold_in(ctx.key, 5))
+  params = jax.device_get(ctx.params)
+
+  def vectors(sign):
+    def move(a):
+      a = np.asarray(a)
+      if a.ndim > 1:
+        return a
+      s = np.where(a != 0, np.sign(a), rng.choice([-1.0, 1.0], a.shape))
+      return (sign * g * s * (1.0 + np.abs(rng.standard_normal(a.shape)))).astype(a.dtype)
+    return jax.tree.map(move, params)
+
+  matrices = jax.tree.map(lambda a: (np.asarray(a) * (m if np.ndim(a) > 1 else 1.0)).astype(a.dtype),
+                          params)
+  return [(f"vectors and scalars at about {g:g} times their sign", on_device(vectors(1.0))),
+          (f"vectors and scalars at about {g:g} times their sign, flipped", on_device(vectors(-1.0))),
+          (f"matrices x{m:g}", on_device(matrices))]
+
+
+def structural_failure(leak: dict, length: int, batch: int, dtype, label: str) -> Check:
   rec = leak["recorded"]
   what = rec.describe()
   if leak["split"]:
@@ -133,65 +97,127 @@ def structural_failure(ctx: Context, leak: dict, length: int, batch: int, dtype,
                f"where a causal, batch-independent design has exactly 0){start}{read}", HINT)
 
 
-def consistency_test(ctx: Context, runs: dict) -> Check | None:
-  """Row alone and prefix: logits of a sequence do not depend on the batch or on what follows."""
-  rtol = ctx.cfg.prefix_rtol
-  (short_len, short_b), (long_len, long_b) = sorted(runs)
-  short, long = runs[(short_len, short_b)], runs[(long_len, long_b)]
-  alone = np.asarray(jax.device_get(ctx.forward_plain(ctx.params, ctx.structural_tokens[:1, :short_len])))
-  scale = max(1e-30, float(np.abs(short).max()))
-  err_alone = float(np.abs(short[:1] - alone).max()) / scale
-  err_prefix = float(np.abs(short[:long_b] - long[:, :short_len]).max()) / scale
-  if err_alone > rtol:
-    return Check("causality", FAIL, f"a sequence's logits change with the batch it is run in: run "
-                 f"alone vs in a batch of {short_b} they differ by {err_alone:.2e} relative "
-                 f"(tolerance {rtol:g}), at length {short_len}", HINT)
-  if err_prefix > rtol:
-    return Check("causality", FAIL, f"the logits of the first {short_len} tokens change when the "
-                 f"sequence goes on to {long_len} tokens: relative difference {err_prefix:.2e} "
-                 f"(tolerance {rtol:g}); outputs must not depend on the sequence's length or on "
-                 f"the distance to its end", HINT)
-  ctx.consistency = (err_alone, err_prefix)
+def structural_tests(ctx: Context, points) -> Check | None:
+  plan = ctx.plan
+  for dtype in ctx.check_dtypes():
+    for (length, batch), probes in plan.structural.items():
+      spec = plan.structural_spec(dtype, length, batch)
+      chunk = 0 if length * batch <= 512 else max(1, 4096 // (length * batch))
+      program, found = ctx.compiled(f"structural {spec.key}",
+                                    lambda s=spec, p=probes, c=chunk: structural.make_program(ctx, s, p, c))
+      rtol = structural.tolerance(ctx, spec)
+      tokens = _tokens(ctx, batch, length)
+      for i, (label, params, scale) in enumerate(points):
+        key = jax.random.fold_in(ctx.key, 100 + i)
+        leak_K, total_K, _ = jax.device_get(program(params, tokens, scale, key, None))
+        for k in np.flatnonzero(structural.leaks(leak_K, total_K, rtol)):
+          # One pull-back per recorded array (the logits among them), each an exact test of its
+          # own: the combined one is their sum. When every one is within tolerance, the combined
+          # program's nonzero is rounding where paths cancel (seen: 2e-10 on a 17-unit scratch
+          # design, across the batch), not a leak.
+          leak_1xN, total_1xN, _ = jax.device_get(program(params, tokens, scale, key, int(k)))
+          bad = structural.leaks(leak_1xN, total_1xN, rtol)
+          if bad.any():
+            leak = structural.first_leak(bad, leak_1xN, found, probes, int(k))
+            return structural_failure(leak, length, batch, dtype, label)
+  return None
+
+
+def _tokens(ctx: Context, batch: int, length: int) -> np.ndarray:
+  rng = np.random.default_rng(ctx.cfg.seed + 7)
+  return rng.integers(3, ctx.cfg.vocab_size, (batch, length)).astype(np.int32)
+
+
+def forward_failure(ctx: Context, spec, result: replacement.Result, label: str, params) -> Check:
+  group, row = result.first()
+  t = int(result.groups[group, row])
+  change = float(result.rows_GxB[group].max())
+  tolerance = ("exactly 0" if not result.rtol else
+               f"at most {result.rtol:.1e} of its largest output (the FFT's rounding)")
+  where = (f"forward, length {spec.length}, batch {spec.batch}, {spec.dtype}, at {label}: largest "
+           f"change {change:.1e} where a causal, batch-independent design has {tolerance}")
+  if t < 0:
+    found = f"the outputs of other sequences of the batch changed when only sequence {row}'s tokens did"
+  else:
+    found = f"the outputs at positions <= {t} changed when only the tokens after {t} did"
+  named = ctx.plan.forward(spec.dtype, ctx.rung.seq_len, probed=True)
+  if spec.length != named.length:
+    return Check("causality", FAIL, f"{found} ({where}); the instrumented program is traced at "
+                 f"length {named.length} only: test the unit alone at length {spec.length}", HINT)
+  probed = replacement.forward_test(ctx, named, params)
+  culprit = probed.culprit()
+  if culprit is None:
+    blame = ("; no single unit's output changes in the instrumented program: look at how the blocks "
+             "combine" if probed.first() is not None else
+             "; the instrumented program does not leak: the design behaves differently when observed")
+  else:
+    blame = f"; the leak starts in {culprit.describe()}"
+    readers = [str(f.where) for f in probed.found if f.where is not None and f.key is None
+               and culprit.key is not None and culprit.key in f.looked_up]
+    if readers:
+      blame += f"; read by {', '.join(dict.fromkeys(readers))}"
+  return Check("causality", FAIL, f"{found} ({where}){blame}", HINT)
+
+
+def forward_tests(ctx: Context) -> tuple[Check | None, int, dict]:
+  """The replacement tests; (failure, number of parameter points at the full length, the
+  program's outputs at the initial parameters by (dtype, length))."""
+  plan, trained = ctx.plan, ctx.trained_params()
+  base = [("the initial parameters", ctx.params)]
+  if trained is not None:
+    base.append((f"the parameters after {ctx.cfg.train_steps} training steps", trained))
+  full = base + gate_points(ctx)
+  outputs = {}
+  for dtype in ctx.check_dtypes():
+    for length in plan.rung_lengths:
+      spec = plan.forward(dtype, length)
+      for i, (label, params) in enumerate(full if length == ctx.rung.seq_len else base):
+        result = replacement.forward_test(ctx, spec, params)
+        if result.first() is not None:
+          return forward_failure(ctx, spec, result, label, params), len(full), outputs
+        if i == 0:
+          outputs[(dtype, length)] = result.reference
+  return None, len(full), outputs
+
+
+def prefix_test(ctx: Context, outputs: dict) -> Check | None:
+  """The outputs on the first half of a sequence equal the first half of its outputs (the forward
+  tests' unreplaced rows: the same rows at both lengths), to `prefix_rtol` in float32 and the
+  dtype's rounding otherwise (two shapes may round apart)."""
+  long, half = ctx.plan.rung_lengths[0], ctx.plan.rung_lengths[-1]
+  if half == long:
+    return None
+  for dtype in ctx.check_dtypes():
+    rtol = ctx.cfg.prefix_rtol if dtype == jnp.float32 else max(ctx.cfg.prefix_rtol,
+                                                                8 * float(jnp.finfo(dtype).eps))
+    a, b = outputs[(dtype, long)][:, :half].astype(np.float32), outputs[(dtype, half)].astype(np.float32)
+    err = float(np.abs(a - b).max()) / max(1e-30, float(np.abs(a).max()))
+    if not err <= rtol:
+      return Check("causality", FAIL, f"the outputs of the first {half} tokens change when the "
+                   f"sequence goes on to {long} tokens ({dtype.name}): relative difference "
+                   f"{err:.2e} (tolerance {rtol:g}); outputs must not depend on the sequence's "
+                   f"length or on the distance to its end", HINT)
   return None
 
 
 def check_causality(ctx: Context) -> Check:
-  ctx.causal_worst = 0.0
   points = parameter_points(ctx)
-  plan = ctx.structural_plan()
-  runs = {}
-  for dtype in ctx.check_dtypes():
-    for (length, batch), (program, found, probes) in plan.programs(dtype).items():
-      tokens = ctx.structural_tokens[:batch, :length]
-      for i, (label, params, scale) in enumerate(points):
-        key = jax.random.fold_in(ctx.key, 100 + i)
-        leak_K, logits = jax.device_get(program(params, tokens, scale, key, None))
-        for k in np.flatnonzero(np.asarray(leak_K) > 0):
-          # One pull-back per recorded array (the logits among them), each an exact test of its
-          # own: the combined one is their sum. When every one is exactly zero, the combined
-          # program's nonzero is rounding where paths cancel (seen: 2e-10 on a 17-unit scratch
-          # design, across the batch), not a leak.
-          leak_1xN, _ = jax.device_get(program(params, tokens, scale, key, int(k)))
-          if np.any(np.asarray(leak_1xN) > 0):
-            leak = structural.first_leak(np.asarray(leak_1xN), found, probes, int(k))
-            return structural_failure(ctx, leak, length, batch, dtype, label)
-        if i == 0 and dtype == jnp.float32:
-          runs[(length, batch)] = np.asarray(logits)
-  fail = replacement_test(ctx, ctx.params, "the initial parameters")
+  fail = structural_tests(ctx, points)
   if fail:
     return fail
-  if ctx.trained_params() is not None:
-    fail = replacement_test(ctx, ctx.trained_params(), "the trained parameters")
-    if fail:
-      return fail
-  fail = consistency_test(ctx, runs)
+  fail, n_forward, outputs = forward_tests(ctx)
   if fail:
     return fail
-  lengths = sorted({length for length, _ in runs})
+  fail = prefix_test(ctx, outputs)
+  if fail:
+    return fail
+  plan = ctx.plan
+  primes = sorted(length for length, _ in plan.structural)
   dtypes = " and ".join(jnp.dtype(d).name for d in ctx.check_dtypes())
   return Check("causality", PASS, f"exactly zero derivatives of logits and of every unit output and "
                f"Z entry at positions <= t w.r.t. tokens after t, and across sequences, at lengths "
-               f"{lengths} in {dtypes}, at {len(points)} parameter points; token replacement at "
-               f"length {ctx.causal_tokens.shape[1]} max relative change {ctx.causal_worst:.1e} "
-               f"(tolerance {ctx.cfg.causal_rtol:g}); each sequence equals itself run alone and "
-               f"its prefix's outputs")
+               f"{primes} in {dtypes}, at {len(points)} parameter points; outputs at positions <= t "
+               f"exactly reproduced when the tokens after t are replaced, for every t, at lengths "
+               f"{plan.rung_lengths} (the rung's context and its half) in {dtypes}, "
+               f"at up to {n_forward} parameter points (gates opened, trained); each sequence's "
+               f"outputs on its first half are the first half of its outputs")

@@ -17,6 +17,11 @@ initial parameters and on random tokens, interleaved so that machine load weighs
 The walk also attributes FLOPs and the bytes of the arrays produced (and of the constants) to the
 units of the tree (by JAX name stacks), so a verdict can say which unit is expensive. The last few
 results are cached per process.
+
+A design judged on its exported programs (`gab.programs.ExportedLM`) is one opaque call to this
+walk: its count, per-unit shares, constants and `unknown` list are the walk's in the process that
+traced it (`gab.checks.trace`, facts["cost"]); the judging compile gives the memory, and a loop
+whose trip count XLA cannot determine there (`has_unknown_trip_count`) is timed.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from gab.checks.flop_rules import ESTIMATED, eqn_flops
 from gab.checks.probe import locate_name_stack
 from gab.checks.steps import initial_state
 from gab.model import LM
+from gab.programs import ExportedLM
 from gab.tree import Path, Unit
 
 
@@ -70,7 +76,6 @@ class StepCost:
     the initial parameters (a fresh copy each run: the state is donated) on random tokens."""
     if self._timed is None:
       traced, model, opt, shape = self.timing
-      from gab.checks.training import initial_state  # pylint: disable=g-import-not-at-top
       tokens = np.random.default_rng(seed).integers(3, vocab_size, shape).astype(np.int32)
       params = jit(model.init)(jax.random.key(seed), tokens[:, :-1])
       self._timed = (traced.lower().compile(), initial_state(params, opt), jnp.asarray(tokens))
@@ -105,15 +110,18 @@ _CACHE: collections.OrderedDict[tuple, StepCost] = collections.OrderedDict()
 _CACHE_SIZE = 8
 
 
-def _abstract_state(model: LM, optimizer, seq_len: int):
-  params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32))
+def _abstract_state(model, optimizer, seq_len: int):
+  params = (model.param_shapes() if isinstance(model, ExportedLM) else
+            jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, seq_len), jnp.int32)))
   return jax.eval_shape(lambda p: initial_state(p, optimizer), params)
 
 
-def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int) -> StepCost:
-  """Compile `step_fn(state, tokens, input_scale)` for `model` at [batch, seq_len]."""
-  key = (tree.content_hash(), model.vocab_size, model.d_model, model.n_blocks, seq_len, batch,
-         str(model.dtype))
+def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int,
+            walk_only: bool = False) -> StepCost:
+  """Compile `step_fn(state, tokens, input_scale)` for `model` (an LM, or a `gab.programs.ExportedLM`)
+  at [batch, seq_len]; with `walk_only`, only trace it and count (no memory, no compiled step)."""
+  key = (tree.content_hash(), type(model).__name__, model.vocab_size, model.d_model, model.n_blocks,
+         seq_len, batch, str(model.dtype), walk_only)
   if key in _CACHE:
     _CACHE.move_to_end(key)
     return _CACHE[key]
@@ -121,28 +129,40 @@ def measure(tree: Unit, step_fn, model: LM, optimizer, seq_len: int, batch: int)
   tokens = jax.ShapeDtypeStruct((batch, seq_len + 1), jnp.int32)
   scale = jax.ShapeDtypeStruct((), jnp.float32)
   traced = jax.jit(step_fn, donate_argnums=(0,)).trace(state, tokens, scale)
-  compiled = traced.lower().compile(compile_options())
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  memory = compiled.memory_analysis()
   high, low = Walk(tree, max), Walk(tree, min)
   for walk in (high, low):
     walk.closed(traced.jaxpr, "", 1.0)
   constant_bytes = int(sum(high.constants.values()))
+  xla_flops, memory = 0.0, None
+  if not walk_only:
+    compiled = traced.lower().compile(compile_options())
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    xla_flops = float(analysis.get("flops", 0.0))
+    memory = compiled.memory_analysis()
+    if has_unknown_trip_count(compiled) and not any(w == "while_loop" for w, _ in high.unknown):
+      high.unknown.append(("while_loop", ""))  # inside a program the walk cannot see into
+  nbytes = lambda name: int(getattr(memory, name)) if memory is not None else 0  # noqa: E731
   cost = StepCost(
-      flops=sum(high.flops.values()), flops_low=sum(low.flops.values()),
-      xla_flops=float(analysis.get("flops", 0.0)),
-      memory_bytes=int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                       + memory.output_size_in_bytes - memory.alias_size_in_bytes) + constant_bytes,
-      temp_bytes=int(memory.temp_size_in_bytes), argument_bytes=int(memory.argument_size_in_bytes),
-      output_bytes=int(memory.output_size_in_bytes), constant_bytes=constant_bytes,
+      flops=sum(high.flops.values()), flops_low=sum(low.flops.values()), xla_flops=xla_flops,
+      memory_bytes=(nbytes("temp_size_in_bytes") + nbytes("argument_size_in_bytes")
+                    + nbytes("output_size_in_bytes") - nbytes("alias_size_in_bytes")) + constant_bytes,
+      temp_bytes=nbytes("temp_size_in_bytes"), argument_bytes=nbytes("argument_size_in_bytes"),
+      output_bytes=nbytes("output_size_in_bytes"), constant_bytes=constant_bytes,
       unit_flops=dict(high.flops), unit_bytes=dict(high.nbytes),
-      unknown=[(what, locate_name_stack(stack, tree)) for what, stack in high.unknown],
+      unknown=[(what, locate_name_stack(stack, tree) if stack else None) for what, stack in high.unknown],
       timing=(traced, model, optimizer, tokens.shape))
   _CACHE[key] = cost
   while len(_CACHE) > _CACHE_SIZE:
     _CACHE.popitem(last=False)
   return cost
+
+
+def has_unknown_trip_count(compiled) -> bool:
+  """Whether a compiled program has a loop whose trip count XLA could not determine (its HLO
+  `while` carries no known_trip_count): a cost no static count can see."""
+  return any(" while(" in line and "known_trip_count" not in line
+             for line in compiled.as_text().splitlines())
 
 
 class Walk:

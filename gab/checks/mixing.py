@@ -1,11 +1,14 @@
 """Input dependence: the logits depend on the tokens, and every sequence mixer mixes positions.
 
 Both are relative to the size of what they perturb, so a `bias[t] + 1e-30 x` block, or a "mixer"
-that is position-wise, cannot pass by a rounding error.
+that is position-wise, cannot pass by a rounding error. Both run the dataflow program
+(`gab.checks.instrument`), in one compiled program with the forward check's float32 logits: the
+logits and each unit call's input and output; the tested mixers' outputs as functions of
+perturbations added to their inputs.
 
-- `dependence`: two token rows that differ; the relative change of the logits per relative change
-  of the embeddings must be at least `min_input_dependence`; when it is not, the first unit whose
-  input changes and whose output does not is the culprit.
+- `dependence`: the check batch's two token rows, which differ; the relative change of the logits
+  per relative change of the embeddings must be at least `min_input_dependence`; when it is not,
+  the first unit whose input changes and whose output does not is the culprit.
 - `mixing`: does anything a sequence mixer outputs at other positions depend on its input at
   position 0 (or at L - 1)? Reverse mode: random cotangents on every output position but s, pulled
   back to the mixer's own input; the largest entry at s, relative to the largest overall, must be at
@@ -16,16 +19,14 @@ that is position-wise, cannot pass by a rounding error.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gab import registry
 from gab.checks.base import jit
-from gab.checks.probe import Location, locate
-from gab.checks.structural import embedding_hook
-from gab.model import LM
-from gab.units.base import UnitModule
+from gab.checks.instrument import where_from
+from gab.checks.probe import Location
+from gab.programs import arg_shapes
 
 
 def _rel(t, v):
@@ -33,116 +34,65 @@ def _rel(t, v):
   return jnp.max(jnp.where(jnp.isfinite(t), t, 0.0)) / jnp.maximum(jnp.max(v), 1e-30)
 
 
-def _units(tree, record, inject=None):
-  """Intercept unit calls: `record(where, spec, x, y)`; `inject(i, where, spec, x) -> x`."""
-  counter = [0]
-
-  def intercept(next_fun, args, kwargs, context):
-    module = context.module
-    if context.method_name != "__call__" or not isinstance(module, UnitModule) or len(args) < 2:
-      return next_fun(*args, **kwargs)
-    found = locate(module.scope.path, tree)
-    where = found[0] if found else Location(module.unit.kind, ())
-    spec = registry.get(module.unit.kind)
-    x = args[0]
-    if inject is not None:
-      x = inject(counter, where, spec, x)
-    y, z = next_fun(x, *args[1:], **kwargs)
-    record(where, spec, x, y)
-    return y, z
-  return nn.intercept_methods(intercept)
+def run(ctx, params, key) -> dict:
+  """{"logits" of the check batch, "dependence", "per_unit" [calls, 2], "mixing" [mixers]}."""
+  spec = ctx.plan.dataflow()
+  return jax.device_get(ctx.compiled(f"dataflow {spec.key}", lambda: jit(_program(ctx, spec)))(
+      params, ctx.tokens[:, :-1], key))
 
 
-def dependence(model: LM, tree, params, tokens_2xL) -> tuple[float, Location | None]:
-  """(relative logit change per relative embedding change between two token rows that differ,
-  the first unit whose input changes and whose output does not)."""
-  found: list[Location] = []
+def _program(ctx, spec):
+  _, _, mix_shape, z_shapes = arg_shapes(ctx.ensure_programs(), spec)
+  fn = ctx.call(spec)
+  dz = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), z_shapes)
+  n, length = mix_shape.shape[0], mix_shape.shape[2]
 
-  def program(p):
-    pairs = []
-    found.clear()
-
-    def record(where, spec, x, y):
-      found.append(where)
-      pairs.append((x, y))
-    with _units(tree, record):
-      x0 = model.apply(p, tokens_2xL, method=lambda m, t: m.embed(t))
-      logits = model.apply(p, tokens_2xL)
+  def program(p, tokens_BxL, key):
+    x = ctx.embed(p, tokens_BxL)
+    out, pull = jax.vjp(lambda dm: fn(p, x, dm, dz), jnp.zeros(mix_shape.shape, mix_shape.dtype))
+    logits = ctx.logits(p, out["h"])
     rel = lambda v: _rel(v[1] - v[0], v[0])  # noqa: E731
-    per_unit = jnp.stack([jnp.stack([rel(x), rel(y)]) for x, y in pairs]) if pairs else jnp.zeros((0, 2))
-    return rel(logits) / jnp.maximum(rel(x0), 1e-30), per_unit
-
-  ratio, per_unit = jax.device_get(jit(program)(params))
-  culprit = None
-  for where, (rx, ry) in zip(found, per_unit):
-    if rx > 1e-3 and ry < 1e-6 * max(rx, 1.0):
-      culprit = where
-      break
-  return float(ratio), culprit
-
-
-def is_tested(spec) -> bool:
-  """Leaf sequence mixers, except those that write Z (they may mix into what they write) or read
-  Z entries other than the LM's (they may get mixed values from there)."""
-  from gab.checks.zrule import lm_provided  # pylint: disable=g-import-not-at-top
-  return (spec.role == registry.MIXER and spec.is_leaf and not spec.writes
-          and set(spec.reads) <= set(lm_provided()))
-
-
-def mixing(model: LM, tree, params, tokens_BxL, key, min_ratio: float) -> list[tuple[Location, float]]:
-  """(unit, ratio) for each sequence-mixer call whose outputs at other positions barely depend on
-  its input at position 0 or L - 1."""
-  b, length = tokens_BxL.shape
-  mixers: list[Location] = []
-
-  def count(where, spec, x, y):
-    if is_tested(spec):
-      mixers.append(where)
-  jax.eval_shape(lambda p: _run(model, tree, p, tokens_BxL, count), params)
-  if not mixers:
-    return []
-  n = len(mixers)
-
-  def program(p, key):
-    def f(delta_NxBxLxD):
-      outs = []
-
-      def inject(counter, where, spec, x):
-        if is_tested(spec):
-          i = counter[0]
-          counter[0] += 1
-          return x + delta_NxBxLxD[i].astype(x.dtype)
-        return x
-
-      def record(where, spec, x, y):
-        if is_tested(spec):
-          outs.append(y)
-      with _units(tree, record, inject):
-        model.apply(p, tokens_BxL)
-      return outs
-    zeros = jnp.zeros((n, b, length, model.d_model), jnp.float32)
-    outs, pull = jax.vjp(f, zeros)  # reverse mode: units with custom VJPs are covered too
-    ratios = []
+    per_unit = (jnp.stack([jnp.stack([rel(a), rel(b)]) for a, b in out["pairs"]])
+                if out["pairs"] else jnp.zeros((0, 2)))
+    cot0 = jax.tree.map(jnp.zeros_like, out)
 
     def grad_at(i, s):
       """|d (c . y_i at every position but s) / d x_i|: [B, L, D]."""
-      cot = [jnp.where(jnp.arange(length)[None, :, None] != s % length,
-                       jax.random.normal(jax.random.fold_in(key, 2 * i + int(s != 0)), o.shape),
-                       0.0).astype(o.dtype) if j == i else jnp.zeros(o.shape, o.dtype)
-             for j, o in enumerate(outs)]
-      (g,) = pull(cot)
+      y = out["mix"][i]
+      c = jnp.where(jnp.arange(length)[None, :, None] != s % length,
+                    jax.random.normal(jax.random.fold_in(key, 2 * i + int(s != 0)), y.shape), 0.0)
+      mix = [c.astype(y.dtype) if j == i else m for j, m in enumerate(cot0["mix"])]
+      (g,) = pull({**cot0, "mix": mix})
       return jnp.abs(g[i].astype(jnp.float32))
-    for i in range(n):
-      # Other positions' outputs depend on x_i[0] (a causal mixer) or on x_i[L - 1] (the wrong
-      # way: causality fails it); a position-wise unit's on neither.
-      ratios.append(jnp.maximum(*(jnp.max(g[:, s]) / jnp.maximum(jnp.max(g), 1e-30)
-                                  for s, g in ((0, grad_at(i, 0)), (-1, grad_at(i, -1))))))
-    return jnp.stack(ratios)
-
-  ratios = jax.device_get(jit(program)(params, key))
-  return [(where, float(r)) for where, r in zip(mixers, ratios) if not r >= min_ratio]
+    # Other positions' outputs depend on x_i[0] (a causal mixer) or on x_i[L - 1] (the wrong way:
+    # causality fails it); a position-wise unit's on neither.
+    ratios = [jnp.maximum(*(jnp.max(g[:, s]) / jnp.maximum(jnp.max(g), 1e-30)
+                            for s, g in ((0, grad_at(i, 0)), (-1, grad_at(i, -1))))) for i in range(n)]
+    return {"logits": logits, "dependence": rel(logits) / jnp.maximum(rel(x[:2]), 1e-30),
+            "per_unit": per_unit, "mixing": jnp.stack(ratios) if ratios else jnp.zeros((0,))}
+  return program
 
 
-def _run(model, tree, params, tokens, record):
-  with _units(tree, record):
-    return model.apply(params, tokens)
+def dependence(ctx, result: dict) -> tuple[float, Location | None]:
+  """(relative logit change per relative embedding change between the check batch's two rows,
+  the first unit whose input changes and whose output does not), from `run` at the tested
+  parameters."""
+  calls = ctx.facts().get("dataflow", {}).get(ctx.plan.dataflow().key, {}).get("calls", [])
+  per_unit = np.asarray(result["per_unit"])
+  culprit = None
+  if len(calls) == len(per_unit):
+    for where, (rx, ry) in zip(calls, per_unit):
+      if rx > 1e-3 and ry < 1e-6 * max(rx, 1.0):
+        culprit = where_from(where)
+        break
+  return float(result["dependence"]), culprit
+
+
+def mixing(ctx, result: dict, min_ratio: float) -> list[tuple[Location, float]]:
+  """(unit, ratio) for each sequence-mixer call whose outputs at other positions barely depend on
+  its input at position 0 or L - 1, from `run` at the tested parameters."""
+  mixers = ctx.facts().get("dataflow", {}).get(ctx.plan.dataflow().key, {}).get("mixers", [])
+  ratios = np.asarray(result["mixing"])
+  names = [where_from(w) for w in mixers] if len(mixers) == len(ratios) else [None] * len(ratios)
+  return [(where or Location("a sequence mixer", ()), float(r))
+          for where, r in zip(names, ratios) if not r >= min_ratio]

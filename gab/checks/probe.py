@@ -10,7 +10,6 @@ unit, in the order the calls finish (children before their parents).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from typing import Any, Callable, Sequence
@@ -138,18 +137,6 @@ def written(z_in: dict, z_out: dict) -> list[str]:
   """The Z entries a unit call added or replaced."""
   return sorted(k for k in z_out if not dict.__contains__(z_in, k)
                 or dict.__getitem__(z_out, k) is not dict.__getitem__(z_in, k))
-
-
-@contextlib.contextmanager
-def scale_embeddings(scale):
-  """Multiply the LM's token embeddings by `scale` (the large-input probe) while it is traced."""
-  def intercept(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == "__call__" and isinstance(context.module, nn.Embed):
-      out = out * jnp.asarray(scale).astype(out.dtype)
-    return out
-  with nn.intercept_methods(intercept):
-    yield
 
 
 Recorder = Callable[[Location, jax.Array, jax.Array, dict, dict], None]

@@ -1,5 +1,6 @@
-"""The check-scale training the checks share: the trainer's optimiser and train step (instrumented,
-with the large-input probe), the `train_steps` run on the fixed batch, and the memory bound.
+"""The check-scale training the checks share: the trainer's optimiser and train step (with the
+large-input probe) on the design's exported program, the `train_steps` run on the fixed batch, and
+the memory bound.
 
 Below every check module (they import it; it imports none of them), so `gab.checks.context` can run
 the shared training lazily and the budget and training checks share one optimiser.
@@ -14,10 +15,8 @@ import numpy as np
 import optax
 
 from gab import train_step
-from gab.checks.base import jit
-from gab.checks.probe import Probe, scale_embeddings
-from gab.model import LM
-from gab.tree import Unit
+from gab.checks.base import jit, on_device
+from gab.programs import ExportedLM
 
 
 def optimizer(learning_rate: float, steps: int = 10) -> optax.GradientTransformation:
@@ -28,32 +27,30 @@ def optimizer(learning_rate: float, steps: int = 10) -> optax.GradientTransforma
   return train_step.make_optimizer(rung, steps)
 
 
-def make_train_step(model: LM, opt: optax.GradientTransformation, tree: Unit):
+def make_train_step(model: ExportedLM, opt: optax.GradientTransformation):
   """`step(state, tokens_BxL1, input_scale) -> (state, metrics)`: the trainer's own train step
-  (`gab.train_step.make_train_step`, loss `token_nll`), traced with the embeddings scaled by
-  `input_scale` (the large-input probe) and the units instrumented (errors name the unit).
+  (`gab.train_step.make_train_step`, loss `token_nll`) with the embeddings scaled by `input_scale`
+  (the large-input probe).
 
   metrics: the loss, the gradient norm, and per parameter array whether its gradient is finite and
   whether it is nonzero.
   """
-  inner = train_step.make_train_step(model, opt, grad_stats=True)
-
   def step(state, tokens_BxL1, input_scale):
-    with Probe(tree), scale_embeddings(input_scale):
-      return inner(state, tokens_BxL1)
+    inner = train_step.make_train_step(model.with_input_scale(input_scale), opt, grad_stats=True)
+    return inner(state, tokens_BxL1)
   return step
 
 
 def initial_state(params, opt: optax.GradientTransformation):
-  return train_step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
-                            jax.random.key_data(jax.random.key(0)))
+  return on_device(train_step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params),
+                                         jax.random.key_data(jax.random.key(0))))
 
 
 def training_run(ctx) -> dict:
   """`train_steps` steps on the fixed batch, run once and shared by the checks."""
   if ctx.run is None:
     opt = optimizer(ctx.cfg.train_lr, ctx.cfg.train_steps)
-    ctx.train_step = jit(make_train_step(ctx.model, opt, ctx.tree))
+    ctx.train_step = jit(make_train_step(ctx.train_lm(), opt))
     state = initial = initial_state(ctx.params, opt)
     stats = []
     for _ in range(ctx.cfg.train_steps):

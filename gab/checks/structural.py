@@ -1,22 +1,27 @@
-"""Exact structural tests of causality and batch independence, by forward-mode differentiation.
+"""Exact structural tests of causality and batch independence, by reverse-mode differentiation.
 
-The LM runs with a perturbation `delta` added to its token embeddings. The gradient of
-every recorded array (each unit's output, each Z entry a unit writes, the logits and the final Z)
-at positions <= t (random cotangents), pulled back to the embeddings of the positions after t, is a
-sum of terms that are all exact zeros in a causal design: masked scores carry exact-zero weights, left-padded convolutions
-multiply exact zeros, and a sum of exact zeros is zero in any order. So the test needs no
-tolerance, reduction-order noise cannot flip it, and a leak of 1e-8 x a future token's features
-still shows (as a nonzero gradient). Likewise the other sequences' outputs must have exactly zero
-gradient w.r.t. one sequence's embeddings. Reverse mode also covers units with custom VJPs.
+The probed program (`gab.programs`, kind "probed") runs on the token embeddings plus a
+perturbation `delta`. The gradient of every array it returns (each unit's output, each Z entry a
+unit writes, the final Z) and of the logits at positions <= t (random cotangents), pulled back to
+the embeddings of the positions after t, is a sum of terms that are all exact zeros in a causal
+design: masked scores carry exact-zero weights, left-padded convolutions multiply exact zeros, and a
+sum of exact zeros is zero in any order. So the test needs no tolerance, reduction-order noise
+cannot flip it, and a leak of 1e-8 x a future token's features still shows (as a nonzero
+gradient). Likewise the other sequences' outputs must have exactly zero gradient w.r.t. one
+sequence's embeddings. The pull-back is the program's own exported VJP: a design that defines its
+own (`jax.custom_vjp`) can make it lie, which is why `gab.checks.replacement` tests the forward
+programs themselves. One exception to exactness: a program with an FFT mixes every position with
+rounding noise, and there the tolerance is `FFT_RTOL` x the dtype's epsilon of the largest gradient.
 
 Arrays of any layout are covered: an axis whose size is the probe length is a length axis (the
 lengths are primes chosen to differ from the design's other dimensions), the first other axis of
 the batch's size the batch axis; for an array with several length axes (an [L, L] score matrix)
 the positions <= t are those whose every length index is <= t. An array without a length axis (a
-summary of the whole sequence) is not itself positional; whatever reads it is.
+summary of the whole sequence) is not itself positional; whatever reads it is. The shapes are the
+program's own; which unit produced an array is what the tracing recorded (`facts`).
 
 Derivatives cannot see leaks through discrete functions of future values (argmax, comparisons);
-the token-replacement test in `gab.checks.causality` covers those.
+the forward tests in `gab.checks.replacement` cover those.
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
-from gab.checks.base import jit
-from gab.checks.probe import Location, Probe, written
-from gab.model import LM
+from gab.checks.base import jit, on_device
+from gab.checks.instrument import where_from
+from gab.checks.probe import Location
+from gab.programs import has_fft, out_shapes
 from gab.tree import Unit
+
+FFT_RTOL = 64.0  # x the compute dtype's epsilon: an FFT's rounding across positions is not a leak
 
 # Hyperparameters that size a window, chunk or kernel along time.
 TIME_SIZED = ("chunk_size", "window", "kernel_size", "conv_size", "mini_batch", "block_size",
@@ -68,19 +75,19 @@ def declared_time_sizes(tree: Unit) -> list[int]:
 def perturb(params, key: jax.Array, scale: float = 0.3, floor: float = 0.05):
   """Parameters moved by noise of `scale` x their RMS plus `floor`: zero-initialised gates open.
 
-  Drawn with numpy from a generator seeded by `key` (no program to compile)."""
+  Drawn with numpy from a generator seeded by `key` (no program to compile); put on the device."""
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
 
   def move(leaf):
     a = np.asarray(leaf)
     rms = float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
     return (a + (scale * rms + floor) * rng.standard_normal(a.shape)).astype(a.dtype)
-  return jax.tree.map(move, jax.device_get(params))
+  return on_device(jax.tree.map(move, jax.device_get(params)))
 
 
 @dataclasses.dataclass(frozen=True)
 class Recorded:
-  """One array the probe recorded: who produced it (None for the LM's logits/final Z) and what."""
+  """One array a program returns: who produced it (None for the LM's logits/final Z) and what."""
   where: Location | None
   key: str | None         # None: the unit's output; else the Z entry written
   looked_up: frozenset    # the Z entries the unit read
@@ -94,41 +101,25 @@ class Recorded:
         f"{self.where}, in the Z[{self.key!r}] it writes")
 
 
-def embedding_hook(delta_BxLxD, scale):
-  """Add `delta` to (and multiply by `scale`) the LM's token embeddings while it is traced."""
-  def intercept(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == "__call__" and isinstance(context.module, nn.Embed):
-      out = out * jnp.asarray(scale).astype(out.dtype) + delta_BxLxD.astype(out.dtype)
-    return out
-  return nn.intercept_methods(intercept)
+def axes_of(shape, batch: int, length: int) -> tuple[tuple[int, ...], int | None]:
+  """(length axes, batch axis) of an array of `shape` in a program run at [batch, length]."""
+  axes = tuple(i for i, n in enumerate(shape) if n == length)
+  return axes, next((i for i, n in enumerate(shape) if n == batch and i not in axes), None)
 
 
-def recorded_outputs(model: LM, tree: Unit, params, tokens_BxL, delta_BxLxD, scale, found: list):
-  """Every array to test, in the order units finish (children first), then logits and final Z."""
-  b, length = tokens_BxL.shape
-  values: list[jax.Array] = []
-
-  def add(where, key, looked, v):
-    if not (hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.inexact)):
-      return
-    shape = tuple(v.shape)
-    axes = tuple(i for i, n in enumerate(shape) if n == length)
-    batch = next((i for i, n in enumerate(shape) if n == b and i not in axes), None)
-    found.append(Recorded(where, key, frozenset(looked), axes, batch))
-    values.append(v)
-
-  def record(where, x, y, z_in, z_out):
-    add(where, None, z_in.looked_up, y)
-    for k in written(z_in, z_out):
-      add(where, k, z_in.looked_up, z_out[k])
-
-  with Probe(tree, record), embedding_hook(delta_BxLxD, scale):
-    logits, z = model.apply(params, tokens_BxL, method=LM.with_z)
-  add(None, None, (), logits)
-  for k in sorted(z):
-    add(None, k, (), z[k])
-  return values
+def recorded_arrays(ctx, spec) -> list[Recorded]:
+  """The arrays of a probed program after its output, as the program's shapes and the tracing's
+  facts describe them (an unknown producer where the facts do not match the program)."""
+  shapes = out_shapes(ctx.ensure_programs(), spec)[1:]
+  facts = ctx.facts().get("recorded", {}).get(spec.key, [])
+  if len(facts) != len(shapes):
+    facts = [{"where": None, "key": f"array {i}", "looked_up": []} for i in range(len(shapes))]
+  out = []
+  for fact, shape in zip(facts, shapes):
+    axes, batch = axes_of(shape, spec.batch, spec.length)
+    out.append(Recorded(where_from(fact["where"]), fact["key"], frozenset(fact["looked_up"]), axes,
+                        batch))
+  return out
 
 
 def _checked_mask(shape, rec: Recorded, t, row):
@@ -167,29 +158,35 @@ def split_points(length: int, sizes: list[int], key: jax.Array, n_random: int, e
   return sorted(points)
 
 
-def make_program(model: LM, tree: Unit, length: int, batch: int, probes: Probes, chunk: int = 0):
-  """`program(params, tokens, scale, key, per_array) -> (leak [K] or [1, n_arrays], primal logits)`
-  and the list of `Recorded` (filled when the program is traced).
+def make_program(ctx, spec, probes: Probes, chunk: int = 0):
+  """`program(params, tokens, scale, key, per_array) -> (leak [K] or [1, n_arrays], total [K] or
+  [1, n_arrays], primal logits)` and the list of `Recorded` (the probed program's arrays, then the
+  logits), for the probed program of `spec`.
 
-  Reverse mode (so units with custom VJPs are covered): for probe k, random cotangents on every
-  recorded array's checked elements (`_checked_mask`), pulled back to the embedding perturbation;
-  its gradient on the perturbed positions (after t; or row r) must be exactly zero. With
-  `per_array=k`, one pull-back per array for probe k tells which array leaks (run only to name the culprit).
+  For probe k: random cotangents on every array's checked elements (`_checked_mask`), pulled back
+  to the embedding perturbation; its gradient on the perturbed positions (after t; or row r) must
+  be exactly zero (`total` is the largest gradient anywhere, the scale of the FFT tolerance). With
+  `per_array=k`, one pull-back per array for probe k tells which array leaks (run only to name the
+  culprit).
   """
-  found: list[Recorded] = []
-  d = model.d_model
+  fn, dtype = ctx.call(spec), jnp.dtype(spec.dtype)
+  batch, length = spec.batch, spec.length
+  found = recorded_arrays(ctx, spec)
+  found.append(Recorded(None, None, frozenset(), *axes_of((batch, length, ctx.cfg.vocab_size),
+                                                           batch, length)))
   t_K = jnp.asarray(probes.splits + [length] * len(probes.rows), jnp.int32)  # checked: <= t
   from_K = jnp.asarray(probes.splits + [-1] * len(probes.rows), jnp.int32)  # perturbed: > from
   r_K = jnp.asarray([-1] * len(probes.splits) + probes.rows, jnp.int32)
 
   def program(params, tokens_BxL, scale, key, per_array):
-    delta = jnp.zeros((batch, length, d), jnp.float32)
+    x = ctx.embed(params, tokens_BxL, dtype) * jnp.asarray(scale).astype(dtype)
+    delta = jnp.zeros((batch, length, spec.d_model), jnp.float32)
     pos = jnp.arange(length)[None, :, None]
     rows = jnp.arange(batch)[:, None, None]
 
     def f(dl):
-      found.clear()
-      return recorded_outputs(model, tree, params, tokens_BxL, dl, scale, found)
+      h, values = fn(params, x + dl.astype(dtype))
+      return list(values) + [ctx.logits(params, h, dtype)]
 
     primal, pull = jax.vjp(f, delta)
 
@@ -203,33 +200,38 @@ def make_program(model: LM, tree: Unit, length: int, batch: int, probes: Probes,
       (g,) = pull(cotangents(t, r, only))
       source = (pos > f_) & ((rows == r) | (r < 0))
       mag = jnp.abs(g.astype(jnp.float32))
-      return jnp.max(jnp.where(source & jnp.isfinite(mag), mag, 0.0), initial=0.0)
+      mag = jnp.where(jnp.isfinite(mag), mag, 0.0)
+      return jnp.stack([jnp.max(jnp.where(source, mag, 0.0), initial=0.0), jnp.max(mag, initial=0.0)])
 
-    logits = primal[len(found) - 1 - _n_final(found)]
+    logits = primal[-1]
     if per_array is not None:  # probe k = per_array only, one pull-back per array: [1, N]
       k = per_array
-      return jnp.stack([leak(t_K[k], from_K[k], r_K[k], n) for n in range(len(primal))])[None], logits
-    leaks = jax.lax.map(lambda a: leak(*a), (t_K, from_K, r_K), batch_size=chunk or None)
-    return leaks, logits
+      out = jnp.stack([leak(t_K[k], from_K[k], r_K[k], n) for n in range(len(primal))])
+      return out[None, :, 0], out[None, :, 1], logits
+    out = jax.lax.map(lambda a: leak(*a), (t_K, from_K, r_K), batch_size=chunk or None)
+    return out[:, 0], out[:, 1], logits
 
   return jit(program, static_argnums=(4,)), found
 
 
-def _n_final(found: list[Recorded]) -> int:
-  """How many final-Z arrays follow the logits at the end of `found`."""
-  n = 0
-  for rec in reversed(found):
-    if rec.where is None and rec.key is None:
-      return n
-    n += 1
-  return n
+def tolerance(ctx, spec) -> float:
+  """0 (exact), or for a program with an FFT the relative tolerance of its rounding."""
+  if not has_fft(ctx.ensure_programs(), spec):
+    return 0.0
+  return FFT_RTOL * float(jnp.finfo(jnp.dtype(spec.dtype)).eps)
 
 
-def first_leak(leak_1xN: np.ndarray, found: list[Recorded], probes: Probes, k: int) -> dict[str, Any]:
-  """The first recorded array (in execution order) that leaks at probe k (the logits if the
-  per-array pull-backs, which sum to the total, round to zero one by one)."""
-  bad = np.asarray(leak_1xN)[0] > 0
-  logits_n = len(found) - 1 - _n_final(found)
+def leaks(leak, total, rtol: float):
+  """Which probes leak: a nonzero gradient (beyond `rtol` of the largest, in an FFT program)."""
+  return np.asarray(leak) > rtol * np.asarray(total)
+
+
+def first_leak(bad_1xN: np.ndarray, leak_1xN: np.ndarray, found: list[Recorded], probes: Probes,
+               k: int) -> dict[str, Any]:
+  """The first array (in execution order) that leaks at probe k (the logits if the per-array
+  pull-backs, which sum to the total, round to zero one by one)."""
+  bad = np.asarray(bad_1xN)[0]
+  logits_n = len(found) - 1
   n = int(np.argmax(bad)) if bad.any() else logits_n
   split = k < len(probes.splits)
   rec = found[n]

@@ -1,4 +1,11 @@
-"""Checks 1-3: the design is well formed, initialises, and runs forward as the GAB contract says."""
+"""Checks 1-3: the design is well formed, initialises, and runs forward as the GAB contract says.
+
+Format is judged from the tree and the kinds' declarations alone. Init and forward run the
+design's exported programs (`gab.programs`): the parameters its init program returns, the logits
+the trusted head computes on its block stack's output; contract violations (a unit's output of the
+wrong shape or dtype, Z entries used against its declaration, Z mutated in place) are what the
+tracing saw (`facts`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gab import registry
-from gab.checks import zrule
-from gab.checks.base import FAIL, PASS, Check, jit
+from gab.checks import mixing, zrule
+from gab.checks.base import FAIL, PASS, Check, jit, on_device
 from gab.checks.context import Context
-from gab.checks.probe import Probe, by_unit, error_text, scale_embeddings, written
-from gab.model import LM
+from gab.checks.plan import Plan
 from gab.tree import Unit
 
 CONTRACT_HINT = ("every unit must return an array of its input's shape and dtype, and read or write "
@@ -50,19 +56,22 @@ def check_format(ctx: Context) -> Check:
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return Check("format", FAIL, errors[0] + more, "put the unit that writes a Z entry before the "
                  "units that read it (children of Sequence, Parallel and Gate run in order)")
-  ctx.build_model()
   return Check("format", PASS, f"{ctx.tree.size()} units, depth {ctx.tree.depth()}; well typed, "
                f"every Z entry is written before it is read")
 
 
 def check_init(ctx: Context) -> Check:
-  init = jit(ctx.model.init)
-  try:
-    with Probe(ctx.tree):
-      ctx.params = init(ctx.key, ctx.tokens[:, :-1])
-  except Exception as e:  # noqa: BLE001 - any failure of a design's code is the design's
-    return Check("init", FAIL, f"initialisation failed: {error_text(e)}",
-                 "check that every unit's hyperparameters fit d_model (e.g. heads divide it)")
+  hint = "check that every unit's hyperparameters fit d_model (e.g. heads divide it)"
+  programs = ctx.ensure_programs()
+  init = Plan.init_spec(ctx.cfg)
+  if init.key not in programs.exported:
+    return Check("init", FAIL, f"initialisation failed: {programs.facts['errors'].get(init.key, 'no init program')}",
+                 hint)
+  from gab.programs import param_shapes  # pylint: disable=g-import-not-at-top
+  ctx.plan = Plan(ctx.tree, ctx.cfg, ctx.rung, param_shapes(programs, init), ctx.check_dtypes())
+  # On the device, as every later parameter point is: a program compiles once per shape, not
+  # once more for host arrays.
+  ctx.params = on_device(jit(ctx.call(init))(jax.random.key_data(ctx.key)))
   leaves = jax.tree_util.tree_flatten_with_path(ctx.params)[0]
   n = sum(x.size for _, x in leaves)
   bad = [jax.tree_util.keystr(p) for p, x in leaves
@@ -74,46 +83,36 @@ def check_init(ctx: Context) -> Check:
                f"n_blocks={ctx.cfg.n_blocks}")
 
 
-def causal_batch(tokens_L: np.ndarray, seed: int, vocab_size: int) -> np.ndarray:
-  """[L + 1, L] tokens: row 0 is `tokens_L`; row t + 1 replaces every token after position t."""
-  length = tokens_L.shape[0]
-  noise_TxL = np.random.default_rng(seed + 1).integers(3, vocab_size, (length, length))
-  future_TxL = np.arange(length)[None, :] > np.arange(length)[:, None]
-  perturbed = np.where(future_TxL, noise_TxL, tokens_L[None, :])
-  return np.concatenate([tokens_L[None, :], perturbed]).astype(np.int32)
-
-
 def check_forward(ctx: Context) -> Check:
-  cfg = ctx.cfg
-  ctx.causal_tokens = causal_batch(ctx.tokens[0, :-1], cfg.seed, cfg.vocab_size)
-  probe = Probe(ctx.tree)
-
-  def forward(params, tokens):
-    with probe:
-      return ctx.model.apply(params, tokens, method=LM.with_z)
-
-  ctx.forward_fn = jit(forward)
-  try:
-    logits, z = ctx.forward_fn(ctx.params, ctx.causal_tokens)
-  except Exception as e:  # noqa: BLE001
-    return Check("forward", FAIL, f"forward pass failed: {error_text(e)}", CONTRACT_HINT)
-  if probe.violations:
-    lines = by_unit([(where, f" {what}") for where, what in probe.violations])
-    more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
-    return Check("forward", FAIL, lines[0] + more, CONTRACT_HINT)
-  want = ctx.causal_tokens.shape + (cfg.vocab_size,)
-  if logits.shape != want or logits.dtype != jnp.float32:
-    return Check("forward", FAIL, f"logits are {logits.dtype}{list(logits.shape)}, expected "
-                 f"float32{list(want)}", CONTRACT_HINT)
-  logits, z = jax.device_get((logits, z))
-  if not np.all(np.isfinite(logits)):
-    where = first_nonfinite(ctx, ctx.causal_tokens, 1.0)
-    return Check("forward", FAIL, f"forward pass produced NaN or Inf, first in {where}",
-                 "look for divisions, exp or log without stabilisation")
-  ctx.forward_out = (logits, z)
-  fail = compute_dtype_failure(ctx)
-  if fail:
-    return fail
+  cfg, tokens = ctx.cfg, ctx.tokens[:, :-1]
+  violations = ctx.facts().get("violations", [])
+  if violations:
+    more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+    return Check("forward", FAIL, violations[0] + more, CONTRACT_HINT)
+  want = tokens.shape + (cfg.vocab_size,)
+  for dtype in ctx.check_dtypes():
+    in_dtype = "" if dtype == jnp.float32 else f" in {dtype.name}"
+    spec, probed = ctx.plan.train(dtype), ctx.plan.spec("probed", dtype, *tokens.shape)
+    errors = ctx.facts()["errors"]
+    error = errors.get(spec.key) and (errors.get(probed.key) or errors[spec.key])  # probed: names the unit
+    if error:
+      return Check("forward", FAIL, f"forward pass{in_dtype} failed: {error}", CONTRACT_HINT)
+    if dtype == jnp.float32:  # with the dataflow tests' program: one compile
+      logits = mixing.run(ctx, ctx.params, jax.random.fold_in(ctx.key, 13))["logits"]
+    else:
+      logits = jax.device_get(jit(ctx.train_lm(dtype).apply)(ctx.params, tokens))
+    if logits.shape != want or logits.dtype != jnp.float32:
+      return Check("forward", FAIL, f"logits are {logits.dtype}{list(logits.shape)}, expected "
+                   f"float32{list(want)}", CONTRACT_HINT)
+    if not np.all(np.isfinite(logits)):
+      where = first_nonfinite(ctx, tokens, 1.0, dtype)
+      if dtype == jnp.float32:
+        return Check("forward", FAIL, f"forward pass produced NaN or Inf, first in {where}",
+                     "look for divisions, exp or log without stabilisation")
+      return Check("forward", FAIL, f"forward pass in {dtype.name} (the rung's compute dtype) produced "
+                   f"NaN or Inf, first in {where}; it is finite in float32",
+                   f"compute reductions, variances and exponentials in float32 (x.astype(jnp.float32)) "
+                   f"and cast back: {dtype.name} keeps only ~3 significant digits")
   fail = dataflow_failure(ctx)
   if fail:
     return fail
@@ -122,43 +121,21 @@ def check_forward(ctx: Context) -> Check:
                f"tokens and every sequence mixer mixes positions")
 
 
-def compute_dtype_failure(ctx: Context) -> Check | None:
-  """The forward pass in the rung's compute dtype (bfloat16 on the paper ladder) is finite too."""
-  dtype = ctx.compute_dtype()
-  if dtype == jnp.float32:
-    return None
-  model = ctx.model_in(dtype)
-
-  def forward(params, tokens):
-    with Probe(ctx.tree):
-      return model.apply(params, tokens)
-  try:
-    logits = jax.device_get(jit(forward)(ctx.params, ctx.causal_tokens))
-  except Exception as e:  # noqa: BLE001
-    return Check("forward", FAIL, f"forward pass in {dtype.name} failed: {error_text(e)}", CONTRACT_HINT)
-  if not np.all(np.isfinite(logits)):
-    where = first_nonfinite(ctx, ctx.causal_tokens, 1.0, dtype)
-    return Check("forward", FAIL, f"forward pass in {dtype.name} (the rung's compute dtype) produced "
-                 f"NaN or Inf, first in {where}; it is finite in float32",
-                 f"compute reductions, variances and exponentials in float32 (x.astype(jnp.float32)) "
-                 f"and cast back: {dtype.name} keeps only ~3 significant digits")
-  return None
-
-
 def dataflow_failure(ctx: Context) -> Check | None:
   """Undeclared Z reads (by any route), logits that ignore the tokens, mixers that do not mix."""
-  from gab.checks import mixing, zflow  # pylint: disable=g-import-not-at-top
+  from gab.checks import zflow  # pylint: disable=g-import-not-at-top
   from gab.checks.structural import perturb  # pylint: disable=g-import-not-at-top
-  cfg, tokens = ctx.cfg, ctx.tokens[:1, :-1]
-  bad = zflow.undeclared_reads(ctx.model, ctx.tree, ctx.params, tokens)
+  cfg = ctx.cfg
+  bad = zflow.undeclared_reads(ctx, ctx.params)
   if bad:
     where, entries = bad[0]
     more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
     return Check("forward", FAIL, f"{where} reads Z entries among {entries} its kind does not declare "
                  f"(its outputs depend on them; reads="
                  f"{list(registry.get(where.kind).reads)}){more}", CONTRACT_HINT)
-  opened = perturb(ctx.params, jax.random.fold_in(ctx.key, 11))
-  ratio, culprit = mixing.dependence(ctx.model, ctx.tree, opened, ctx.causal_tokens[:2])
+  opened = mixing.run(ctx, perturb(ctx.params, jax.random.fold_in(ctx.key, 11)),
+                      jax.random.fold_in(ctx.key, 13))
+  ratio, culprit = mixing.dependence(ctx, opened)
   if not ratio >= cfg.min_input_dependence:
     blame = f"; the dependence is cut by {culprit}" if culprit else ""
     return Check("forward", FAIL, f"the logits do not depend on the tokens: relative change "
@@ -166,8 +143,7 @@ def dataflow_failure(ctx: Context) -> Check | None:
                  f"{cfg.min_input_dependence:g} expected){blame}",
                  "the block's output must depend on its input (keep a residual path or make the "
                  "units' outputs functions of their inputs, not of positions or constants)")
-  lazy = mixing.mixing(ctx.model, ctx.tree, opened, tokens, jax.random.fold_in(ctx.key, 13),
-                       cfg.min_mixing)
+  lazy = mixing.mixing(ctx, opened, cfg.min_mixing)
   if lazy:
     where, r = lazy[0]
     more = f" (+{len(lazy) - 1} more)" if len(lazy) > 1 else ""
@@ -180,29 +156,26 @@ def dataflow_failure(ctx: Context) -> Check | None:
   return None
 
 
-def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float, dtype=None) -> str:
-  """Where NaN/Inf first appears: the first unit call (children first) with a non-finite output."""
-  found = []
-  model = ctx.model if dtype is None else ctx.model_in(dtype)
+def first_nonfinite(ctx: Context, tokens_BxL: np.ndarray, input_scale: float, dtype=jnp.float32,
+                    params=None) -> str:
+  """Where NaN/Inf first appears: the first unit call (children first) with a non-finite output,
+  by the probed program at the tokens' shape."""
+  from gab.checks.structural import recorded_arrays  # pylint: disable=g-import-not-at-top
+  spec = ctx.plan.spec("probed", dtype, *tokens_BxL.shape)
+  params = ctx.params if params is None else params
+  fn = ctx.call(spec)
 
-  def run(params, tokens, scale):
-    values = []
+  def run(p, tokens, scale):
+    h, values = fn(p, ctx.embed(p, tokens, dtype) * jnp.asarray(scale).astype(dtype))
+    return [~jnp.isfinite(v.astype(jnp.float32)) for v in values]
 
-    def record(where, x, y, z_in, z_out):
-      for name, v in [("output", y)] + [(f"Z[{k!r}]", z_out[k]) for k in written(z_in, z_out)]:
-        if hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.inexact):
-          per_position = v.shape[:2] == tokens.shape
-          bad = ~jnp.isfinite(v.reshape(v.shape[:2] + (-1,)) if per_position else v.reshape(1, 1, -1))
-          found.append((where, name, per_position))
-          values.append(bad.any(axis=(0, 2)))
-
-    with Probe(ctx.tree, record), scale_embeddings(scale):
-      model.apply(params, tokens)
-    return values
-
-  values = jax.device_get(jit(run)(ctx.params, tokens_BxL, input_scale))
-  for (where, name, per_position), bad in zip(found, values):
-    if bad.any():
-      at = f", first at position {int(np.argmax(bad))}" if per_position else ""
-      return f"{where}, in its {name}{at}"
+  bad = jax.device_get(jit(run)(params, tokens_BxL, input_scale))
+  for rec, mask in zip(recorded_arrays(ctx, spec), bad):
+    if rec.where is not None and mask.any():
+      at = ""
+      if rec.length_axes and mask.ndim:
+        per_t = np.moveaxis(mask, rec.length_axes[0], 0).reshape(mask.shape[rec.length_axes[0]], -1)
+        at = f", first at position {int(np.argmax(per_t.any(1)))}"
+      name = "output" if rec.key is None else f"Z[{rec.key!r}]"
+      return f"{rec.where}, in its {name}{at}"
   return "the LM around the blocks (embedding, final norm or head)"

@@ -1,9 +1,10 @@
 """Checks 5, 6 and 9: gradients reach every parameter, nothing overflows, and a few steps learn.
 
 All three use the trainer's own train step (`gab.train_step.make_train_step`, its loss and its
-optimiser: the step `train.trainer` runs), the same step the efficiency check compiles at the
-rung's shapes and the verifier runs. It takes an `input_scale` that multiplies the token
-embeddings, for the large-input probe.
+optimiser: the step `train.trainer` runs) on the design's exported program (`gab.programs`,
+through `ExportedLM`: the blocks' program and its VJP, the embedding, loss and optimiser this
+process's), the same step the efficiency check compiles at the rung's shapes and the verifier runs.
+It takes an `input_scale` that multiplies the token embeddings, for the large-input probe.
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ def compute_dtype_step(ctx: Context):
   dtype = ctx.compute_dtype()
   if dtype == jnp.float32:
     return None
-  if getattr(ctx, "compute_step", None) is None:
+  if ctx.compute_step is None:
     opt = optimizer(ctx.cfg.train_lr, ctx.cfg.train_steps)
-    ctx.compute_step = jit(make_train_step(ctx.model_in(dtype), opt, ctx.tree))
+    ctx.compute_step = jit(make_train_step(ctx.train_lm(dtype), opt))
   return ctx.compute_step
 
 
@@ -102,12 +103,19 @@ def memory_failure(ctx: Context, compiled, where: str) -> Check | None:
 def check_stability(ctx: Context) -> Check:
   length, scale = ctx.rung.seq_len, ctx.cfg.large_input_scale
   initial = training_run(ctx)["initial_state"]
-  steps = [(ctx.train_step, None, "")]
-  if compute_dtype_step(ctx) is not None:
-    steps.append((compute_dtype_step(ctx), ctx.compute_dtype(), f" in {ctx.compute_dtype().name}"))
-  compiled = {}
-  for step, _, in_dtype in steps:  # compiled ahead of time: the memory is known before it runs
-    try:
+  opt = optimizer(ctx.cfg.train_lr, ctx.cfg.train_steps)
+  steps, compiled = [], {}
+  for dtype in ctx.check_dtypes():
+    in_dtype = "" if dtype == jnp.float32 else f" in {dtype.name}"
+    spec = ctx.plan.forward(dtype, length)
+    error = ctx.facts()["errors"].get(spec.key)
+    if error:
+      return Check("stability", FAIL, f"train step failed to compile at the full context length "
+                   f"{length}{in_dtype}: {error}",
+                   "make every unit work at any length up to the rung's context length")
+    step = jit(make_train_step(ctx.lm(spec), opt))
+    steps.append((step, dtype, in_dtype))
+    try:  # compiled ahead of time: the memory is known before it runs
       compiled[in_dtype] = step.lower(initial, ctx.long_tokens, jnp.float32(1.0)).compile()
     except Exception as e:  # noqa: BLE001
       return Check("stability", FAIL, f"train step failed to compile at the full context length "

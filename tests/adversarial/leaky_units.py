@@ -223,6 +223,103 @@ class LongDepthwiseConv(UnitModule):
     return conv(x), z
 
 
+# -- leaks the design's own gradients hide, and paths taken only under training conditions --------
+@jax.custom_vjp
+def _peek(x):
+  return shift_back(x, 1)
+
+
+def _peek_fwd(x):
+  return _peek(x), None
+
+
+def _peek_bwd(_, g):  # the backward of a causal kernel: nothing flows to the future
+  return (jnp.zeros_like(g),)
+
+
+_peek.defvjp(_peek_fwd, _peek_bwd)
+
+
+class CustomVJPLeak(Mixer):
+  """A fused kernel whose forward reads the next token and whose custom backward is causal."""
+  def extra(self, x, z):
+    return _peek(x)
+
+
+class SegmentMemory(Mixer):
+  """Transformer-XL style: each 48-token segment adds a stop_gradient summary of the previous
+  segment, off by one (it takes two tokens past the boundary): the first token of every segment
+  after the first sees the next one."""
+  def extra(self, x, z):
+    length, seg = x.shape[1], 48
+    csum = jnp.cumsum(jnp.pad(x.astype(jnp.float32), ((0, 0), (1, seg), (0, 0))), axis=1)
+    t = jnp.arange(length)
+    start = t // seg * seg
+    hi, lo = jnp.minimum(start + 2, length), jnp.maximum(start - seg, 0)
+    mem = (csum[:, hi] - csum[:, lo]) / seg
+    mem = jnp.where((t >= seg)[None, :, None], mem, 0.0)
+    return jax.lax.stop_gradient(mem).astype(x.dtype)
+
+
+class PeekWriter(UnitModule):
+  """Writes Z['peek'], the next position's features behind stop_gradient; reads nothing ahead itself."""
+  @nn.compact
+  def __call__(self, x, z):
+    return self.dense(x.shape[-1], "proj", out=True)(x), {**z, "peek": jax.lax.stop_gradient(shift_back(x, 1))}
+
+
+class PeekReader(UnitModule):
+  """Adds a projection of Z['peek']: the second half of a leak split across two units."""
+  @nn.compact
+  def __call__(self, x, z):
+    return x + self.dense(x.shape[-1], "proj", out=True)(z["peek"]), z
+
+
+class Bf16PathLeak(Mixer):
+  """Reads the next token (behind stop_gradient) only when it computes in bfloat16."""
+  def extra(self, x, z):
+    return jax.lax.stop_gradient(shift_back(x, 1)) if x.dtype == jnp.bfloat16 else 0.0
+
+
+class FastPath64(Mixer):
+  """A "fast path" taken only when the length divides by 64, which reads the next token."""
+  def extra(self, x, z):
+    return jax.lax.stop_gradient(shift_back(x, 1)) if x.shape[1] % 64 == 0 else 0.0
+
+
+class MagnitudeGate(Mixer):
+  """A look-ahead gated by a scalar's magnitude: closed at |g| <= 4 (initially 1; random
+  perturbations do not reach 4), open once training has grown it."""
+  def extra(self, x, z):
+    g = self.param("g", nn.initializers.ones, (), jnp.float32)
+    return jnp.where(jnp.abs(g) > 4.0, g, 0.0).astype(x.dtype) * shift_back(x, 1)
+
+
+class OpensWhenTrained(Mixer):
+  """Looks ahead once a scalar has moved from its initial 0 (it also scales the input, so the
+  first optimiser step moves it): closed at initialisation, open after training."""
+  def extra(self, x, z):
+    g = self.param("g", nn.initializers.zeros, (), jnp.float32)
+    return jnp.where(jnp.abs(g) > 1e-6, 1.0, 0.0).astype(x.dtype) * shift_back(x, 1) + g.astype(x.dtype) * x
+
+
+class FFTConv(UnitModule):
+  """A long convolution computed by FFT (Hyena style), causal: a kernel over all L lags, each
+  channel a decaying oscillation, the input zero-padded to 2L. Exact arithmetic would give
+  positions <= t no trace of the tokens after t; the FFT's rounding gives them ~1e-7."""
+  @nn.compact
+  def __call__(self, x, z):
+    b, length, d = x.shape
+    decay = self.param("decay", nn.initializers.uniform(0.5), (d,), jnp.float32)
+    freq = self.param("freq", nn.initializers.uniform(0.5), (d,), jnp.float32)
+    lag = jnp.arange(length, dtype=jnp.float32)[:, None]
+    kernel_LxD = jnp.exp(-jax.nn.softplus(decay)[None, :] * lag) * jnp.cos(freq[None, :] * lag)
+    n = 2 * length
+    y = jnp.fft.irfft(jnp.fft.rfft(x.astype(jnp.float32), n=n, axis=1)
+                      * jnp.fft.rfft(kernel_LxD, n=n, axis=0)[None], n=n, axis=1)[:, :length]
+    return self.dense(d, "out", out=True)(y.astype(x.dtype)), z
+
+
 class Hang(UnitModule):
   """Never returns: loops in Python while it is traced."""
   @nn.compact
@@ -254,6 +351,15 @@ KINDS = [
     KindSpec("WhileLoopMatmuls", CHANNEL, WhileLoopMatmuls),
     KindSpec("LongDepthwiseConv", MIXER, LongDepthwiseConv),
     KindSpec("Hang", MIXER, Hang),
+    KindSpec("CustomVJPLeak", MIXER, CustomVJPLeak),
+    KindSpec("SegmentMemory", MIXER, SegmentMemory),
+    KindSpec("PeekWriter", CHANNEL, PeekWriter, writes=("peek",)),
+    KindSpec("PeekReader", CHANNEL, PeekReader, reads=("peek",)),
+    KindSpec("Bf16PathLeak", MIXER, Bf16PathLeak),
+    KindSpec("FastPath64", MIXER, FastPath64),
+    KindSpec("MagnitudeGate", MIXER, MagnitudeGate),
+    KindSpec("OpensWhenTrained", MIXER, OpensWhenTrained),
+    KindSpec("FFTConv", MIXER, FFTConv),
 ]
 
 

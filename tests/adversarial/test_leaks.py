@@ -66,7 +66,41 @@ def test_leaks_fail_causality_and_name_the_unit(kind, fragments):
 @pytest.mark.slow
 def test_dependence_on_the_distance_to_the_end_fails_prefix_consistency():
   assert_fails(checker.check(gpt_with_mixer("DistanceToEnd")), "causality",
-               "the logits of the first 37 tokens change when the sequence goes on to 131 tokens")
+               "the outputs of the first 64 tokens change when the sequence goes on to 128 tokens")
+
+
+# Leaks the design's own gradients hide, and paths taken only under training conditions: the
+# forward tests on the trained program kind find them (the structural tests pass every one).
+@pytest.mark.parametrize("kind, fragments", [
+    # a custom_vjp kernel: leaky forward, causal backward
+    ("CustomVJPLeak", ["forward, length 128, batch 2, float32, at the initial parameters"]),
+    # a stop_gradient memory off by one only beyond position 48
+    ("SegmentMemory", ["positions <= 48 changed when only the tokens after 48 did"]),
+    # a fast path taken only when the length divides by 64
+    pytest.param("FastPath64", ["forward, length 128"], marks=pytest.mark.slow),
+    # a look-ahead gated by a scalar's magnitude
+    pytest.param("MagnitudeGate", ["at vectors and scalars at about 10 times their sign"],
+                 marks=pytest.mark.slow),
+])
+def test_leaks_gradients_do_not_see_fail_the_forward_tests(kind, fragments):
+  assert_fails(checker.check(gpt_with_mixer(kind)), "causality", CULPRIT.format(kind), *fragments)
+
+
+def test_leak_split_across_two_units_through_z_names_writer_and_reader():
+  gpt = seeds.seed("gpt")
+  tree = U("Sequence", [U("Residual", [U("PeekWriter")]), gpt.children[0],
+                        U("Residual", [U("PeekReader")]), gpt.children[1]])
+  assert_fails(checker.check(tree), "causality", "the leak starts in PeekWriter at [0, 0] (block 0), "
+               "in the Z['peek'] it writes; read by PeekReader at [2, 0] (block 0)")
+
+
+@pytest.mark.slow
+def test_leak_only_on_the_bfloat16_path_fails_when_the_run_trains_in_bfloat16():
+  cfg = checker.default_config()
+  cfg.dtype = "bfloat16"
+  assert_fails(checker.check(gpt_with_mixer("Bf16PathLeak"), cfg), "causality",
+               CULPRIT.format("Bf16PathLeak"), "bfloat16, at the initial parameters")
+  assert checker.check(gpt_with_mixer("Bf16PathLeak")).passed  # a float32 run never takes it
 
 
 @pytest.mark.slow
