@@ -320,6 +320,30 @@ def known() -> dict[str, CodeUnit]:
   return dict(_UNITS)
 
 
+_FILENAME = re.compile(r"^<code unit (\S+)>$")   # `register` compiles each source under this name
+
+
+def source_line(error: BaseException) -> tuple[str, int, str] | None:
+  """(kind, line number, that line of its source) where `error` was raised in a registered code
+  unit: the innermost code-unit frame of the deepest error in its `raise ... from` chain that has
+  one; None when no code unit's source is on its traceback."""
+  chain: list[BaseException] = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  for e in reversed(chain):
+    found, tb = None, e.__traceback__
+    while tb is not None:
+      m = _FILENAME.match(tb.tb_frame.f_code.co_filename)
+      if m and m[1] in _UNITS:
+        found = (m[1], tb.tb_lineno)
+      tb = tb.tb_next
+    if found:
+      lines = _UNITS[found[0]].source.splitlines()
+      return found[0], found[1], lines[found[1] - 1].strip() if found[1] <= len(lines) else ""
+  return None
+
+
 def sources_for(tree: Unit) -> dict[str, str]:
   """kind -> source for every code kind `tree` uses (they must be declared or registered)."""
   return {k: unit(k).source for k in kinds_in(tree)}

@@ -10,7 +10,7 @@ from gab import registry
 from gab.checks import zrule
 from gab.checks.base import FAIL, PASS, Check, jit
 from gab.checks.context import Context
-from gab.checks.probe import Probe, by_unit, error_text, scale_embeddings, written
+from gab.checks.probe import Probe, by_unit, error_text, hint_for, scale_embeddings, written
 from gab.model import LM
 from gab.tree import Unit
 
@@ -61,8 +61,8 @@ def check_init(ctx: Context) -> Check:
     with Probe(ctx.tree):
       ctx.params = init(ctx.key, ctx.tokens[:, :-1])
   except Exception as e:  # noqa: BLE001 - any failure of a design's code is the design's
-    return Check("init", FAIL, f"initialisation failed: {error_text(e)}",
-                 "check that every unit's hyperparameters fit d_model (e.g. heads divide it)")
+    return Check("init", FAIL, f"initialisation failed: {error_text(e)}", hint_for(
+        e, "check that every unit's hyperparameters fit d_model (e.g. heads divide it)"))
   leaves = jax.tree_util.tree_flatten_with_path(ctx.params)[0]
   n = sum(x.size for _, x in leaves)
   bad = [jax.tree_util.keystr(p) for p, x in leaves
@@ -96,7 +96,7 @@ def check_forward(ctx: Context) -> Check:
   try:
     logits, z = ctx.forward_fn(ctx.params, ctx.causal_tokens)
   except Exception as e:  # noqa: BLE001
-    return Check("forward", FAIL, f"forward pass failed: {error_text(e)}", CONTRACT_HINT)
+    return Check("forward", FAIL, f"forward pass failed: {error_text(e)}", hint_for(e, CONTRACT_HINT))
   if probe.violations:
     lines = by_unit([(where, f" {what}") for where, what in probe.violations])
     more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
