@@ -8,6 +8,10 @@ valid when accepted and passed by the sandboxed checker, else rejected) with art
 attempts, tokens, dollars split proposal/implementation). A proposal that ends without a tree (no
 review passed, over its budget) is recorded as run-level `designer` and `transcript` artifacts.
 Everything of one proposal lands in one transaction with the proposal counter.
+
+With `designer.endpoint` set (local:MODEL, openai:URL), the designers start a local Gemini-API
+endpoint on 127.0.0.1 for the run (`evolution/designers/endpoint.py`) and `close` stops it; a
+replay starts none (the record answers).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from evolution.designers import config as dconfig
 from evolution.designers import context, direct, pipeline
+from evolution.designers import endpoint
 from evolution.designers.client import GeminiTransport
 from evolution.designers.record import Recorder, load_records
 from evolution.designers.session import DesignBudgetExhausted, RunBudgetExhausted, Session
@@ -30,14 +35,25 @@ __all__ = ["LLMDesigners", "RunBudgetExhausted"]
 class LLMDesigners:
   def __init__(self, config: Any, store: Any, api_key: str | None):
     d = config.designer
-    self.cfg, self.store = d, store
-    pricing = dconfig.parse_pricing(d.pricing)
+    self.cfg, self.store, self.endpoint = d, store, None
+    pricing = dconfig.pricing(d)
     if config.get("replay_from"):
       self.recorder = Recorder(store, pricing, replay=load_records(config.replay_from),
                                replay_from=config.replay_from)
     else:
+      if d.get("endpoint"):
+        self.endpoint = endpoint.Endpoint(endpoint.backend(d.endpoint, d))
+        d = d.copy_and_resolve_references()
+        with d.unlocked():
+          d.base_url = self.endpoint.url
       self.recorder = Recorder(store, pricing, transport=GeminiTransport(d, api_key))
     self.check = pipeline.sandbox_checker(float(d.check_timeout_s))
+
+  def close(self) -> None:
+    """Stop the local endpoint, if this run started one."""
+    if self.endpoint is not None:
+      self.endpoint.close()
+      self.endpoint = None
 
   def step(self, evo: Any, index: int, n: int, name: str) -> None:
     mode, parents = evo.select(index)

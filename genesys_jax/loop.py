@@ -145,4 +145,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> l
       integrity.check_workdir(evo.store, workdir)  # history the store lost: stop, don't redo it
       return evo.run()
     finally:
+      if evo.designers is not None:
+        evo.designers.close()  # stops a local LLM endpoint the run started
       evo.store.close()

@@ -1,6 +1,6 @@
 """Scripted replies for the designer tests (the fake endpoint's side of the conversation)."""
 
-from evolution.designers.fake_gemini import TOKEN_SHIFT
+from evolution.designers.fake_gemini import TOKEN_SHIFT, fenced
 
 NAME = "ShiftGate"
 
@@ -32,4 +32,4 @@ def rating(r, review="ok"):
 
 
 def code(source):
-  return {"json": {"source": source, "notes": ""}}
+  return {"text": fenced(source)}

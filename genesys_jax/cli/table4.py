@@ -67,6 +67,8 @@ def run(config: Any, workdir: str, n: int, designers: list[str], log=print) -> d
           break
       out[name] = summarise(evo.store, name)
     finally:
+      if evo.designers is not None:
+        evo.designers.close()
       evo.store.close()
   return out
 
