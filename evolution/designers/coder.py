@@ -73,6 +73,48 @@ def _neighbours(job: Job) -> dict[str, str]:
   return out
 
 
+SKELETON = '''"""{name}: <what it computes, in one line>.
+
+<how, in a few lines>
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gab.units.base import UnitModule
+
+KIND = dict(
+    name="{name}",
+    role="{role}",
+    params={{}},
+    slots={slots},
+    reads=[],
+    writes=[],
+)
+
+
+class {name}(UnitModule):
+  @nn.compact
+  def __call__(self, x, z):
+    d = x.shape[-1]
+    ...
+    return y, z
+'''
+
+
+def skeleton(job: Job) -> str:
+  """The unit's module with its KIND filled in from the plan: the coder fills in the rest."""
+  slots = [{"name": f"child{i}", "roles": [_role(kind, line)], "min_count": 1, "max_count": 1}
+           for i, (line, kind) in enumerate(job.children)]
+  return SKELETON.format(name=job.unit.name, role=job.unit.role, slots=repr(slots))
+
+
+def _role(kind: str | None, line: str) -> str:
+  if kind is not None and kind in registry.kinds():
+    return registry.get(kind).role
+  return line.split("(", 1)[1].split(",", 1)[0]   # a placeholder's line: "Name (role, planned: ..."
+
+
 def prompt(job: Job, feedback: list[str]) -> tuple[str, str]:
   """(prompt, the shorter prompt without the neighbours' code and the older tries)."""
   ctx, unit = job.ctx, job.unit
@@ -92,8 +134,10 @@ def prompt(job: Job, feedback: list[str]) -> tuple[str, str]:
           f"- KIND name \"{unit.name}\", role \"{unit.role}\".\n"
           f"- Its children, in this order (declare slots that accept them, call them with "
           f"`y, z = self.child(i)(h, z)`):\n{kids}\n"
-          f"- z entries it may read (declare them in `reads`): {_z_entries(job.tree, job.path)}.\n\n"
-          f"{contract.checks_text(ctx.checker_cfg, ctx.rung)}")
+          f"- z entries it may read (declare them in `reads`): {_z_entries(job.tree, job.path)}.\n"
+          f"- Start from this skeleton: fill in the docstring, `params` and `__call__`, and import "
+          f"whatever else you use (every name must be imported or defined):\n```python\n"
+          f"{skeleton(job)}```\n\n{contract.checks_text(ctx.checker_cfg, ctx.rung)}")
   code = _neighbours(job)
   neighbours = ("\n\nCode around it:\n" + prompts.render_sources(code)) if code else ""
   answer = ("\n\nAnswer with the complete code unit in one ```python block. Only if its children "

@@ -118,7 +118,7 @@ def auto_reply(role: str, system: str, prompt: str) -> dict:
   mix = [0.3, 0.4, 0.5, 0.6][n % 4]
   if role == "proposer":
     units = [(p, k, r) for p, k, r in _UNIT_LINE.findall(prompt) if r == "sequence_mixer"]
-    selection = units[0][0] if units else ""
+    selection = units[0][0] if units and "Mode: mutation" in prompt else ""
     title = f"ShiftMix{n}"
     return {"json": {"title": title, "abstract": f"{title} replaces a mixer by a token shift.",
                      "motivation": "cheaper local mixing", "plan": "one new sequence mixer",

@@ -137,6 +137,9 @@ def hint_for(e: BaseException, default: str) -> str:
   if type(inner).__name__ == "ScopeParamShapeError":  # flax: a parameter re-created at a new shape
     return LENGTH_HINT
   found = codeunits.source_line(e)
+  if found and isinstance(inner, NameError):
+    return (f"line {found[1]} of the code unit {found[0]} uses a name its module neither imports "
+            f"nor defines: import it (helpers from gab.units.*) or define it")
   if found:
     return f"fix line {found[1]} of the code unit {found[0]} (the error is raised there)"
   return default

@@ -6,7 +6,8 @@ The same coder task (a mutation of the GPT seed: its attention replaced by one n
 the coder's real prompt) is asked `n` times per format with different sampling seeds, the formats
 interleaved so that load on the machine falls on both alike; the JSON format gets the same prompt
 with the answer instruction swapped for a JSON object {"source", "notes"} under a response schema
-(a grammar on a local model). Each answer is judged as the pipeline would: parsed, linted, its KIND
+(a grammar on a local model; a reply that is JSON only to Python's lenient parser, e.g. with raw
+newlines inside the string, is still judged on its code, and counted in `strict_json` apart). Each answer is judged as the pipeline would: parsed, linted, its KIND
 read, composed and checked in the sandbox. Prints one JSON object per format: answers usable,
 lint-clean, readable, passing the checker, and the seconds and output tokens per answer.
 """
@@ -81,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                "passed": False, "why": ""}
         if fmt == "fenced":
           source, _, error = schemas.code_reply(reply.text)
-        else:
+        else:  # strict JSON, else as Python's lenient parser reads it (raw newlines in strings)
           parsed, error = schemas.validate(JsonCode, reply.text)
+          row["strict_json"] = parsed is not None
+          if parsed is None and reply.text:
+            try:
+              parsed = JsonCode.model_validate(json.loads(reply.text, strict=False))
+            except (ValueError, pydantic.ValidationError):
+              pass
           source = parsed.source if parsed else None
         row["usable"] = source is not None
         if source is None:
@@ -106,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"format": fmt, "try": i, **row}), file=sys.stderr, flush=True)
   finally:
     served.close()
-  summary = {fmt: {"answers": len(rows), **{k: sum(r[k] for r in rows) for k in
-                                              ("usable", "lint_clean", "readable", "passed")},
+  summary = {fmt: {"answers": len(rows), **{k: sum(r.get(k, 0) for r in rows) for k in
+                                              ("usable", "lint_clean", "readable", "passed", "strict_json")},
                    "seconds_per_answer": round(sum(r["seconds"] for r in rows) / max(len(rows), 1), 1),
                    "output_tokens_per_answer": round(sum(r["output_tokens"] for r in rows) / max(len(rows), 1))}
              for fmt, rows in results.items()}
