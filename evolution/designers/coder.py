@@ -82,6 +82,7 @@ import jax
 import jax.numpy as jnp
 
 from gab.units.base import UnitModule
+# and every helper you call, e.g. from gab.units.conv import causal_depthwise_conv
 
 KIND = dict(
     name="{name}",

@@ -21,8 +21,12 @@ from gab import registry
 RoleName = Literal[tuple(registry.ROLES)]  # type: ignore[valid-type]
 
 
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"
+CHILD = r"^(keep:[0-9]+:[0-9.]+|[A-Za-z_][A-Za-z0-9_]*(@[0-9a-f]{8})?)$"
+
+
 class Proposal(pydantic.BaseModel):
-  title: str                 # the new design's name (an identifier)
+  title: str = pydantic.Field(pattern=IDENTIFIER)   # the new design's name
   abstract: str
   motivation: str
   plan: str
@@ -43,10 +47,10 @@ class Rating(pydantic.BaseModel):
 
 
 class PlannedUnit(pydantic.BaseModel):
-  name: str                  # identifier; the code unit's KIND name
+  name: str = pydantic.Field(pattern=IDENTIFIER)   # the code unit's KIND name
   role: RoleName             # type: ignore[valid-type]
   description: str
-  children: list[str]        # other planned units, reused kinds, or keep:P:PATH subtrees, in order
+  children: list[pydantic.constr(pattern=CHILD)]   # planned units, reused kinds or keep:P:PATH, in order
 
 
 class Plan(pydantic.BaseModel):
