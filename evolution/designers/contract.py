@@ -5,6 +5,7 @@ source of any kind (built-in kinds' classes included)."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import inspect
@@ -96,24 +97,23 @@ class TwoStep(UnitModule):
     return x, z
 ```'''
 
-# Modules whose public functions a unit may call (beyond jax and flax).
-HELPER_MODULES = ("gab.units.conv", "gab.units.norm", "gab.units.layernorm", "gab.units.attention",
-                  "gab.units.attention_impl", "gab.units.linear_attention", "gab.units.mamba2_core",
-                  "gab.units.retnet_core", "gab.units.rwkv6", "gab.units.rwkv6_core", "gab.units.mlp")
-_NOT_HELPERS = {"seed", "use", "current", "choose"}   # registry and run plumbing, not maths
+# The helpers of gab.units a unit may well call (their signatures and docs are read from the code).
+HELPERS = ("conv.causal_depthwise_conv", "norm.rms_norm", "layernorm.layer_norm", "attention.rotary",
+           "attention_impl.dot_product_attention", "linear_attention.chunked_linear_attention",
+           "mamba2_core.ssd_chunked", "retnet_core.retention_chunked", "rwkv6.token_shift",
+           "rwkv6_core.wkv_chunked", "mlp.hidden_size")
 
 
 @functools.lru_cache(maxsize=1)
 def helpers() -> str:
-  """One line per public function of HELPER_MODULES: `module.name(signature)`: first doc line."""
+  """One line per helper: `from gab.units.M import f`, its signature and the first line of its doc."""
   lines = []
-  for name in HELPER_MODULES:
-    module = importlib.import_module(name)
-    for fname, fn in inspect.getmembers(module, inspect.isfunction):
-      if fname.startswith("_") or fname in _NOT_HELPERS or fn.__module__ != name:
-        continue
-      doc = (inspect.getdoc(fn) or "").split("\n")[0]
-      lines.append(f"- {name}.{fname}{inspect.signature(fn)}" + (f": {doc}" if doc else ""))
+  for name in HELPERS:
+    module, fname = name.split(".")
+    fn = getattr(importlib.import_module(f"gab.units.{module}"), fname)
+    sig = inspect.signature(fn).replace(return_annotation=inspect.Signature.empty)
+    doc = (inspect.getdoc(fn) or "").split("\n")[0]
+    lines.append(f"- from gab.units.{module} import {fname}: {fname}{sig}" + (f": {doc}" if doc else ""))
   return "\n".join(lines)
 
 
@@ -142,6 +142,7 @@ def checks_text(checker_cfg: dict[str, Any], rung: dict[str, Any]) -> str:
   """The checks a design must pass, in order, with this run's numbers."""
   c, r = checker_cfg, rung
   dtype = r.get("dtype") or c.get("dtype", "float32")
+  dtypes = "float32" if dtype == "float32" else f"float32 and {dtype}"
   target = r.get("target_params") or "the GPT seed's size"
   tol = float(c.get("size_tolerance", 0.2))
   return "\n".join([
@@ -151,11 +152,11 @@ def checks_text(checker_cfg: dict[str, Any], rung: dict[str, Any]) -> str:
       f"2. init: parameters initialise, float32 and finite (check scale: d_model {c['d_model']}, "
       f"{c['n_blocks']} blocks, batch {c['batch']}, length {c['seq_len']}).",
       f"3. forward: each unit returns its input's shape and dtype and uses only its declared z "
-      f"entries; logits finite in float32 and {dtype}; the logits depend on the tokens; every leaf "
+      f"entries; logits finite in {dtypes}; the logits depend on the tokens; every leaf "
       f"sequence mixer mixes positions (relative sensitivity >= {c['min_mixing']:g}).",
       f"4. causality: exactly zero dependence of any output at positions <= t on tokens after t, "
       f"and none across the sequences of a batch, at several lengths (up to beyond the context "
-      f"{r.get('seq_len')}) and batch sizes, in float32 and {dtype}.",
+      f"{r.get('seq_len')}) and batch sizes, in {dtypes}.",
       f"5. differentiability: every parameter gets a finite gradient that becomes nonzero within "
       f"{c['train_steps']} training steps.",
       f"6. stability: loss and gradients finite at the context length {r.get('seq_len')}, also "
@@ -172,12 +173,38 @@ def checks_text(checker_cfg: dict[str, Any], rung: dict[str, Any]) -> str:
 
 
 def source(kind: str, sources: dict[str, str]) -> str | None:
-  """The code of a kind: a code unit's source, or a built-in kind's class."""
+  """The code of a kind: a code unit's source, or a built-in kind's class under the imports it
+  needs (its module's imports, and the names it uses from its own module)."""
   if kind in sources:
     return sources[kind]
   if codeunits.is_code_kind(kind):
     return None
   try:
-    return inspect.getsource(registry.get(kind).module)
+    cls = registry.get(kind).module
+    text = inspect.getsource(cls)
+    module = inspect.getmodule(cls)
+    tree = ast.parse(inspect.getsource(module))
   except Exception:  # pylint: disable=broad-except  (an unknown kind, or no source file)
     return None
+  module_text = inspect.getsource(module)
+  used = {n.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+  defs: dict[str, ast.AST] = {}
+  for n in tree.body:
+    if isinstance(n, (ast.FunctionDef, ast.ClassDef)):
+      defs[n.name] = n
+    elif isinstance(n, ast.Assign):
+      defs.update({t.id: n for t in n.targets if isinstance(t, ast.Name)})
+  lines = [ast.get_source_segment(module_text, n) for n in tree.body
+           if isinstance(n, (ast.Import, ast.ImportFrom)) and not _is_registry_import(n)]
+  public = sorted(name for name in used if name in defs and not name.startswith("_"))
+  if public:
+    lines.append(f"from {module.__name__} import {', '.join(public)}")
+  private = [ast.get_source_segment(module_text, defs[name]) for name in sorted(used)
+             if name in defs and name.startswith("_")]   # not importable by a code unit: shown
+  return "\n".join(lines) + "\n\n" + "".join(f"{p}\n\n" for p in private) + "\n" + text
+
+
+def _is_registry_import(node: ast.AST) -> bool:
+  """`from gab import registry` and the like: how built-in kinds register, not what they compute."""
+  names = [a.name for a in node.names]
+  return (getattr(node, "module", "") or "").startswith(("gab.registry", "gab.tree")) or "registry" in names

@@ -47,6 +47,8 @@ def generation_config(body: dict) -> dict[str, Any]:
           "schema": None if schema is None else json_schema(schema)}
 
 
+_CAMEL = {"max_length": "maxLength", "min_length": "minLength", "max_items": "maxItems",
+          "min_items": "minItems", "any_of": "anyOf"}   # google-genai sends some keys snake_case
 _DROP = {"title", "property_ordering", "propertyOrdering", "format", "example", "default", "nullable"}
 
 
@@ -59,6 +61,7 @@ def json_schema(schema: Any) -> Any:
     return schema
   out = {}
   for key, value in schema.items():
+    key = _CAMEL.get(key, key)
     if key in _DROP:
       continue
     if key == "type" and isinstance(value, str):

@@ -167,7 +167,8 @@ class Implementer:
     return find(self.top, base)
 
   def job(self, name: str) -> coder.Job:
-    tree = self.compose(self.kinds)
+    top_of_mutation = self.ctx.mode == "mutation" and name == self.top
+    tree = self.ctx.trees[0] if top_of_mutation else self.compose(self.kinds)   # the unit it replaces
     lines = []
     for u in self.planned.values():
       state = "written" if u.name in self.kinds else "to write" if u.name != name else "WRITING NOW"

@@ -25,13 +25,19 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"
 CHILD = r"^(keep:[0-9]+:[0-9.]+|[A-Za-z_][A-Za-z0-9_]*(@[0-9a-f]{8})?)$"
 
 
+def text(n: int):
+  """A string field of at most `n` characters: Gemini and a grammar-constrained model both stop
+  there, so a model that rambles cannot spend its whole output cap on one field."""
+  return pydantic.Field(max_length=n)
+
+
 class Proposal(pydantic.BaseModel):
   title: str = pydantic.Field(pattern=IDENTIFIER)   # the new design's name
-  abstract: str
-  motivation: str
-  plan: str
+  abstract: str = text(600)
+  motivation: str = text(600)
+  plan: str = text(1000)
   selection: str             # mutation: the path of the unit to change, e.g. "0.0.1" ("" otherwise)
-  variant_name: str
+  variant_name: str = text(60)
 
 
 def proposal_schema(paths: list[str]) -> type[Proposal]:
@@ -42,20 +48,21 @@ def proposal_schema(paths: list[str]) -> type[Proposal]:
 
 class Rating(pydantic.BaseModel):
   rating: int = pydantic.Field(ge=1, le=5)
-  review: str
-  suggestions: str
+  review: str = text(800)
+  suggestions: str = text(600)
 
 
 class PlannedUnit(pydantic.BaseModel):
   name: str = pydantic.Field(pattern=IDENTIFIER)   # the code unit's KIND name
   role: RoleName             # type: ignore[valid-type]
-  description: str
-  children: list[pydantic.constr(pattern=CHILD)]   # planned units, reused kinds or keep:P:PATH, in order
+  description: str = text(400)
+  children: list[pydantic.constr(pattern=CHILD)] = pydantic.Field(max_length=6)  # planned units,
+  #                                                   reused kinds or keep:P:PATH, in order
 
 
 class Plan(pydantic.BaseModel):
-  units: list[PlannedUnit]   # the first is the top of the new material; coded top-down
-  rationale: str
+  units: list[PlannedUnit] = pydantic.Field(max_length=6)   # the first is the top; coded top-down
+  rationale: str = text(400)
 
 
 class ChildDecl(pydantic.BaseModel):
