@@ -17,6 +17,7 @@ replay starts none (the record answers).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from evolution.designers import config as dconfig
@@ -65,11 +66,13 @@ class LLMDesigners:
     ctx = context.build(self.store, mode, parents, evo.checker_config().to_dict(),
                         evo.rung(evo.rungs[0]).to_dict(), known, evo.rungs)
     session = Session(self.recorder, self.cfg, index)
+    start = time.monotonic()
     try:
       outcome = (direct.design if name == "direct" else pipeline.design)(session, ctx, self.cfg, self.check)
     except DesignBudgetExhausted as e:
       outcome = pipeline.Outcome("over_budget", name, description=str(e),
                                  info={"designer": name, "title": None, "rating": None})
+    outcome.info["wall_s"] = round(time.monotonic() - start, 1)
     self.record(evo, index, n, outcome, session, mode, [p["id"] for p in parents])
 
   def record(self, evo: Any, index: int, n: int, outcome: pipeline.Outcome, session: Session,
@@ -78,7 +81,9 @@ class LLMDesigners:
     summary = {"proposal": index, "designer": outcome.designer, "status": outcome.status, "mode": mode,
                "parents": parents, "title": outcome.info.get("title"), "rating": outcome.info.get("rating"),
                "attempts": outcome.info.get("attempts", 0),
-               "proposal_attempts": outcome.info.get("proposal_attempts", 0), **session.summary()}
+               "proposal_attempts": outcome.info.get("proposal_attempts", 0),
+               "verdicts": outcome.info.get("verdicts", []), "wall_s": outcome.info.get("wall_s"),
+               **session.summary()}
     summary["tokens_total"] = sum(summary["tokens"].values())
     tree, cid, stored = outcome.tree, None, False
     with store.transaction():

@@ -1,11 +1,14 @@
 """The designers on a real local model, with no key: the packaged SmolLM2-135M (GGUF) served by
-llama-cpp-python through the local Gemini-API endpoint the run starts, talked to by the real
+llama-cpp-python through the local Gemini-API endpoint a run starts, talked to by the real
 google-genai client. One scratch proposal goes propose -> review -> plan -> code -> check.
 
-The model is weak: what is asserted is the plumbing (every call answered and recorded, every
-structured answer valid JSON of its schema under the grammar, the coder's answer judged, the
-endpoint started and stopped, no key anywhere), not the model's luck. Its length is bounded by
-small output caps and one try per stage."""
+The model is weak, so what is asserted is the plumbing, not the model's luck: each stage is asked
+of the model (a stage whose answer is unusable hands the next one a fixed stand-in, so every stage
+runs whatever the model says), every call is answered and recorded at $0, structured answers are
+valid JSON of their schema (the grammar), the coder's answer is judged (lint, reading, composition
+and the sandboxed checker when it gets that far) and the verdict kept, the endpoint binds 127.0.0.1
+and is stopped with the run, and no key exists anywhere. Output caps and one try per stage bound it.
+"""
 
 import json
 import socket
@@ -14,23 +17,31 @@ import urllib.parse
 import pytest
 
 from configs import ladder
-from evolution.designers import client
-from evolution.store import Store
+from evolution.designers import agents, client, context, pipeline, schemas
+from evolution.designers.session import Session
 from genesys_jax import loop
+
+STAND_IN_PROPOSAL = schemas.Proposal(title="ShiftBlock", abstract="a pre-norm block over a token "
+                                     "shift and an MLP", motivation="cheap mixing", plan="two units",
+                                     selection="", variant_name="ShiftBlock")
+STAND_IN_PLAN = schemas.Plan(units=[
+    schemas.PlannedUnit(name="ShiftBlock", role="block", description="x + child(norm(x)) for each child",
+                        children=["ShiftMixer", "GatedMLP"]),
+    schemas.PlannedUnit(name="ShiftMixer", role="sequence_mixer", description="mix each position "
+                        "with the previous one", children=[])], rationale="a root over a mixer and an MLP")
 
 
 def local_config():
   config = ladder.get_config("llm_local")
-  config.evolution.mode_probs = dict(scratch=1.0, mutation=0.0, crossover=0.0)
   config.ladder.rungs = ("tiny",)
   d = config.designer
   d.kind = "llm"
   d.endpoint = "local:smollm2-135m"
   d.local_ctx = 8192
-  d.temperature = 0.0                       # greedy: the same answers every run
-  d.max_output_tokens, d.max_output_tokens_limit = 320, 640
-  d.proposal_attempts, d.review_pass, d.observe_pass = 1, 1, 1   # any rating passes: reach the coder
-  d.unit_retries, d.max_failed_implementations = 1, 2
+  d.frequency_penalty = 0.5                 # a 135M model loops without it
+  d.max_output_tokens = d.max_output_tokens_limit = 256
+  d.proposal_attempts, d.review_pass, d.observe_pass = 1, 1, 1
+  d.unit_retries = 1
   return config
 
 
@@ -38,36 +49,35 @@ def test_one_proposal_through_a_real_local_model_with_no_key(tmp_path, monkeypat
   for var in client.KEY_VARS:
     monkeypatch.delenv(var, raising=False)
   evo = loop.Evolution(local_config(), str(tmp_path), log=lambda _: None)
-  url = evo.designers.endpoint.url
+  designers = evo.designers
+  url = urllib.parse.urlsplit(designers.endpoint.url)
   try:
-    evo.step(0, 1)
+    ctx = context.build(evo.store, "scratch", [], evo.checker_config().to_dict(),
+                        evo.rung(evo.rungs[0]).to_dict(), set(), evo.rungs)
+    session = Session(designers.recorder, designers.cfg, 0)
+    proposal, reviews, _ = agents.propose(session, ctx, designers.cfg, None)   # propose -> review
+    plan, plan_error = agents.plan(session, ctx, proposal or STAND_IN_PROPOSAL, [])  # -> plan
+    usable_plan = plan is not None and plan_error is None
+    imp = pipeline.Implementer(session, ctx, designers.cfg, proposal or STAND_IN_PROPOSAL,
+                               reviews[-1] if reviews else None, plan if usable_plan else STAND_IN_PLAN,
+                               designers.check)
+    ok, why = imp.run()                                                        # -> code -> check
   finally:
-    evo.designers.close()
+    designers.close()
     evo.store.close()
-  host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
-  assert host == "127.0.0.1"
-  with pytest.raises(OSError), socket.create_connection((host, port), timeout=1):
+  assert url.hostname == "127.0.0.1"
+  with pytest.raises(OSError), socket.create_connection((url.hostname, url.port), timeout=1):
     pass                                                      # the run stopped its endpoint
-  with Store.open(str(tmp_path)) as store:
-    calls = [json.loads(a["content"]) for a in store.artifacts(kind="llm_call")]
-    (summary,) = [json.loads(a["content"]) for a in store.artifacts(kind="designer")]
-    (transcript,) = [json.loads(a["content"]) for a in store.artifacts(kind="transcript")]
-    failures = [json.loads(a["content"]) for a in store.artifacts(kind="failures")]
-    ratings = [json.loads(a["content"]) for a in store.artifacts(kind="ratings")]
-  roles = [c["role"] for c in calls]
-  assert roles[:2] == ["proposer", "reviewer"] and "planner" in roles, roles
-  for c in calls:                                             # every call answered by the model
-    assert c["request"]["model"] == "smollm2-135m" and c["usd"] == 0
-    assert c["reply"]["error"] is None and c["reply"]["usage"]["prompt"] > 1000
-    assert c["reply"]["finish_reason"] in ("STOP", "MAX_TOKENS")
-  for t in transcript:                                        # the grammar kept structured answers valid
-    if t["role"] in ("proposer", "reviewer", "planner", "observer") and t["finish_reason"] == "STOP":
-      assert not (t["error"] or "").startswith("the reply is not a valid"), t
-  assert summary["designer"] == "llm" and summary["status"] in ("accepted", "challenging")
-  coder = [t for t in transcript if t["role"] == "coder"]
-  assert coder, "the coder was never asked"                   # propose -> review -> plan -> code
-  assert "Write the unit" in coder[0]["prompt"] and "Start from this skeleton" in coder[0]["prompt"]
-  assert summary["attempts"] >= 1                             # ... -> check: each answer was judged,
-  verdicts = " ".join(json.dumps(f) for f in failures) + json.dumps(ratings)
-  assert "Try 1:" in verdicts or summary["status"] == "accepted", verdicts   # and the verdict kept
-  assert "GEMINI_API_KEY" not in json.dumps(calls) and client.api_key_from_env() is None
+  roles = [t["role"] for t in session.transcript]
+  firsts = [roles.index(r) for r in ("proposer", "reviewer", "planner", "coder")]
+  assert firsts == sorted(firsts), roles                      # every stage asked, in order
+  for t in session.transcript:                                # every call answered by the model, free
+    assert t["model"] == "smollm2-135m" and t["usd"] == 0 and t["usage"]["prompt"] > 1000, t
+    assert t["finish_reason"] in ("STOP", "MAX_TOKENS") and t["reply"] is not None
+    if t["role"] != "coder" and t["finish_reason"] == "STOP":  # the grammar kept them JSON of their
+      assert not (t["error"] or "").startswith("the reply is not a valid") or "rating" in t["error"], t  # schema (a grammar cannot bound an integer: 1..5 is checked)
+  assert imp.tries >= 1 and (ok or why.startswith("unit "))  # the coder's answer was judged ...
+  coder = next(t for t in session.transcript if t["role"] == "coder")
+  assert "Write the unit" in coder["prompt"] and "Start from this skeleton" in coder["prompt"]
+  assert ok or "Try 1:" in why                                # ... and the verdict kept for the retry
+  assert client.api_key_from_env() is None and "GEMINI_API_KEY" not in json.dumps(session.transcript)

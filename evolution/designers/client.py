@@ -121,7 +121,8 @@ class GeminiTransport:
     config: dict[str, Any] = {"system_instruction": call.system,
                               "temperature": settings.get("temperature"),
                               "max_output_tokens": settings.get("max_output_tokens"),
-                              "seed": settings.get("seed")}
+                              "seed": settings.get("seed"),
+                              "frequency_penalty": settings.get("frequency_penalty")}
     if settings.get("thinking_budget") is not None:
       config["thinking_config"] = types.ThinkingConfig(thinking_budget=int(settings["thinking_budget"]))
     if call.search:

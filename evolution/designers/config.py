@@ -57,6 +57,7 @@ def default_config() -> ConfigDict:
       pricing=pricing_string(cost.DEFAULT_PRICING),
       temperature=1.0, max_output_tokens=16384, thinking_budget=-1,  # -1: the model's default
       max_output_tokens_limit=65536,   # MAX_TOKENS replies are re-asked with up to this cap
+      frequency_penalty=0.0,       # > 0 discourages repetition (small local models loop without it)
       sampling_seed=0,             # sent, but Gemini is not deterministic: the record is
       max_usd=0.0, max_usd_per_design=3.0,   # 0 = no limit
       proposal_attempts=5, review_pass=4, observe_pass=3, unit_retries=7,

@@ -14,7 +14,7 @@ from typing import Any
 from evolution import canonical
 from evolution.designers import contract, prompts, schemas
 from evolution.designers.context import Context
-from evolution.designers.pipeline import Checker, Outcome
+from evolution.designers.pipeline import Checker, Outcome, verdict
 from evolution.designers.session import Session
 from gab import codeunits, registry
 from gab.tree import DesignError, Unit, design_to_json
@@ -47,6 +47,7 @@ def _judge(source: str, ctx: Context, check: Checker):
 
 def design(session: Session, ctx: Context, cfg: Any, check: Checker) -> Outcome:
   feedback: list[str] = []
+  verdicts: list[str] = []
   last = (None, {}, None)
   title = None
   for attempt in range(int(cfg.direct_attempts)):
@@ -66,18 +67,21 @@ def design(session: Session, ctx: Context, cfg: Any, check: Checker) -> Outcome:
       source, _, error = schemas.code_reply(reply.text)
     if source is None:
       feedback.append(f"Attempt {attempt + 1}: the reply was unusable: {error}")
+      verdicts.append("reply")
       continue
     tree, units, report, why = _judge(source, ctx, check)
+    verdicts.append(verdict(why, report))
     if tree is not None:
       last = (tree, units, report)
       title = codeunits.parse(source).name
     if not why:
       abstract = (codeunits.parse(source).doc.strip().splitlines() or [""])[0]
       return Outcome("accepted", "direct", tree, units, report, f"{title}: {abstract}"[:300],
-                     {"designer": "direct", "title": title, "rating": None, "attempts": attempt + 1},
+                     {"designer": "direct", "title": title, "rating": None, "attempts": attempt + 1,
+                      "verdicts": verdicts},
                      {"proposal": {"title": title, "abstract": abstract, "source": source}})
     feedback.append(f"Attempt {attempt + 1}: {why}\nIts code:\n```python\n{source.rstrip()}\n```")
   tree, units, report = last
   return Outcome("challenging", "direct", tree, units, report, f"{title or 'direct'}: failed",
                  {"designer": "direct", "title": title, "rating": None,
-                  "attempts": int(cfg.direct_attempts)}, {"failures": feedback})
+                  "attempts": int(cfg.direct_attempts), "verdicts": verdicts}, {"failures": feedback})

@@ -80,7 +80,8 @@ class LlamaBackend:
         out = self.llm.create_chat_completion(
             messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
             max_tokens=gen["max_tokens"], temperature=float(gen["temperature"] or 0.0),
-            seed=gen["seed"], response_format=fmt)
+            seed=gen["seed"], frequency_penalty=float(gen["frequency_penalty"] or 0.0),
+            response_format=fmt)
       except ValueError as e:  # "Requested tokens (N) exceed context window of M"
         raise EndpointError(400, f"the request does not fit the local model: {e}") from None
     choice, usage = out["choices"][0], out["usage"]
@@ -98,7 +99,7 @@ class OpenAIBackend:
   def complete(self, model: str, system: str, prompt: str, gen: dict[str, Any]) -> Completion:
     body: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": system},
                                                          {"role": "user", "content": prompt}]}
-    for key in ("max_tokens", "temperature", "seed"):
+    for key in ("max_tokens", "temperature", "seed", "frequency_penalty"):
       if gen[key] is not None:
         body[key] = gen[key]
     if gen["schema"] is not None:

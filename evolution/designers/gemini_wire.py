@@ -37,13 +37,15 @@ def request_text(body: dict) -> tuple[str, str]:
 
 
 def generation_config(body: dict) -> dict[str, Any]:
-  """max_tokens, temperature, seed, schema (a JSON schema, or None for free text) of a request."""
+  """max_tokens, temperature, seed, frequency_penalty, schema (a JSON schema, or None for free
+  text) of a request."""
   g = _get(body, "generationConfig", "generation_config", {}) or {}
   schema = _get(g, "responseSchema", "response_schema")
   if schema is None:
     schema = _get(g, "responseJsonSchema", "response_json_schema")
   return {"max_tokens": _get(g, "maxOutputTokens", "max_output_tokens"),
           "temperature": g.get("temperature"), "seed": g.get("seed"),
+          "frequency_penalty": _get(g, "frequencyPenalty", "frequency_penalty"),
           "schema": None if schema is None else json_schema(schema)}
 
 

@@ -62,6 +62,23 @@ PLACEHOLDER_BODIES = {
 RELAXED_BUDGET = 1e9   # `size_tolerance` while placeholders remain: the budget is the whole design's
 
 
+def verdict(why: str, report: dict[str, Any] | None) -> str:
+  """What one try came to, as a category: accepted, reply (unusable), lint, read (parse, KIND,
+  declaration, declared children), typing, novelty, observer, or check:NAME (the first failed check)."""
+  if not why:
+    return "accepted"
+  if report is not None and not report.get("passed"):
+    failed = [c["name"] for c in report.get("checks", []) if c.get("status") == "fail"]
+    return f"check:{failed[0] if failed else 'unknown'}"
+  for prefix, name in (("the reply was unusable", "reply"), ("The lint", "lint"), ("The composed tree is "
+                       "ill-typed", "typing"), ("The block is ill-typed", "typing"), ("The observer", "observer")):
+    if why.startswith(prefix):
+      return name
+  if "identical to a design" in why or "same function" in why:
+    return "novelty"
+  return "read"
+
+
 def placeholder_source(role: str) -> str:
   what, body = PLACEHOLDER_BODIES[role]
   words = role.title().replace("_", "")
@@ -111,6 +128,7 @@ class Implementer:
     self.placeholders = {role: self._declare(placeholder_source(role)) for role in registry.ROLES}
     self.ratings: list[dict[str, Any]] = []
     self.tries = 0
+    self.verdicts: list[str] = []          # one category per try (`verdict`)
     self.last: tuple[Unit, dict[str, Any]] | None = None
 
   def _declare(self, unit: str | codeunits.CodeUnit) -> str:
@@ -258,8 +276,10 @@ class Implementer:
         source, decl, error = coder.code(self.session, self.job(name), feedback)
         if source is None:
           feedback.append(f"Try {t + 1}: the reply was unusable: {error}")
+          self.verdicts.append("reply")
           continue
-        ok, why, _, _ = self.attempt(name, source, decl)
+        ok, why, _, report = self.attempt(name, source, decl)
+        self.verdicts.append(verdict(why, report))
         if ok:
           break
         feedback.append(f"Try {t + 1}: {why}\nIts code:\n```python\n{source.rstrip()}\n```")
@@ -272,7 +292,7 @@ def implement(session: Session, ctx: Context, cfg: Any, proposal: schemas.Propos
               review: dict[str, Any] | None, check: Checker) -> dict[str, Any]:
   """Plan and implement; up to `max_failed_implementations` implementations."""
   failures: list[str] = []
-  plans, ratings, tries, last, last_sources = [], [], 0, None, {}
+  plans, ratings, tries, last, last_sources, verdicts = [], [], 0, None, {}, []
   for _ in range(int(cfg.max_failed_implementations)):
     plan, error = agents.plan(session, ctx, proposal, failures)
     if plan is None or error:
@@ -283,16 +303,17 @@ def implement(session: Session, ctx: Context, cfg: Any, proposal: schemas.Propos
     ok, why = imp.run()
     ratings += imp.ratings
     tries += imp.tries
+    verdicts += imp.verdicts
     if imp.last is not None:
       last, last_sources = imp.last, imp.sources
     if ok:
       tree, report = imp.last
       units = {k: imp.sources[k] for k in codeunits.kinds_in(tree)}
       return {"ok": True, "tree": tree, "report": report, "units": units, "plans": plans,
-              "ratings": ratings, "tries": tries, "failures": failures}
+              "ratings": ratings, "tries": tries, "failures": failures, "verdicts": verdicts}
     failures.append(f"- {why}")
   out = {"ok": False, "plans": plans, "ratings": ratings, "tries": tries, "failures": failures,
-         "tree": None, "report": None, "units": {}}
+         "tree": None, "report": None, "units": {}, "verdicts": verdicts}
   if last is not None:
     out["tree"], out["report"] = last
     out["units"] = {k: last_sources[k] for k in codeunits.kinds_in(last[0])}
@@ -316,7 +337,7 @@ def design(session: Session, ctx: Context, cfg: Any, check: Checker) -> Outcome:
   info["title"] = proposal.title
   result = implement(session, ctx, cfg, proposal, reviews[-1] if reviews else None, check)
   artifacts.update(plans=result["plans"], ratings=result["ratings"], failures=result["failures"])
-  info["attempts"] = result["tries"]
+  info["attempts"], info["verdicts"] = result["tries"], result["verdicts"]
   status = "accepted" if result["ok"] else "challenging"
   tree, units = result["tree"], result["units"]
   where = f" at {proposal.selection}" if ctx.mode == "mutation" else ""

@@ -92,6 +92,8 @@ class Session:
                 ("temperature", float(self.cfg.temperature)))
     if thinking >= 0:
       settings += (("thinking_budget", thinking),)
+    if float(self.cfg.get("frequency_penalty", 0.0)):   # not sent at 0 (Gemini's default)
+      settings += (("frequency_penalty", float(self.cfg.frequency_penalty)),)
     call = Call(role, model, system, prompt, schema.__name__ if schema else "", search, settings)
     reply, dollars = self.recorder.ask((self.index, role, attempt), call, schema)
     self.usd[cost.phase(role)] += dollars
