@@ -39,7 +39,7 @@ def local_config():
   d.endpoint = "local:smollm2-135m"
   d.local_ctx = 8192
   d.frequency_penalty = 0.5                 # a 135M model loops without it
-  d.max_output_tokens = d.max_output_tokens_limit = 256
+  d.max_output_tokens = d.max_output_tokens_limit = 128   # a stage cut short still hands on
   d.proposal_attempts, d.review_pass, d.observe_pass = 1, 1, 1
   d.unit_retries = 1
   return config

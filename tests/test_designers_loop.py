@@ -174,7 +174,9 @@ def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path,
     assert len(store.artifacts(kind="llm_call")) == 4
 
 
-@pytest.mark.parametrize("mode", ["crossover", "scratch"])
+# Scratch runs by default (a new root over a new mixer: two units, top-down); crossover is the same
+# path with two parents and a kept subtree, so it is left to the slow run.
+@pytest.mark.parametrize("mode", [pytest.param("crossover", marks=pytest.mark.slow), "scratch"])
 def test_crossover_and_scratch_designs_are_coded_top_down_and_accepted(llm_run, tmp_path, monkeypatch, mode):
   monkeypatch.setenv("GEMINI_API_KEY", KEY)
   workdir = fresh(llm_run[0], tmp_path)                    # GPT and the verified LLM child: two parents
