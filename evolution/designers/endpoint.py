@@ -25,10 +25,8 @@ import dataclasses
 import json
 import os
 import threading
-import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from evolution.designers import gemini_wire, local_models
@@ -137,28 +135,15 @@ def backend(spec: str, cfg: Any) -> Backend:
   return OpenAIBackend(target, float(cfg.timeout_s))
 
 
-class Endpoint:
+class Endpoint(gemini_wire.Server):
   """`with Endpoint(backend) as ep:` serves generateContent on `ep.url` (127.0.0.1, a free port)."""
 
   def __init__(self, backend_: Backend, port: int = 0):
     self.backend = backend_
-    self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-    self.server.daemon_threads = True
-    self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-    self.thread.start()
+    super().__init__(self.answer, port)
 
-  def __enter__(self) -> "Endpoint":
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
-
-  def close(self) -> None:
-    self.server.shutdown()
-    self.server.server_close()
-
-  def answer(self, model: str, body: dict) -> tuple[int, bytes]:
+  def answer(self, model: str, version: str, body: dict, headers: dict) -> tuple[int, bytes]:
+    del version, headers  # no key is needed or read
     system, prompt = gemini_wire.request_text(body)
     try:
       done = self.backend.complete(model, system, prompt, gemini_wire.generation_config(body))
@@ -166,34 +151,6 @@ class Endpoint:
       return e.code, gemini_wire.error_body(e.code, str(e))
     return 200, gemini_wire.reply_body(model, [{"text": done.text}], done.finish,
                                        {"prompt": done.prompt_tokens, "candidates": done.output_tokens})
-
-  def _handler(self):
-    endpoint = self
-
-    class Handler(BaseHTTPRequestHandler):
-      def log_message(self, *args):  # quiet
-        pass
-
-      def do_POST(self):
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        m = gemini_wire.PATH.match(self.path.split("?")[0])
-        if not m:
-          code, payload = 404, gemini_wire.error_body(404, f"no such method: {self.path}")
-        else:
-          try:
-            code, payload = endpoint.answer(m.group(2), json.loads(raw or b"{}"))
-          except json.JSONDecodeError as e:
-            code, payload = 400, gemini_wire.error_body(400, f"the request body is not JSON: {e}")
-        try:
-          self.send_response(code)
-          self.send_header("Content-Type", "application/json")
-          self.send_header("Content-Length", str(len(payload)))
-          self.end_headers()
-          self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-          pass
-
-    return Handler
 
 
 def main() -> None:
@@ -208,12 +165,7 @@ def main() -> None:
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   with Endpoint(served, args.port) as ep:
-    print(f"Gemini-API endpoint for {args.endpoint} at {ep.url} (Ctrl-C to stop)", flush=True)
-    try:
-      while True:
-        time.sleep(3600)
-    except KeyboardInterrupt:
-      pass
+    ep.serve_until_interrupted(f"Gemini-API endpoint for {args.endpoint} at {ep.url} (Ctrl-C to stop)")
 
 
 if __name__ == "__main__":

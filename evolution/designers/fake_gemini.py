@@ -36,8 +36,7 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Callable
 
 from evolution.designers import gemini_wire
 from evolution.designers.gemini_wire import request_text
@@ -151,7 +150,7 @@ def auto_reply(role: str, system: str, prompt: str) -> dict:
 
 
 # -- the server -----------------------------------------------------------------------------------
-class FakeGemini:
+class FakeGemini(gemini_wire.Server):
   """`with FakeGemini(script) as fake:` serves on `fake.url`; `fake.requests` logs every request."""
 
   def __init__(self, script: dict[str, list[dict]] | None = None,
@@ -160,21 +159,7 @@ class FakeGemini:
     self.fallback = fallback
     self.requests: list[dict] = []
     self.lock = threading.Lock()
-    self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-    self.server.daemon_threads = True
-    self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-  def __enter__(self) -> "FakeGemini":
-    self.thread.start()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
-
-  def close(self) -> None:
-    self.server.shutdown()
-    self.server.server_close()
+    super().__init__(self.answer, port)
 
   def add(self, role: str, *steps: dict) -> None:
     with self.lock:
@@ -194,36 +179,11 @@ class FakeGemini:
       return {"status": 400, "message": f"fake endpoint: script for role {role!r} is exhausted"}
     return self.fallback(role, *request_text(body))
 
-  def _handler(self):
-    fake = self
-
-    class Handler(BaseHTTPRequestHandler):
-      def log_message(self, *args):  # quiet
-        pass
-
-      def _send(self, code: int, payload: bytes) -> None:
-        try:
-          self.send_response(code)
-          self.send_header("Content-Type", "application/json")
-          self.send_header("Content-Length", str(len(payload)))
-          self.end_headers()
-          self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-          pass
-
-      def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        m = gemini_wire.PATH.match(self.path.split("?")[0])
-        if not m:
-          return self._send(404, gemini_wire.error_body(404, self.path))
-        body = json.loads(raw or b"{}")
-        step = fake.next_step(body, m.group(2), m.group(1), dict(self.headers))
-        if step.get("delay"):
-          time.sleep(step["delay"])
-        self._send(*render(step, m.group(2), body))
-
-    return Handler
+  def answer(self, model: str, version: str, body: dict, headers: dict) -> tuple[int, bytes]:
+    step = self.next_step(body, model, version, headers)
+    if step.get("delay"):
+      time.sleep(step["delay"])
+    return render(step, model, body)
 
 
 def _thinking_budget(body: dict) -> int | None:
@@ -271,12 +231,7 @@ def main() -> None:
   parser.add_argument("--port", type=int, default=8765)
   args = parser.parse_args()
   with FakeGemini(port=args.port) as fake:
-    print(f"fake Gemini endpoint at {fake.url} (auto replies; Ctrl-C to stop)", flush=True)
-    try:
-      while True:
-        time.sleep(3600)
-    except KeyboardInterrupt:
-      pass
+    fake.serve_until_interrupted(f"fake Gemini endpoint at {fake.url} (auto replies; Ctrl-C to stop)")
 
 
 if __name__ == "__main__":

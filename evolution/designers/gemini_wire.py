@@ -1,6 +1,6 @@
 """The Gemini REST API's wire format, as `google-genai` sends and reads it (../shared/GEMINI.md):
 the one place both servers of this package parse requests and write replies (the local endpoint,
-`endpoint.py`, and the test double, `fake_gemini.py`).
+`endpoint.py`, and the test double, `fake_gemini.py`), and the HTTP server both run on 127.0.0.1.
 
 Requests: `POST /{v1,v1beta}/models/{model}:generateContent` with `contents`, `systemInstruction`
 and `generationConfig` (key casing mixed: never checked). Replies: `candidates[0].content.parts`
@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
 
 PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
 STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
@@ -102,3 +105,67 @@ def reply_body(model: str, parts: list[dict[str, Any]] | None, finish: str | Non
   if block_reason:
     reply["promptFeedback"] = {"blockReason": block_reason}
   return json.dumps(reply).encode()
+
+
+# (model, API version, request body, headers) -> (HTTP status, reply body)
+Answer = Callable[[str, str, dict, dict], tuple[int, bytes]]
+
+
+class Server:
+  """`generateContent` served on 127.0.0.1 (a free port unless `port`), each request by `answer`
+  in its own thread; `with Server(answer) as s:` ... `s.url`."""
+
+  def __init__(self, answer: Answer, port: int = 0):
+    self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(answer))
+    self.server.daemon_threads = True
+    self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    self.thread.start()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    self.server.shutdown()
+    self.server.server_close()
+
+  def serve_until_interrupted(self, line: str) -> None:
+    """Print `line` and serve until Ctrl-C (the modules' command lines)."""
+    print(line, flush=True)
+    try:
+      while True:
+        time.sleep(3600)
+    except KeyboardInterrupt:
+      pass
+
+
+def _handler(answer: Answer):
+  class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet
+      pass
+
+    def do_POST(self):
+      raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+      m = PATH.match(self.path.split("?")[0])
+      if not m:
+        code, payload = 404, error_body(404, f"no such method: {self.path}")
+      else:
+        try:
+          body = json.loads(raw or b"{}")
+        except json.JSONDecodeError as e:
+          code, payload = 400, error_body(400, f"the request body is not JSON: {e}")
+        else:
+          code, payload = answer(m.group(2), m.group(1), body, dict(self.headers))
+      try:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+      except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+        pass
+
+  return Handler
