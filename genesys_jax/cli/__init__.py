@@ -12,6 +12,7 @@ read configs/.
   bench_checker.py  python -m genesys_jax.cli.bench_checker  (old: python -m gab.bench_checker)
   bench_zeroshot.py python -m genesys_jax.cli.bench_zeroshot (old: python -m train.bench_zeroshot)
   table4.py         python -m genesys_jax.cli.table4         (old: python -m evolution.designers.table4)
+  bench_code_format.py  python -m genesys_jax.cli.bench_code_format  (the coder's reply format)
 
 Each old module path still runs: its `if __name__ == "__main__":` block calls the new one.
 A run is `python -m genesys_jax.launch` (genesys_jax/launch.py), a worker `genesys_jax.worker`.
