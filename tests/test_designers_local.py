@@ -81,3 +81,50 @@ def test_one_proposal_through_a_real_local_model_with_no_key(tmp_path, monkeypat
   assert "Write the unit" in coder["prompt"] and "Start from this skeleton" in coder["prompt"]
   assert ok or "Try 1:" in why                                # ... and the verdict kept for the retry
   assert client.api_key_from_env() is None and "GEMINI_API_KEY" not in json.dumps(session.transcript)
+
+
+def _free_port():
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def test_an_openai_compatible_server_by_url_behind_the_same_endpoint(tmp_path):
+  """`openai:URL`: llama.cpp's own OpenAI-compatible server (llama-cpp-python[server]) as a user
+  would run it, the schema sent as response_format json_schema; then the server gone."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from evolution.designers import config as dconfig, endpoint, local_models  # pylint: disable=g-import-not-at-top
+  from evolution.designers.client import Call, GeminiTransport  # pylint: disable=g-import-not-at-top
+  port = _free_port()
+  server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
+                             local_models.resolve("smollm2-135m"), "--model_alias", "smollm2-135m",
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+  try:
+    for _ in range(600):                                       # its model loads in seconds
+      try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        break
+      except OSError:
+        time.sleep(0.1)
+    cfg = dconfig.default_config()
+    cfg.endpoint, cfg.timeout_s, cfg.retry_attempts = f"openai:http://127.0.0.1:{port}/v1", 300.0, 1
+    call = Call("reviewer", "smollm2-135m", "You review proposals. Answer in JSON.",
+                "Proposal: add a gated convolution. Rate it 1-5.", "Rating", False,
+                (("max_output_tokens", 64), ("seed", 0), ("temperature", 0.0)))
+    with endpoint.Endpoint(endpoint.backend(cfg.endpoint, cfg)) as ep:
+      cfg.base_url = ep.url
+      transport = GeminiTransport(cfg, dconfig.LOCAL_KEY)
+      reply = transport(call, schemas.Rating)
+      assert reply.error is None and reply.usage["prompt"] > 10 and reply.usage["candidates"] > 0
+      assert reply.finish_reason in ("STOP", "MAX_TOKENS")
+      if reply.finish_reason == "STOP":
+        assert set(json.loads(reply.text)) == {"rating", "review", "suggestions"}
+      server.terminate()
+      server.wait(timeout=30)
+      gone = transport(call, schemas.Rating)
+    assert gone.text is None and gone.error.startswith("API error 503") and "unreachable" in gone.error
+  finally:
+    server.kill()

@@ -88,11 +88,30 @@ class LlamaBackend:
 
 
 class OpenAIBackend:
-  """Any OpenAI-compatible chat-completions server, by URL."""
+  """Any OpenAI-compatible chat-completions server, by URL.
+
+  The schema goes as OpenAI's `response_format: {"type": "json_schema", ...}` (vLLM, Ollama,
+  llama.cpp's server); a server that refuses that form (llama-cpp-python's own server takes
+  `{"type": "json_object", "schema": ...}`) is asked again in the other, which is then kept."""
+
+  FORMATS = ("json_schema", "json_object")
 
   def __init__(self, url: str, timeout_s: float):
     self.url = url.rstrip("/") + "/chat/completions"
     self.timeout_s = timeout_s
+    self.formats = list(self.FORMATS)
+
+  def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(self.url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+      with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+        return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+      raise EndpointError(e.code if e.code in gemini_wire.STATUS else 502,
+                          f"{self.url} answered {e.code}: {e.read()[:300].decode(errors='replace')}") from None
+    except (urllib.error.URLError, OSError) as e:
+      raise EndpointError(503, f"{self.url} is unreachable: {e}") from None
 
   def complete(self, model: str, system: str, prompt: str, gen: dict[str, Any]) -> Completion:
     body: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": system},
@@ -100,19 +119,19 @@ class OpenAIBackend:
     for key in ("max_tokens", "temperature", "seed", "frequency_penalty"):
       if gen[key] is not None:
         body[key] = gen[key]
-    if gen["schema"] is not None:
-      body["response_format"] = {"type": "json_schema",
-                                 "json_schema": {"name": "reply", "schema": gen["schema"]}}
-    request = urllib.request.Request(self.url, json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-    try:
-      with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-        out = json.loads(response.read())
-    except urllib.error.HTTPError as e:
-      raise EndpointError(e.code if e.code in gemini_wire.STATUS else 502,
-                          f"{self.url} answered {e.code}: {e.read()[:300].decode(errors='replace')}") from None
-    except (urllib.error.URLError, OSError) as e:
-      raise EndpointError(503, f"{self.url} is unreachable: {e}") from None
+    schema = gen["schema"]
+    while True:
+      if schema is not None:
+        body["response_format"] = (
+            {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+            if self.formats[0] == "json_schema" else {"type": "json_object", "schema": schema})
+      try:
+        out = self._post(body)
+        break
+      except EndpointError as e:
+        if schema is None or len(self.formats) < 2 or e.code == 503:   # refused, not unreachable
+          raise
+        self.formats.pop(0)         # the server does not take this form: use the other from now on
     choice, usage = out["choices"][0], out.get("usage") or {}
     return Completion(choice["message"].get("content") or "", _FINISH.get(choice.get("finish_reason"), "STOP"),
                       int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
