@@ -61,6 +61,9 @@ class LlamaBackend:
   """A GGUF model in this process (llama-cpp-python), one request at a time."""
 
   def __init__(self, path: str, n_ctx: int, n_threads: int, cache_mb: int):
+    # llama.cpp's OpenMP threads spin while they wait, by default: on shared cores (a sandboxed
+    # check, other runs) that burns the CPU the other work needs. Read when OpenMP loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from llama_cpp import Llama, LlamaRAMCache  # pylint: disable=g-import-not-at-top
     meta = Llama(model_path=path, vocab_only=True, verbose=False).metadata
     trained = int(meta.get(f"{meta.get('general.architecture')}.context_length", n_ctx))
