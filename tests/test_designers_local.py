@@ -39,7 +39,7 @@ def local_config():
   d.endpoint = "local:smollm2-135m"
   d.local_ctx = 8192
   d.frequency_penalty = 0.5                 # a 135M model loops without it
-  d.max_output_tokens = d.max_output_tokens_limit = 128   # a stage cut short still hands on
+  d.max_output_tokens = d.max_output_tokens_limit = 192   # a stage cut short still hands on
   d.proposal_attempts, d.review_pass, d.observe_pass = 1, 1, 1
   d.unit_retries = 1
   return config
@@ -56,6 +56,8 @@ def test_one_proposal_through_a_real_local_model_with_no_key(tmp_path, monkeypat
                         evo.rung(evo.rungs[0]).to_dict(), set(), evo.rungs)
     session = Session(designers.recorder, designers.cfg, 0)
     proposal, reviews, _ = agents.propose(session, ctx, designers.cfg, None)   # propose -> review
+    if proposal is None and not reviews:                      # no proposal could be reviewed:
+      agents.review(session, ctx, STAND_IN_PROPOSAL)          # the reviewer reviews the stand-in
     plan, plan_error = agents.plan(session, ctx, proposal or STAND_IN_PROPOSAL, [])  # -> plan
     usable_plan = plan is not None and plan_error is None
     imp = pipeline.Implementer(session, ctx, designers.cfg, proposal or STAND_IN_PROPOSAL,
