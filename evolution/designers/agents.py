@@ -97,7 +97,9 @@ def propose(session: Session, ctx: Context, cfg: Any, notes: dict[str, Any] | No
                               short_prompt=core + earlier + tail)
     if p is not None:
       error = _selection_error(p, ctx, bool(cfg.allow_root)) or (
-          None if IDENT.match(p.title) else f"title {p.title!r} must be an identifier (a design name)")
+          None if IDENT.match(p.title) else f"title {p.title!r} must be an identifier (a design name)") or (
+          f"title {p.title!r} is the name of an existing kind: name the new design for what is new"
+          if p.title in registry.kinds() else None)
     if error:
       history.append(f"Attempt {attempt + 1} was invalid: {error}")
       continue
@@ -132,7 +134,8 @@ def plan(session: Session, ctx: Context, p: schemas.Proposal, failures: list[str
   prompt = (f"Mode: {ctx.mode}.\n\nProposal:\n{prompts.render_proposal(p)}\n\n{parents_text(ctx)}\n\n"
             f"Unit kinds available:\n{prompts.render_kinds(sorted(ctx.stored_units))}\n\n"
             f"Code units in the store:\n{stored}\n\n"
-            f"List the new units to write (at most {MAX_PLANNED_UNITS}), the top one first. {where} "
+            f"List the new units to write (at least 1, at most {MAX_PLANNED_UNITS}), the top one "
+            f"first, each with a new name (not one of the kinds above). {where} "
             "Units are written top-down: the first, then its new children, each unit standing in "
             "as a placeholder until its turn. Each unit's `children` name, in order: other planned "
             "units, existing kinds to reuse (leaf kinds, built with their defaults), or `keep:P:PATH` "

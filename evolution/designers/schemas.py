@@ -61,7 +61,8 @@ class PlannedUnit(pydantic.BaseModel):
 
 
 class Plan(pydantic.BaseModel):
-  units: list[PlannedUnit] = pydantic.Field(max_length=6)   # the first is the top; coded top-down
+  units: list[PlannedUnit] = pydantic.Field(min_length=1, max_length=6)   # the first is the top;
+  #                                                                         coded top-down
   rationale: str = text(400)
 
 
