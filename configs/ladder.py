@@ -9,6 +9,9 @@ Variants (`--config=configs/ladder.py[:VARIANT]`):
 - `llm_smoke`: `smoke` with the LLM designers mixed in (`designer.kind=mixed`) against a Gemini-
   compatible endpoint at http://127.0.0.1:8765, e.g. the fake one: `python -m
   genesys_jax.cli.fake_gemini --port=8765` (any GEMINI_API_KEY value is accepted there);
+- `llm_local`: `smoke` with the LLM designers mixed in, on a local model and no key: the packaged
+  Qwen2.5-Coder-1.5B (GGUF) served by llama-cpp-python in the run's process through a local
+  Gemini-API endpoint (README "LLM designers on a local model" says how to install it);
 - `paper`: the original's ladder (14M/31M/70M/125M/350M, context 2048, 0.5M-token batches, tokens =
   parameters x 50/40/30/20/20). It expects the original's 32k SentencePiece vocabulary:
   `--config.data.spm_model=PATH/to/tokenizer.model`.
@@ -49,7 +52,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
   ))
   if variant in (None, ""):
     return c
-  if variant in ("smoke", "llm_smoke"):
+  if variant in ("smoke", "llm_smoke", "llm_local"):
     c.data.seq_len = 64
     c.evolution.n_proposals = 3
     c.ladder.rungs = ("tiny", "small")
@@ -69,6 +72,21 @@ def get_config(variant: str | None = None) -> ConfigDict:
       c.designer.unit_retries = 3
       c.designer.max_failed_implementations = 2
       c.designer.max_usd = 1.0
+    if variant == "llm_local":
+      c.evolution.n_proposals = 3
+      c.designer.kind = "mixed"
+      c.designer.llm_prob = 0.67
+      c.designer.endpoint = "local:qwen2.5-coder-1.5b"
+      # A 1.5B model on a CPU: minutes per call, so a call may take long, a retry of a timed-out
+      # call would redo it, and the tries per design are fewer than the original's (5/7/3).
+      c.designer.timeout_s = 3600.0
+      c.designer.retry_attempts = 1
+      c.designer.temperature = 0.7
+      c.designer.max_output_tokens = 1536
+      c.designer.max_output_tokens_limit = 4096
+      c.designer.proposal_attempts = 3
+      c.designer.unit_retries = 5
+      c.designer.max_failed_implementations = 1
     return c
   if variant == "discovery":
     # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
@@ -103,4 +121,4 @@ def get_config(variant: str | None = None) -> ConfigDict:
     ))
     return c
   raise ValueError(f"unknown variant {variant!r} of configs/ladder.py: expected '', 'smoke', "
-                   f"'llm_smoke', 'discovery' or 'paper'")
+                   f"'llm_smoke', 'llm_local', 'discovery' or 'paper'")

@@ -10,7 +10,7 @@ logits at positions <= t must be exactly what they were (within the FFT toleranc
 `gab.checks.structural` when the program has an FFT); a replaced row must not change any other.
 
 A design whose audit finds a leak has its metrics voided and is marked leaking (see
-`genesys_jax.verifying`): it never reaches a leaderboard or selection.
+`genesys_jax.verify`): it never reaches a leaderboard or selection.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ import ml_collections
 
 from gab import fields, seeds, sizing
 from gab.checks.base import FAIL, PASS, WARN, Check, Report, one_line  # noqa: F401 (the API)
+from gab.checks import probe
 from gab.checks.budget import check_efficiency, check_parameter_budget
 from gab.checks.causality import check_causality
 from gab.checks.context import Context
@@ -200,11 +201,11 @@ def verify(tree: Unit, cfg, rung, programs: Programs | None,
           "look for loops that never end (a while_loop whose condition stays true, Python loops "
           "over traced values) or work that grows much faster than the sequence length"))
     except ProgramError as e:
-      checks.append(Check(name, FAIL, f"{e}", "every unit must trace at every shape and width "
-                          "the checks and the rung use"))
+      checks.append(Check(name, FAIL, f"{e}", e.hint or "every unit must trace at every shape and "
+                          "width the checks and the rung use"))
     except Exception as e:  # noqa: BLE001 - a design must never crash the loop that checks it
-      checks.append(Check(name, FAIL, f"the check crashed: {one_line(e)}",
-                          "if the design looks right, this is a checker bug: report it"))
+      checks.append(Check(name, FAIL, f"the check crashed: {probe.error_text(e)}", probe.hint_for(
+          e, "if the design looks right, this is a checker bug: report it")))
     if checks[-1].status == FAIL:
       break
   return Report(checks, ctx.sizing)

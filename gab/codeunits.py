@@ -217,6 +217,24 @@ def lint(source: str) -> list[str]:
   return list(dict.fromkeys(m for _, _, m in sorted(out)))
 
 
+def lint_rules() -> list[str]:
+  """What `lint` enforces, one rule a line, rendered from the same definitions (for the designers'
+  prompts: a model is told exactly the rules its code is held to)."""
+  return [
+      f"import only these modules: {', '.join(a for a in ALLOWED_IMPORTS if a != 'gab.units')}, "
+      f"gab.units and its submodules (gab.units.*); no relative import, no `from M import *`, no "
+      f"imported name that starts with `_`",
+      f"never use these names (not even as a variable): {', '.join(sorted(FORBIDDEN_NAMES))}; "
+      f"nor any name or argument that starts with `__`",
+      f"no attribute that starts with `_` (so no `self._helper`, `x.__class__`), and none of these "
+      f"attributes or imported names: {', '.join(sorted(FORBIDDEN_ATTRS))}",
+      "no `global` or `nonlocal` statements",
+      "at module level only the docstring, imports, assignments, classes and functions",
+      f"at run time these builtins are missing too: {', '.join(_RUNTIME_FORBIDDEN)}; imports outside "
+      f"the list above fail",
+  ]
+
+
 # -- declaring and registering -------------------------------------------------------------------
 _UNITS: dict[str, CodeUnit] = {}   # every code unit this process knows (declared or registered)
 _EXECUTED: set[str] = set()
@@ -273,8 +291,10 @@ def register(source_or_unit: str | CodeUnit) -> str:
   try:
     exec(compile(unit.source, f"<code unit {unit.kind}>", "exec"), module.__dict__)  # noqa: S102
   except Exception as e:  # noqa: BLE001 - any error of untrusted code is the unit's fault
+    found = source_line(e, {unit.kind: unit})
+    where = f" (at line {found[1]}: {found[2]})" if found else ""
     raise CodeUnitError(f"code unit {unit.kind}: executing its source failed: "
-                        f"{type(e).__name__}: {e}") from None
+                        f"{type(e).__name__}: {e}{where}") from None
   cls = module.__dict__.get(unit.class_name)
   if not (isinstance(cls, type) and issubclass(cls, UnitModule)):
     raise CodeUnitError(f"code unit {unit.kind}: {unit.class_name} is not a UnitModule subclass")
@@ -320,6 +340,32 @@ def forget(kind: str) -> None:
 
 def known() -> dict[str, CodeUnit]:
   return dict(_UNITS)
+
+
+_FILENAME = re.compile(r"^<code unit (\S+)>$")   # `register` compiles each source under this name
+
+
+def source_line(error: BaseException, units: dict[str, CodeUnit] | None = None
+                ) -> tuple[str, int, str] | None:
+  """(kind, line number, that line of its source) where `error` was raised in a registered code
+  unit (or one of `units`): the innermost code-unit frame of the deepest error in its `raise ...
+  from` chain that has one; None when no code unit's source is on its traceback."""
+  units = units or _UNITS
+  chain: list[BaseException] = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  for e in reversed(chain):
+    found, tb = None, e.__traceback__
+    while tb is not None:
+      m = _FILENAME.match(tb.tb_frame.f_code.co_filename)
+      if m and m[1] in units:
+        found = (m[1], tb.tb_lineno)
+      tb = tb.tb_next
+    if found:
+      lines = units[found[0]].source.splitlines()
+      return found[0], found[1], lines[found[1] - 1].strip() if found[1] <= len(lines) else ""
+  return None
 
 
 def sources_for(tree: Unit) -> dict[str, str]:

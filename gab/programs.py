@@ -59,7 +59,12 @@ HOST_OPS = ("stablehlo.infeed", "stablehlo.outfeed", "stablehlo.send", "stablehl
 
 
 class ProgramError(RuntimeError):
-  """A program is missing, malformed, or refused; the message says which and why."""
+  """A program is missing, malformed, or refused; the message says which and why, and `hint` (when
+  the tracing knew one: `gab.checks.probe.hint_for`) how to repair the design."""
+
+  def __init__(self, message: str, hint: str = ""):
+    super().__init__(message)
+    self.hint = hint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +99,8 @@ class Programs:
     if spec.key in self.exported:
       return self.exported[spec.key]
     error = self.facts.get("errors", {}).get(spec.key)
-    raise ProgramError(error or f"no program {spec.key} was exported")
+    raise ProgramError(error or f"no program {spec.key} was exported",
+                       self.facts.get("hints", {}).get(spec.key, ""))
 
   def save(self, directory: str) -> None:
     """Serialized programs (with their VJPs) and the facts, as files in `directory`."""

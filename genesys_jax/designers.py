@@ -9,14 +9,20 @@ rejected) and the artifacts `proposal`, `reviews`, `ratings`, `plans`, `search`,
 proposal that ends without a tree (no review passed, over its budget) carries no child: its
 artifacts are recorded run-level. Everything of one proposal lands in one transaction with the
 proposal counter. (The designers' recorder keeps each API call in the store as it is made.)
+
+With `designer.endpoint` set (local:MODEL, openai:URL), the designers start a local Gemini-API
+endpoint on 127.0.0.1 for the run (`evolution/designers/endpoint.py`) and `close` stops it; a
+replay starts none (the record answers).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from evolution.designers import config as dconfig
 from evolution.designers import context, direct, pipeline
+from evolution.designers import endpoint
 from evolution.designers.client import GeminiTransport
 from evolution.designers.record import Recorder, load_records
 from evolution.designers.session import DesignBudgetExhausted, RunBudgetExhausted, Session
@@ -30,14 +36,25 @@ __all__ = ["LLMDesigners", "RunBudgetExhausted"]
 class LLMDesigners:
   def __init__(self, config: Any, store: Any, api_key: str | None):
     d = config.designer
-    self.cfg, self.store = d, store
-    pricing = dconfig.parse_pricing(d.pricing)
+    self.cfg, self.store, self.endpoint = d, store, None
+    pricing = dconfig.pricing(d)
     if config.replay_from:
       self.recorder = Recorder(store, pricing, replay=load_records(config.replay_from),
                                replay_from=config.replay_from)
     else:
+      if d.get("endpoint"):
+        self.endpoint = endpoint.Endpoint(endpoint.backend(d.endpoint, d))
+        d = d.copy_and_resolve_references()
+        with d.unlocked():
+          d.base_url = self.endpoint.url
       self.recorder = Recorder(store, pricing, transport=GeminiTransport(d, api_key))
     self.check = pipeline.sandbox_checker(float(d.check_timeout_s))
+
+  def close(self) -> None:
+    """Stop the local endpoint, if this run started one."""
+    if self.endpoint is not None:
+      self.endpoint.close()
+      self.endpoint = None
 
   def propose(self, state: RunState, index: int, name: str) -> propose.Proposal:
     """Proposal `index` by designer `name` (llm or direct) on GP's draw for it."""
@@ -52,11 +69,13 @@ class LLMDesigners:
     ctx = context.build(self.store, mode, parents, config.checker.to_dict(),
                         config.rungs[state.rungs[0]].to_dict(), state.known, list(state.rungs))
     session = Session(self.recorder, self.cfg, index)
+    start = time.monotonic()
     try:
       outcome = (direct.design if name == "direct" else pipeline.design)(session, ctx, self.cfg, self.check)
     except DesignBudgetExhausted as e:
       outcome = pipeline.Outcome("over_budget", name, description=str(e),
                                  info={"designer": name, "title": None, "rating": None})
+    outcome.info["wall_s"] = round(time.monotonic() - start, 1)
     return _proposal(index, outcome, session, mode, tuple(p["id"] for p in parents), where)
 
 
@@ -65,7 +84,9 @@ def _proposal(index: int, outcome: pipeline.Outcome, session: Session, mode: str
   summary = {"proposal": index, "designer": outcome.designer, "status": outcome.status, "mode": mode,
              "parents": list(parents), "title": outcome.info.get("title"),
              "rating": outcome.info.get("rating"), "attempts": outcome.info.get("attempts", 0),
-             "proposal_attempts": outcome.info.get("proposal_attempts", 0), **session.summary()}
+             "proposal_attempts": outcome.info.get("proposal_attempts", 0),
+             "verdicts": outcome.info.get("verdicts", []), "wall_s": outcome.info.get("wall_s"),
+             **session.summary()}
   summary["tokens_total"] = sum(summary["tokens"].values())
   artifacts = {kind: content for kind, content in sorted(outcome.artifacts.items()) if content}
   artifacts.update(transcript=session.transcript, designer=summary)

@@ -292,4 +292,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> l
       integrity.check_workdir(controller.store, workdir)  # history the store lost: stop, don't redo it
       return controller.run()
     finally:
+      if controller.designers is not None:
+        controller.designers.close()  # stops a local LLM endpoint the run started
       controller.store.close()

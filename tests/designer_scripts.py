@@ -1,6 +1,6 @@
 """Scripted replies for the designer tests (the fake endpoint's side of the conversation)."""
 
-from evolution.designers.fake_gemini import TOKEN_SHIFT
+from evolution.designers.fake_gemini import TOKEN_SHIFT, fenced
 
 NAME = "ShiftGate"
 
@@ -16,6 +16,9 @@ HOSTILE = VALID_1.replace("import jax.numpy as jnp", "import jax.numpy as jnp\ni
     "m = self.hp(\"mix\")", "m = self.hp(\"mix\") + len(os.environ.get(\"GEMINI_API_KEY\", \"\"))")
 NON_CAUSAL = VALID_1.replace("prev = jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]",
                              "prev = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))[:, 1:]")
+# A runtime error in the unit's own code (a matmul of mismatched shapes), at RUNTIME_LINE.
+RUNTIME = VALID_1.replace("    m = self.hp(\"mix\")\n", "    m = self.hp(\"mix\")\n    prev = prev @ jnp.ones((3, 5))\n")
+RUNTIME_LINE = RUNTIME.splitlines().index("    prev = prev @ jnp.ones((3, 5))") + 1
 # A real 50 GB allocation on the host (XLA would fold a jnp.zeros(...).sum() away unallocated).
 MEMORY_HOG = VALID_1.replace("import jax.numpy as jnp", "import jax.numpy as jnp\nimport numpy as np").replace(
     "m = self.hp(\"mix\")", "m = self.hp(\"mix\") + float(np.ones((50_000_000_000,), np.float32)[-1])")
@@ -32,4 +35,4 @@ def rating(r, review="ok"):
 
 
 def code(source):
-  return {"json": {"source": source, "notes": ""}}
+  return {"text": fenced(source)}

@@ -167,3 +167,76 @@ def test_an_llm_run_without_a_key_is_one_error_before_anything_is_written(tmp_pa
   with pytest.raises(ValueError, match="config.designer.models.coder = 'unpriced-model': has no price"):
     loop.run(config, str(workdir))
   assert not workdir.exists()
+
+
+# -- the reply shapes a real Gemini sends, and what the session does with each ----------------------
+def _shapes_session(fake, store, **over):
+  pricing = dconfig.parse_pricing(dconfig.default_config().pricing)
+  rec = Recorder(store, pricing, transport=GeminiTransport(transport_cfg(fake.url), KEY))
+  return Session(rec, _session_cfg(max_output_tokens=1000, max_output_tokens_limit=4000, **over), 0)
+
+
+def _config(request):
+  return request["body"]["generationConfig"]
+
+
+def test_thinking_that_eats_the_output_cap_is_re_asked_with_a_larger_cap_and_bounded_thinking(tmp_path):
+  with FakeGemini({"reviewer": [{"think": 1500, "json": RATING}] * 2}, fallback=None) as fake, \
+      Store.open(str(tmp_path)) as store:
+    s = _shapes_session(fake, store)
+    reply, parsed, error = s.ask("reviewer", "[genesys_jax role: reviewer] r", "p", schemas.Rating)
+  assert error is None and parsed.rating == 4 and reply.finish_reason == "STOP"
+  first, second = fake.requests
+  assert _config(first)["maxOutputTokens"] == 1000 and "thinkingConfig" not in _config(first)
+  assert _config(second)["maxOutputTokens"] == 2000 and _config(second)["thinkingConfig"]["thinking_budget"] == 1000
+  assert s.summary()["reasks"] == {"max_tokens": 1} and s.summary()["calls"] == {"reviewer": 2}
+  assert [t["finish_reason"] for t in s.transcript] == ["MAX_TOKENS", "STOP"]
+
+
+def test_an_answer_cut_at_the_cap_limit_gets_the_shorter_ask(tmp_path):
+  long = {"json": RATING, "answer_tokens": 5000}
+  with FakeGemini({"planner": [long, long, long, {"json": RATING}]}, fallback=None) as fake, \
+      Store.open(str(tmp_path)) as store:
+    s = _shapes_session(fake, store)
+    _, parsed, error = s.ask("planner", "[genesys_jax role: planner] r", "full prompt", schemas.Rating,
+                             short_prompt="short prompt")
+  assert error is None and parsed.rating == 4
+  caps = [_config(r)["maxOutputTokens"] for r in fake.requests]
+  assert caps == [1000, 2000, 4000, 4000]                   # doubled up to the limit, then asked for less
+  last = fake.requests[-1]["body"]["contents"][0]["parts"][0]["text"]
+  assert last.startswith("short prompt") and "cut off at the output limit" in last
+  assert s.summary()["reasks"] == {"max_tokens": 3}
+
+
+def test_a_blocked_prompt_is_asked_again_without_its_optional_context(tmp_path):
+  blocked = {"block": "SAFETY", "if": "sibling", "json": RATING}
+  with FakeGemini({"reviewer": [blocked] * 3}, fallback=None) as fake, Store.open(str(tmp_path)) as store:
+    s = _shapes_session(fake, store)
+    _, parsed, error = s.ask("reviewer", "[genesys_jax role: reviewer] r", "core + sibling designs",
+                             schemas.Rating, short_prompt="core")
+    assert error is None and parsed.rating == 4
+    assert s.transcript[0]["blocked"] == "SAFETY" and s.transcript[0]["error"] == "empty reply (SAFETY)"
+    _, parsed, error = s.ask("reviewer", "[genesys_jax role: reviewer] r", "no short form: sibling",
+                             schemas.Rating)
+  assert parsed is None and error == "empty reply (SAFETY)"   # nothing shorter to ask: a plain failure
+  assert len(fake.requests) == 3
+
+
+def test_an_answer_withheld_for_safety_counts_as_blocked(tmp_path):
+  with FakeGemini({"observer": [{"withheld": "SAFETY"}, {"json": RATING}]}, fallback=None) as fake, \
+      Store.open(str(tmp_path)) as store:
+    s = _shapes_session(fake, store)
+    _, parsed, error = s.ask("observer", "[genesys_jax role: observer] r", "x", schemas.Rating, short_prompt="y")
+  assert parsed.rating == 4 and s.summary()["reasks"] == {"blocked": 1}
+
+
+def test_empty_candidates_are_asked_again_once_and_thought_parts_are_not_the_answer(tmp_path):
+  with FakeGemini({"reviewer": [{"empty": True}, {"thought": "Let me think: {\"rating\": 1", "json": RATING}],
+                   "planner": [{"empty": True}, {"empty": True}]}, fallback=None) as fake, \
+      Store.open(str(tmp_path)) as store:
+    s = _shapes_session(fake, store)
+    reply, parsed, error = s.ask("reviewer", "[genesys_jax role: reviewer] r", "x", schemas.Rating)
+    assert error is None and parsed.rating == 4 and json.loads(reply.text) == RATING
+    _, parsed, error = s.ask("planner", "[genesys_jax role: planner] r", "x", schemas.Rating)
+  assert parsed is None and error == "empty reply (no candidates)"
+  assert s.summary()["reasks"] == {"empty": 2} and len(fake.requests) == 4

@@ -3,11 +3,14 @@ endpoint, code units checked in the sandbox and trained, recorded, replayed with
 
 One scripted proposal walks through every failure the pipeline must feed back: 429 then 503, a
 malformed review, a timed-out planner, then coder attempts with a syntax error, hostile code (lint),
-a non-causal unit (the sandboxed checker), a 50 GB allocation (contained by the sandbox), a valid
-unit the observer rejects, and the accepted one."""
+a non-causal unit (the sandboxed checker, blaming the code unit), a runtime error (its line in the
+unit's source), a 50 GB allocation (contained by the sandbox), a valid unit the observer rejects,
+and the accepted one. Then a crossover and a scratch design, each a new root over a new mixer,
+coded top-down from the auto replies and accepted."""
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -42,8 +45,8 @@ SCRIPT = {
     "proposer": [{"status": 429}, {"status": 503}, {"json": s.PROPOSAL}, {"json": s.PROPOSAL}],
     "reviewer": [{"text": '{"rating": 5, "review": "great"'}, s.rating(4, "sound")],
     "planner": [{"delay": 3.0, "json": s.PLAN}, {"json": s.PLAN}],
-    "coder": [s.code(s.SYNTAX_ERROR), s.code(s.HOSTILE), s.code(s.NON_CAUSAL), s.code(s.MEMORY_HOG),
-              s.code(s.VALID_1), s.code(s.VALID_2)],
+    "coder": [s.code(s.SYNTAX_ERROR), s.code(s.HOSTILE), s.code(s.NON_CAUSAL), s.code(s.RUNTIME),
+              s.code(s.MEMORY_HOG), s.code(s.VALID_1), s.code(s.VALID_2)],
     "observer": [s.rating(2, "the mix is too large"), s.rating(4, "good")],
 }
 
@@ -81,13 +84,17 @@ def coder_prompts(fake):
 def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_trained(llm_run):
   workdir, board, lines, fake = llm_run
   assert fake.roles() == (["searcher"] + ["proposer"] * 3 + ["reviewer", "proposer", "reviewer", "planner", "planner"]
-                          + ["coder"] * 5 + ["observer", "coder", "observer"])
+                          + ["coder"] * 6 + ["observer", "coder", "observer"])
   prompts = coder_prompts(fake)
   assert "line 17: syntax error" in prompts[1]               # the lint's line went back
   assert "forbidden import os" in prompts[2]                 # hostile code: refused before running
-  assert "causality fail" in prompts[3]                      # the sandboxed checker's report went back
-  assert "sandbox" in prompts[4] or "init fail" in prompts[4]   # the 50 GB allocation was contained
-  assert "observer rated it 2/5" in prompts[5]               # the observer's review went back
+  assert "causality fail" in prompts[3]                      # the sandboxed checker's report went back,
+  assert "the leak starts in ShiftGate@" in prompts[3]       # blaming the code unit, not its parent
+  assert f"at line {s.RUNTIME_LINE} of ShiftGate@" in prompts[4]   # a runtime error's line in its source
+  assert "prev = prev @ jnp.ones((3, 5))" in prompts[4] and "checker bug" not in prompts[4]
+  assert "sandbox" in prompts[5] or "init fail" in prompts[5]   # the 50 GB allocation was contained
+  assert "observer rated it 2/5" in prompts[6]               # the observer's review went back
+  assert "/tmp/" not in "".join(prompts) and os.getcwd() not in "".join(prompts)   # no machine paths
   proposer_2 = [json.dumps(r["body"]) for r in fake.requests if r["role"] == "proposer"][3]
   assert "could not be reviewed" in proposer_2 and "not a valid Rating" in proposer_2
   assert "Literature notes:\\nToken shift mixes neighbours" in proposer_2
@@ -105,7 +112,7 @@ def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_tra
     assert {"proposal", "reviews", "ratings", "transcript", "designer", "plans"} <= kinds
     summary = json.loads(store.artifacts(design_id=child["id"], kind="designer")[0]["content"])
     assert summary["designer"] == "llm" and summary["title"] == "ShiftGate" and summary["rating"] == 4
-    assert summary["attempts"] == 6 and summary["status"] == "accepted"
+    assert summary["attempts"] == 7 and summary["status"] == "accepted"
     assert summary["usd"] == pytest.approx(summary["usd_proposal"] + summary["usd_implementation"])
     assert summary["usd_proposal"] > 0 and summary["usd_implementation"] > 0
     assert summary["tokens_total"] > 0
@@ -114,13 +121,13 @@ def test_each_failure_is_fed_back_and_the_fixed_unit_is_accepted_checked_and_tra
     assert proposal["search"]["queries"] == ["token shift mixer"]
     assert proposal["search"]["urls"] == [{"uri": "https://arxiv.org/abs/2305.13048", "title": "RWKV"}]
     assert proposal["selection"] == "0.0.1" and proposal["parents"] == child["parents"]
-    assert len(calls) == 14                                 # one per call; the SDK retries inside one
+    assert len(calls) == 15                                 # one per call; the SDK retries inside one
     ratings = json.loads(store.artifacts(design_id=child["id"], kind="ratings")[0]["content"])
     assert [r["rating"] for r in ratings] == [2, 4]
   row = next(r for r in board if r["designer"] == "llm")
-  assert row["title"] == "ShiftGate" and row["rating"] == 4 and row["attempts"] == 6
+  assert row["title"] == "ShiftGate" and row["rating"] == 4 and row["attempts"] == 7
   assert row["usd"] > 0 and row["tokens_total"] > 0
-  assert any("ShiftGate (review 4/5, 6 tries" in line for line in lines)
+  assert any("ShiftGate (review 4/5, 7 tries" in line for line in lines)
 
 
 def test_the_key_is_never_written_to_the_workdir(llm_run):
@@ -165,3 +172,34 @@ def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path,
     (summary,) = [json.loads(a["content"]) for a in store.artifacts(kind="designer")]
     assert summary["status"] == "unreviewed" and summary["rating"] == 2
     assert len(store.artifacts(kind="llm_call")) == 4
+
+
+# Scratch runs by default (a new root over a new mixer: two units, top-down); crossover is the same
+# path with two parents and a kept subtree, so it is left to the slow run.
+@pytest.mark.parametrize("mode", [pytest.param("crossover", marks=pytest.mark.slow), "scratch"])
+def test_crossover_and_scratch_designs_are_coded_top_down_and_accepted(llm_run, tmp_path, monkeypatch, mode):
+  monkeypatch.setenv("GEMINI_API_KEY", KEY)
+  workdir = fresh(llm_run[0], tmp_path)                    # GPT and the verified LLM child: two parents
+  config = llm_config("")
+  config.evolution.mode_probs = dict(scratch=float(mode == "scratch"), mutation=0.0,
+                                     crossover=float(mode == "crossover"))
+  with FakeGemini() as fake:                                # the auto replies: a root over a new mixer
+    config.designer.base_url = fake.url
+    controller = loop.Controller(config, str(workdir), log=lambda _: None)
+    try:
+      controller.step(1, 2)
+    finally:
+      controller.store.close()
+  root, mixer = [re.search(r"Write the unit (\w+) \(role", p)[1] for p in coder_prompts(fake)]
+  assert root.endswith("Root") and mixer == root[:-4]        # the new root first, then its new child
+  prompts = coder_prompts(fake)
+  assert "PendingBlock" in prompts[0]                        # the root stands as a placeholder at first
+  assert f"- {root} (block, written)" in prompts[1]
+  assert "PendingSequenceMixer@" in prompts[1].split(f"you are writing {mixer}")[0].rsplit("\\n", 1)[-1]
+  with Store.open(str(workdir)) as store:
+    (child,) = [d for d in store.designs() if d["operator"] == mode]
+    assert child["status"] == "valid" and len(child["parents"]) == (2 if mode == "crossover" else 0)
+    doc = json.loads(child["tree"])
+    assert sorted(k.split("@")[0] for k in doc["units"]) == sorted([root, mixer])   # no placeholder left
+    ratings = json.loads(store.artifacts(design_id=child["id"], kind="ratings")[0]["content"])
+    assert [r["unit"] for r in ratings] == [root, mixer]

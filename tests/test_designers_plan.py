@@ -1,21 +1,25 @@
-"""Plans: validation, the children-first order and composition with pass-through placeholders
-(declarations only: nothing here runs unit code)."""
+"""Plans: validation, the top-down order, composition with placeholders, the coder's prompt and
+reply (declarations only: nothing here runs unit code)."""
 
-from evolution.designers import agents, context, schemas
-from evolution.designers.fake_gemini import RESIDUAL_CHAIN, TOKEN_SHIFT
+from evolution.designers import agents, coder, context, pipeline, schemas
+from evolution.designers.fake_gemini import RESIDUAL_CHAIN, TOKEN_SHIFT, fenced
 from evolution.designers.pipeline import Implementer
-from gab import codeunits, registry, seeds
+from gab import checker, codeunits, registry, seeds
 
 
 def ctx(mode):
   gpt = seeds.seed("gpt")
-  return context.Context(mode, [], [gpt, gpt] if mode == "crossover" else [gpt], {}, {}, {}, set(),
-                         [], [], [], {})
+  rung = dict(d_model=32, n_blocks=1, target_params=20928, batch_size=8, seq_len=64)
+  return context.Context(mode, [], [gpt, gpt] if mode == "crossover" else [gpt], {},
+                         checker.default_config().to_dict(), rung, set(), [], [], ["d: none"], {})
 
 
 def plan(*units):
   return schemas.Plan(units=[schemas.PlannedUnit(name=n, role=r, description="", children=c)
                              for n, r, c in units], rationale="")
+
+
+PROPOSAL = schemas.Proposal(title="T", abstract="", motivation="", plan="", selection="", variant_name="")
 
 
 def test_plan_errors_name_what_cannot_be_built():
@@ -29,20 +33,60 @@ def test_plan_errors_name_what_cannot_be_built():
   assert "already a registered kind" in agents.plan_error(plan(("Attention", "sequence_mixer", [])), ctx("mutation"))
 
 
-def test_units_are_coded_children_first_and_unwritten_ones_are_placeholders():
+def test_a_multi_unit_plan_is_coded_top_down_under_placeholders_that_keep_the_residual_stream():
   c = ctx("crossover")
-  p = plan(("Chain", "block", ["Mix", "keep:1:1"]), ("Mix", "sequence_mixer", []))
-  proposal = schemas.Proposal(title="T", abstract="", motivation="", plan="", selection="", variant_name="")
-  imp = Implementer(None, c, None, proposal, p, None)
-  assert imp.order() == ["Mix", "Chain"]
-  mix = codeunits.declare(TOKEN_SHIFT.format(title="Mix", name="Mix", mix=0.5))
-  tree = imp.compose({"Mix": mix})
-  assert tree.kind.startswith("PlaceholderChain@") and [u.kind for u in tree.children] == [mix, "Residual"]
-  assert registry.type_errors(tree) == []
+  p = plan(("Chain", "block", ["Mix", "Gated", "keep:1:1"]), ("Mix", "sequence_mixer", []),
+           ("Gated", "block", ["Norm"]), ("Norm", "norm", []))
+  imp = Implementer(None, c, None, PROPOSAL, None, p, None)
+  assert imp.pending(imp.kinds, imp.children, imp.planned) == ["Chain"]   # the root first
+  assert imp.compose({}).kind.startswith("PendingBlock@")
   chain = codeunits.declare(RESIDUAL_CHAIN.format(name="Chain"))
-  full = imp.compose({"Mix": mix, "Chain": chain})
-  assert full.kind == chain and full.children[1] == seeds.seed("gpt").children[1]
-  assert set(codeunits.kinds_in(full)) == {mix, chain}
-  mutated = Implementer(None, ctx("mutation"), None, proposal.model_copy(update={"selection": "0.0.1"}),
-                        plan(("Mix", "sequence_mixer", [])), None).compose({"Mix": mix})
-  assert mutated.get((0, 0, 1)).kind == mix and mutated.get((1,)) == seeds.seed("gpt").get((1,))
+  imp.kinds["Chain"] = chain
+  assert imp.pending(imp.kinds, imp.children, imp.planned) == ["Mix", "Gated"]
+  tree = imp.compose(imp.kinds)
+  assert tree.kind == chain
+  assert [u.kind.split("@")[0] for u in tree.children] == ["PendingSequenceMixer", "PendingBlock", "Residual"]
+  assert tree.children[2] == seeds.seed("gpt").children[1] and registry.type_errors(tree) == []
+  assert imp.path_of("Gated", tree) == (1,)
+  job = imp.job("Mix")
+  assert job.path == (0,) and "you are writing Mix" in coder.prompt(job, [])[0]
+  mix = codeunits.declare(TOKEN_SHIFT.format(title="Mix", name="Mix", mix=0.5))
+  imp.kinds["Mix"] = mix
+  assert imp.pending(imp.kinds, imp.children, imp.planned) == ["Gated"]   # Norm: once Gated is
+  gated = codeunits.declare(RESIDUAL_CHAIN.format(name="Gated"))
+  imp.kinds["Gated"] = gated
+  tree = imp.compose(imp.kinds)
+  assert tree.children[1].kind == gated and tree.children[1].children[0].kind.startswith("PendingNorm@")
+  assert imp.pending(imp.kinds, imp.children, imp.planned) == ["Norm"]
+  assert imp.path_of("Norm", tree) == (1, 0)
+  for role in registry.ROLES:   # the placeholders are code units like any other: lint-clean
+    assert codeunits.lint(pipeline.placeholder_source(role)) == []
+
+
+def test_a_mutation_top_replaces_the_selected_unit_and_the_coder_sees_its_code_and_neighbours():
+  c = ctx("mutation")
+  proposal = PROPOSAL.model_copy(update={"selection": "0.0.1"})
+  imp = Implementer(None, c, None, proposal, {"rating": 4, "review": "sound", "suggestions": ""},
+                    plan(("Mix", "sequence_mixer", ["CausalConv"])), None)
+  text, short = coder.prompt(imp.job("Mix"), ["Try 1: The lint rejected the code:\nline 3: forbidden import os"])
+  assert "Mix replaces this unit" in text and "class Attention(UnitModule)" in text   # the unit replaced
+  assert "class RMSNorm(UnitModule)" in text and "class Sequence(UnitModule)" in text  # its neighbours
+  assert "class CausalConv(UnitModule)" in text                                       # its child's code
+  assert "Review (4/5): sound" in text and "z['positions'] (the language model)" in text
+  assert "parameters +-20%" in text and "forbidden import os" in text and "forbidden import os" in short
+  assert "class Attention(UnitModule)" not in short
+  mix = codeunits.declare(TOKEN_SHIFT.format(title="Mix", name="Mix", mix=0.5).replace("slots=[]", "slots=[{\"name\": \"inner\"}]"))
+  mutated = imp.compose({"Mix": mix})
+  assert mutated.get((0, 0, 1)).kind == mix and mutated.get((0, 0, 1, 0)).kind == "CausalConv"
+  assert mutated.get((1,)) == seeds.seed("gpt").get((1,))
+
+
+def test_the_coder_answers_in_markdown_with_optional_children():
+  source = TOKEN_SHIFT.format(title="Mix", name="Mix", mix=0.5)
+  got, children, error = schemas.code_reply(fenced(source))
+  assert got == source and children is None and error is None
+  text = fenced(source) + '\n```json\n[{"name": "Helper", "role": "channel_mixer", "description": "d"}]\n```'
+  got, children, error = schemas.code_reply(text)
+  assert got == source and [ch.name for ch in children] == ["Helper"] and children[0].role == "channel_mixer"
+  assert schemas.code_reply("no code here")[2] == "the reply has no ```python code block"
+  assert schemas.code_reply("```python\nKIND = dict(\n")[0] == "KIND = dict(\n"   # cut off: still read

@@ -1,9 +1,14 @@
-"""The agents: proposer, reviewer, planner, coder and observer, each one structured call.
+"""The agents around the coder: proposer (+ search), reviewer, planner and observer, each one
+structured call (the coder is `coder.py`).
 
 Each function builds its role's prompt from the context and the history fed back to it, asks once
-through the proposal's `Session`, and returns the validated reply or the error message to feed back.
-The proposal loop (`propose`) is here too: up to `designer.proposal_attempts` proposals, each failed
-review (or invalid reply) going into the next attempt's prompt; it passes at rating >= review_pass.
+through the proposal's `Session` (which re-asks a reply that carries no answer), and returns the
+validated reply or the error message to feed back. The proposal loop (`propose`) is here too: up to
+`designer.proposal_attempts` proposals, each failed review (or invalid reply) going into the next
+attempt's prompt; it passes at rating >= review_pass.
+
+Prompts put the optional context (siblings, similar proposals, earlier attempts) last, and pass a
+`short_prompt` without it: the shorter ask for a reply that was blocked or a prompt that was too long.
 """
 
 from __future__ import annotations
@@ -16,21 +21,23 @@ from evolution.designers.context import Context
 from evolution.designers.session import Session
 from gab import registry
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+MAX_PLANNED_UNITS = 6
 
 
-def _parents_text(ctx: Context) -> str:
+def parents_text(ctx: Context) -> str:
   if not ctx.parents:
     return "No parent: design a new block from scratch (a new root with at least one child)."
   parts = []
   for i, (d, tree) in enumerate(zip(ctx.parents, ctx.trees)):
     mine = {k: s for k, s in ctx.sources.items() if any(u.kind == k for _, u in tree.walk())}
-    parts.append(f"Parent {i}: " + prompts.render_design(d, tree, mine, ctx.results[i]))
+    history = ctx.histories[i] if i < len(ctx.histories) else ""
+    parts.append(f"Parent {i}: " + prompts.render_design(d, tree, mine, ctx.results[i], history))
   return "\n\n".join(parts)
 
 
-def _context_text(ctx: Context) -> str:
-  text = _parents_text(ctx)
+def optional_context(ctx: Context) -> str:
+  text = ""
   if ctx.siblings:
     text += "\n\nSibling designs (other children of the parents):\n" + "\n".join(f"- {s}" for s in ctx.siblings)
   if ctx.similar:
@@ -41,7 +48,7 @@ def _context_text(ctx: Context) -> str:
 def search(session: Session, ctx: Context) -> dict[str, Any] | None:
   """Optional literature search (Google Search grounding, free text, its own call)."""
   prompt = ("Search the literature for ideas that could improve this language-model block; list "
-            "the most relevant papers and what to borrow from each.\n\n" + _parents_text(ctx))
+            "the most relevant papers and what to borrow from each.\n\n" + parents_text(ctx))
   reply, _, error = session.ask("searcher", prompts.system("searcher"), prompt, None, search=True)
   if error:
     return {"error": error, "notes": "", "queries": [], "urls": []}
@@ -49,41 +56,50 @@ def search(session: Session, ctx: Context) -> dict[str, Any] | None:
   return {"notes": reply.text or "", "queries": g.get("queries", []), "urls": g.get("urls", [])}
 
 
+def selectable(ctx: Context, allow_root: bool) -> list[str]:
+  """The paths a mutation may select in parent 0."""
+  return [prompts.path_str(p) for p, _ in ctx.trees[0].walk() if p or allow_root]
+
+
 def _selection_error(p: schemas.Proposal, ctx: Context, allow_root: bool) -> str | None:
   if ctx.mode != "mutation":
     return None
-  path = prompts.parse_path(p.selection)
-  if path is None:
-    return f"selection {p.selection!r} is not a unit path like 0.0.1"
-  try:
-    ctx.trees[0].get(path)
-  except Exception as e:  # pylint: disable=broad-except
-    return f"selection {p.selection!r} names no unit of the parent: {e}"
-  if path == () and not allow_root:
-    return "selection must not be the root: pick one unit inside the parent's tree"
+  if p.selection not in selectable(ctx, allow_root):
+    return (f"selection {p.selection!r} must be the path of one unit of parent 0 (the root is not "
+            f"allowed), one of {selectable(ctx, allow_root)}")
   return None
+
+
+TASKS = {"mutation": "Change ONE unit of parent 0: give its path in `selection`; every other unit "
+                     "stays as it is. Do not select the root.",
+         "crossover": "Recombine units of the parents under a new root (`selection` \"\").",
+         "scratch": "Design a new block: a new root with children, reusing existing kinds where "
+                    "useful (`selection` \"\")."}
 
 
 def propose(session: Session, ctx: Context, cfg: Any, notes: dict[str, Any] | None):
   """(proposal, reviews, attempts): the first proposal whose review passes, or None."""
   history: list[str] = []
   reviews: list[dict[str, Any]] = []
-  task = {"mutation": "Change ONE unit of parent 0 (name its path in `selection`; the root is not "
-                      "allowed); every other unit stays as it is.",
-          "crossover": "Recombine units of the parents under a new root (`selection` empty).",
-          "scratch": "Design a new block: a new root with children, reusing existing kinds where "
-                     "useful (`selection` empty)."}[ctx.mode]
+  paths = selectable(ctx, bool(cfg.allow_root)) if ctx.mode == "mutation" else [""]
+  schema = schemas.proposal_schema(paths)
   for attempt in range(int(cfg.proposal_attempts)):
-    prompt = (f"Mode: {ctx.mode}. {task}\n\n{_context_text(ctx)}\n\nUnit kinds available:\n"
-              f"{prompts.render_kinds(sorted(ctx.stored_units))}")
+    core = (f"Mode: {ctx.mode}. {TASKS[ctx.mode]}\n\n{parents_text(ctx)}\n\nUnit kinds available:\n"
+            f"{prompts.render_kinds(sorted(ctx.stored_units))}")
     if notes and notes.get("notes"):
-      prompt += f"\n\nLiterature notes:\n{notes['notes']}"
-    if history:
-      prompt += "\n\nYour earlier attempts and why they failed:\n" + "\n\n".join(history)
-    _, p, error = session.ask("proposer", prompts.system("proposer"), prompt, schemas.Proposal)
+      core += f"\n\nLiterature notes:\n{notes['notes']}"
+    tail = ("\n\nAnswer with: title (the new design's name, an identifier), abstract, motivation, "
+            "plan (which units to write and how they compute, in a few sentences), selection, "
+            "variant_name.")
+    earlier = ("\n\nYour earlier attempts and why they failed:\n" + "\n\n".join(history[-3:])) if history else ""
+    _, p, error = session.ask("proposer", prompts.system("proposer"),
+                              core + optional_context(ctx) + earlier + tail, schema,
+                              short_prompt=core + earlier + tail)
     if p is not None:
       error = _selection_error(p, ctx, bool(cfg.allow_root)) or (
-          None if _IDENT.match(p.title) else f"title {p.title!r} must be an identifier (a design name)")
+          None if IDENT.match(p.title) else f"title {p.title!r} must be an identifier (a design name)") or (
+          f"title {p.title!r} is the name of an existing kind: name the new design for what is new"
+          if p.title in registry.kinds() else None)
     if error:
       history.append(f"Attempt {attempt + 1} was invalid: {error}")
       continue
@@ -99,57 +115,74 @@ def propose(session: Session, ctx: Context, cfg: Any, notes: dict[str, Any] | No
   return None, reviews, int(cfg.proposal_attempts)
 
 
-def _rating(session: Session, role: str, prompt: str):
-  _, r, error = session.ask(role, prompts.system(role), prompt, schemas.Rating)
-  if r is not None and not 1 <= r.rating <= 5:
-    return None, f"rating {r.rating} is outside 1..5"
+def _rating(session: Session, role: str, prompt: str, short_prompt: str | None = None):
+  _, r, error = session.ask(role, prompts.system(role), prompt, schemas.Rating, short_prompt=short_prompt)
   return r, error
 
 
 def review(session: Session, ctx: Context, p: schemas.Proposal):
-  prompt = (f"Mode: {ctx.mode}.\n\nProposal:\n{prompts.render_proposal(p)}\n\n{_context_text(ctx)}"
-            "\n\nRate the proposal 1-5 with a review and suggestions.")
-  return _rating(session, "reviewer", prompt)
+  core = f"Mode: {ctx.mode}. {TASKS[ctx.mode]}\n\nProposal:\n{prompts.render_proposal(p)}\n\n{parents_text(ctx)}"
+  tail = "\n\nRate the proposal 1-5 (4 or more passes), with a review and suggestions."
+  return _rating(session, "reviewer", core + optional_context(ctx) + tail, core + tail)
 
 
 def plan(session: Session, ctx: Context, p: schemas.Proposal, failures: list[str]):
   stored = "\n".join(f"- {k}" for k in sorted(ctx.stored_units)) or "- (none)"
-  prompt = (f"Mode: {ctx.mode}.\n\nProposal:\n{prompts.render_proposal(p)}\n\n{_parents_text(ctx)}\n\n"
-            f"Built-in unit kinds:\n{prompts.render_kinds(sorted(ctx.stored_units))}\n\nCode units in the store:\n{stored}\n\n"
-            "List the new units to write. The first is the top of the new material: in a mutation "
-            "it replaces the selected unit, otherwise it is the new root (with at least one child). "
-            "Each unit's `children` name, in order: other planned units, existing kinds to reuse "
-            "(leaf kinds, built with their defaults), or `keep:P:PATH` for parent P's subtree at "
-            "PATH (e.g. keep:0:0.0.1).")
+  where = (f"In this mutation the first unit replaces the unit at {p.selection} of parent 0: "
+           f"{prompts.unit_line(ctx.trees[0].get(prompts.parse_path(p.selection)))}."
+           if ctx.mode == "mutation" else "The first unit is the new root (with at least one child).")
+  prompt = (f"Mode: {ctx.mode}.\n\nProposal:\n{prompts.render_proposal(p)}\n\n{parents_text(ctx)}\n\n"
+            f"Unit kinds available:\n{prompts.render_kinds(sorted(ctx.stored_units))}\n\n"
+            f"Code units in the store:\n{stored}\n\n"
+            f"List the new units to write (at least 1, at most {MAX_PLANNED_UNITS}), the top one "
+            f"first, each with a new name (not one of the kinds above). {where} "
+            "Units are written top-down: the first, then its new children, each unit standing in "
+            "as a placeholder until its turn. Each unit's `children` name, in order: other planned "
+            "units, existing kinds to reuse (leaf kinds, built with their defaults), or `keep:P:PATH` "
+            "for parent P's subtree at PATH (e.g. keep:0:0.0.1). Reuse what exists where you can: "
+            "every new unit is more code that must pass the checker.")
   if failures:
     prompt += "\n\nEarlier implementations of this proposal failed:\n" + "\n".join(failures)
   _, plan_, error = session.ask("planner", prompts.system("planner"), prompt, schemas.Plan)
   return plan_, error or (plan_error(plan_, ctx) if plan_ is not None else None)
 
 
+def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:
+  """Why `c` cannot be a child (a planned unit, a known kind or keep:P:PATH), or None."""
+  if c in planned:
+    return None
+  if c.startswith("keep:"):
+    return None if keep_subtree(c, ctx) is not None else f"child {c!r} names no subtree of a parent"
+  if c in registry.kinds() and (c in ctx.stored_units or not _is_code(c)):
+    return None
+  return f"child {c!r} is neither a planned unit, a known kind nor keep:P:PATH"
+
+
+def _is_code(kind: str) -> bool:
+  from gab import codeunits  # pylint: disable=g-import-not-at-top
+  return codeunits.is_code_kind(kind)
+
+
 def plan_error(plan_: schemas.Plan, ctx: Context) -> str | None:
   """Why a plan cannot be built into a tree, or None."""
   if not plan_.units:
     return "the plan lists no units"
+  if len(plan_.units) > MAX_PLANNED_UNITS:
+    return f"the plan lists {len(plan_.units)} units; at most {MAX_PLANNED_UNITS}"
   names = [u.name for u in plan_.units]
   if len(set(names)) != len(names):
     return f"unit names repeat: {names}"
   used: list[str] = []
   for u in plan_.units:
-    if not _IDENT.match(u.name) or "@" in u.name:
+    if not IDENT.match(u.name) or "@" in u.name:
       return f"unit name {u.name!r} must be an identifier"
     if u.name in registry.kinds():
       return f"unit name {u.name!r} is already a registered kind: choose a new name or reuse it as a child"
-    if u.role not in registry.ROLES:
-      return f"unit {u.name}: role {u.role!r} is not one of {list(registry.ROLES)}"
     for c in u.children:
-      if c in names:
-        used.append(c)
-      elif c.startswith("keep:"):
-        if keep_subtree(c, ctx) is None:
-          return f"unit {u.name}: child {c!r} names no subtree of a parent"
-      elif c not in registry.kinds() and c not in ctx.stored_units:
-        return f"unit {u.name}: child {c!r} is neither a planned unit, a known kind nor keep:P:PATH"
+      error = child_error(c, ctx, set(names))
+      if error:
+        return f"unit {u.name}: {error}"
+      used += [c] if c in names else []
   if sorted(used) != sorted(names[1:]):
     return "every planned unit but the first must be the child of exactly one other planned unit"
   if ctx.mode != "mutation" and not plan_.units[0].children:
@@ -168,28 +201,10 @@ def keep_subtree(ref: str, ctx: Context):
     return None
 
 
-def code(session: Session, p: schemas.Proposal, plan_: schemas.Plan, unit: schemas.PlannedUnit,
-         done: dict[str, str], children_roles: list[str], feedback: list[str], code_kinds: list[str]):
-  prompt = (f"Proposal:\n{prompts.render_proposal(p)}\n\nPlan:\n" +
-            "\n".join(f"- {u.name} ({u.role}): {u.description}; children {u.children}" for u in plan_.units) +
-            f"\n\nImplement the unit {unit.name} (role {unit.role}): {unit.description}\n"
-            f"KIND name must be \"{unit.name}\" and role \"{unit.role}\". ")
-  if children_roles:
-    prompt += (f"It has {len(children_roles)} children, of roles {children_roles}, in this order: "
-               "declare slots that accept them and call them with self.child(i)(x, z).")
-  else:
-    prompt += "It has no children (slots=[])."
-  if done:
-    prompt += "\n\nUnits already implemented:\n" + prompts.render_sources(done)
-  prompt += f"\n\nUnit kinds available:\n{prompts.render_kinds(code_kinds)}"
-  if feedback:
-    prompt += "\n\nYour earlier attempts at this unit failed; fix them:\n" + "\n\n".join(feedback[-3:])
-  return session.ask("coder", prompts.system("coder"), prompt, schemas.CodeReply)[1:]
-
-
 def observe(session: Session, p: schemas.Proposal, unit: schemas.PlannedUnit, source: str,
             report_text: str):
   prompt = (f"Proposal:\n{prompts.render_proposal(p)}\n\nUnit {unit.name} ({unit.role}): "
             f"{unit.description}\n\nImplementation:\n```python\n{source}\n```\n\nThe checker passed "
-            f"it:\n{report_text}\n\nRate the implementation 1-5 against the proposal.")
+            f"the design with it:\n{report_text}\n\nRate the implementation 1-5 against the proposal "
+            f"and the unit's description (3 or more accepts), with a review and suggestions.")
   return _rating(session, "observer", prompt)

@@ -36,6 +36,8 @@ _TIMEOUTS = tuple(lib.TimeoutException for lib in _http_libs())
 _HTTP_ERRORS = tuple(lib.HTTPError for lib in _http_libs())
 
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+# Finish reasons of an answer the API withheld (the prompt or the answer was judged unsafe).
+BLOCK_FINISHES = ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY")
 
 
 def api_key_from_env() -> str | None:
@@ -64,12 +66,13 @@ class Call:
 
 @dataclasses.dataclass
 class Reply:
-  text: str | None
+  text: str | None               # the answer's text parts (thought parts are not part of it)
   usage: dict[str, int]
-  finish_reason: str | None = None
+  finish_reason: str | None = None   # STOP, MAX_TOKENS, SAFETY, ...
   latency_s: float = 0.0
   grounding: dict[str, Any] | None = None
   error: str | None = None       # set when the call failed after every retry
+  blocked: str | None = None     # why the prompt or the answer was blocked (SAFETY, OTHER, ...)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -118,7 +121,8 @@ class GeminiTransport:
     config: dict[str, Any] = {"system_instruction": call.system,
                               "temperature": settings.get("temperature"),
                               "max_output_tokens": settings.get("max_output_tokens"),
-                              "seed": settings.get("seed")}
+                              "seed": settings.get("seed"),
+                              "frequency_penalty": settings.get("frequency_penalty")}
     if settings.get("thinking_budget") is not None:
       config["thinking_config"] = types.ThinkingConfig(thinking_budget=int(settings["thinking_budget"]))
     if call.search:
@@ -149,9 +153,12 @@ class GeminiTransport:
         cands[0].finish_reason is not None else None
     usage = _usage(response.usage_metadata)
     text = response.text
-    if text is None:
-      feedback = getattr(response, "prompt_feedback", None)
-      reason = getattr(getattr(feedback, "block_reason", None), "value", None) or finish or "no text"
-      return Reply(None, usage, finish, latency, _grounding(response), error=f"empty reply ({reason})")
+    feedback = getattr(response, "prompt_feedback", None)
+    block = getattr(getattr(feedback, "block_reason", None), "value", None) or (
+        finish if finish in BLOCK_FINISHES else None)
+    if text is None or block:
+      reason = block or finish or ("no candidates" if not cands else "no text")
+      return Reply(None, usage, finish, latency, _grounding(response), error=f"empty reply ({reason})",
+                   blocked=block)
     return Reply(text, usage, finish, latency, _grounding(response))
 

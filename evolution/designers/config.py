@@ -6,6 +6,12 @@ one block), mixed (`llm_prob` of the proposals by the LLM pipeline, drawn from t
 "designer" stream, evolution/streams.py; the rest by GP). `pricing` is a string "MODEL: USD_IN
 USD_OUT; ..." (USD per 1M tokens; a string because config field names cannot hold the dots of model
 names), kept with the run's config.
+
+`endpoint`: "" talks to Gemini (or whatever speaks its API at `base_url`) with a key from the
+environment; `local:MODEL` (a .gguf path or a packaged model) or `openai:URL` (an OpenAI-compatible
+server) starts a local Gemini-API endpoint for the run (`endpoint.py`) and needs no key. With
+`local:`, every role uses that one model (`models` are not consulted); models without a price in
+`pricing` cost 0 on a local or OpenAI-compatible endpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
-from evolution.designers import client, cost
+from evolution.designers import client, cost, endpoint, local_models
 from gab import fields
 
 KINDS = ("gp", "llm", "direct", "mixed")
@@ -51,6 +57,16 @@ class Models:
   direct: str = fields.field("gemini-2.5-pro", "the direct baseline's one prompt", fields.string)
 
 
+def _endpoint_rule(text):
+  if not isinstance(text, str):
+    return "a string"
+  try:
+    endpoint.parse(text) if text else None
+  except ValueError:
+    return "'' (Gemini), local:MODEL (a .gguf path or a packaged model) or openai:URL"
+  return None
+
+
 def _pricing_rule(text):
   try:
     parse_pricing(text)
@@ -69,6 +85,11 @@ class DesignerConfig:
   `results=False` if changing it cannot change what the run's results mean)."""
   kind: str = fields.field("gp", "who proposes: gp (offline), llm, direct, mixed", fields.one_of(*KINDS))
   llm_prob: float = fields.field(0.5, "mixed: share of proposals by the LLM pipeline", _PROB)
+  endpoint: str = fields.field("", "'' (Gemini at base_url, key from the environment), local:MODEL "
+                               "(a .gguf path or a packaged model) or openai:URL (no key)", _endpoint_rule)
+  local_ctx: int = fields.field(16384, "local: the model's context in tokens", fields.integer(512))
+  local_threads: int = fields.field(0, "local: CPU threads (0: all)", fields.integer(0), results=False)
+  local_cache_mb: int = fields.field(1024, "local: prompt cache size", fields.integer(0), results=False)
   base_url: str = fields.field("", "the endpoint ('': Google's)", fields.string, results=False)
   api_version: str = fields.field("v1beta", "the API version", fields.string, results=False)
   timeout_s: float = fields.field(120.0, "one call's time limit", _POS, results=False)
@@ -81,6 +102,10 @@ class DesignerConfig:
                               "(USD per 1M tokens)", _pricing_rule)
   temperature: float = fields.field(1.0, "sampling temperature", fields.number(0.0))
   max_output_tokens: int = fields.field(16384, "tokens of one reply at most", fields.integer(1))
+  max_output_tokens_limit: int = fields.field(65536, "MAX_TOKENS replies are re-asked with up to this "
+                                             "cap", fields.integer(1))
+  frequency_penalty: float = fields.field(0.0, "> 0 discourages repetition (small local models loop "
+                                          "without it)", fields.number(0.0))
   thinking_budget: int = fields.field(-1, "thinking tokens (-1: the model's default)",
                                       fields.integer(0, also=(-1,)))
   sampling_seed: int = fields.field(0, "sent with each call (Gemini is not deterministic: the record "
@@ -100,21 +125,59 @@ class DesignerConfig:
   check_timeout_s: float = fields.field(300.0, "the sandboxed check's time limit", _POS)
 
   def problems(self) -> list[str]:
-    pricing = parse_pricing(self.pricing)
-    return [f".models.{role} = {getattr(self.models, role)!r}: has no price in designer.pricing: add "
-            f"'{getattr(self.models, role)}: USD_IN USD_OUT' (USD per 1M tokens)"
-            for role in ROLES if getattr(self.models, role) not in pricing]
+    table, names = pricing(self), models(self)
+    return [f".models.{role} = {names[role]!r}: has no price in designer.pricing: add "
+            f"'{names[role]}: USD_IN USD_OUT' (USD per 1M tokens)"
+            for role in ROLES if names[role] not in table]
 
 
 def default_config() -> ConfigDict:
   return fields.defaults(DesignerConfig)
 
 
+def models(d: Any) -> dict[str, str]:
+  """The model of each role: with a `local:` endpoint, its one model for every role."""
+  if d.endpoint.startswith("local:"):
+    return {role: local_models.model_name(d.endpoint.partition(":")[2]) for role in ROLES}
+  return {role: getattr(d.models, role) for role in ROLES}
+
+
+def pricing(d: Any) -> dict[str, dict[str, float]]:
+  """The pricing table, with the models of a local or OpenAI-compatible endpoint at 0 unless priced."""
+  table = parse_pricing(d.pricing)
+  if d.endpoint:
+    for model in models(d).values():
+      table.setdefault(model, {"input": 0.0, "output": 0.0})
+  return table
+
+
+LOCAL_KEY = "no-key-local-endpoint"   # google-genai insists on a key; a local endpoint ignores it
+
+
 def api_key(config: Any) -> str | None:
-  """The API key an LLM run needs (None for gp or a replay); a one-line ValueError when it has none.
-  Called before anything is written (the config is validated: genesys_jax/validate.py)."""
-  if config.designer.kind == "gp" or config.replay_from:
+  """The API key an LLM run needs (None for gp or a replay; LOCAL_KEY for a local endpoint, whose
+  model file must exist); a one-line ValueError when it has none. Called before anything is
+  written (the config is validated: genesys_jax/validate.py)."""
+  d = config.designer
+  if d.kind == "gp" or config.replay_from:
     return None
+  if d.endpoint:
+    kind, target = endpoint.parse(d.endpoint)
+    if kind == "local":
+      try:
+        local_models.check(target)
+      except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return LOCAL_KEY
+    return None
+  if d.get("endpoint"):
+    kind, target = endpoint.parse(d.endpoint)
+    if kind == "local":
+      try:
+        local_models.check(target)
+      except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return LOCAL_KEY
   key = client.api_key_from_env()
   if not key:
     raise ValueError(f"designer.kind={config.designer.kind} needs a Gemini API key in the environment: "

@@ -1,8 +1,9 @@
 """The direct-prompting baseline (the original's ablation): one prompt, one whole block.
 
 No tree, no reviewer, planner or observer: the model writes the entire block as ONE code unit of
-role "block" (its own norms and residuals), which is linted, declared and checked in the sandbox
-exactly like the pipeline's units. `designer.direct_attempts` (default 1, as in the original's
+role "block" (its own norms and residuals), answering in a ```python block with the same system
+instruction as the coder (contract, rules, worked example) and the checks' numbers; the unit is
+linted, declared and checked in the sandbox exactly like the pipeline's units. `designer.direct_attempts` (default 1, as in the original's
 comparison) bounds the tries; with more, each failure is fed back.
 """
 
@@ -11,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from evolution import canonical
-from evolution.designers import prompts, schemas
+from evolution.designers import contract, prompts, schemas
 from evolution.designers.context import Context
-from evolution.designers.pipeline import Checker, Outcome
+from evolution.designers.pipeline import Checker, Outcome, verdict
 from evolution.designers.session import Session
 from gab import codeunits, registry
 from gab.tree import DesignError, Unit, design_to_json
@@ -46,28 +47,41 @@ def _judge(source: str, ctx: Context, check: Checker):
 
 def design(session: Session, ctx: Context, cfg: Any, check: Checker) -> Outcome:
   feedback: list[str] = []
+  verdicts: list[str] = []
   last = (None, {}, None)
   title = None
   for attempt in range(int(cfg.direct_attempts)):
-    prompt = ("Write a new language-model block that could beat the designs below at equal "
-              f"parameter count.\n\nExisting designs:\n" +
-              ("\n\n".join(prompts.render_tree(t) for t in ctx.trees) or "(none)"))
-    if feedback:
-      prompt += "\n\nYour earlier attempts failed:\n" + "\n\n".join(feedback[-2:])
-    _, reply, error = session.ask("direct", prompts.system("direct"), prompt, schemas.DirectReply)
-    if reply is None:
+    core = ("Write a new language-model block that could beat the designs below at equal "
+            f"parameter count: one code unit of role \"block\" with no children (slots=[]); its "
+            f"KIND name is the design's name and its docstring's first line the design's abstract."
+            f"\n\nExisting designs:\n" +
+            ("\n\n".join(prompts.render_tree(t) for t in ctx.trees) or "(none)") +
+            f"\n\n{contract.checks_text(ctx.checker_cfg, ctx.rung)}")
+    tail = "\n\nAnswer with the complete code unit in one ```python block."
+    earlier = ("\n\nYour earlier attempts failed:\n" + "\n\n".join(feedback[-2:])) if feedback else ""
+    reply, _, error = session.ask("direct", prompts.system("direct"),
+                                  prompts.scrub_paths(core + earlier + tail), None,
+                                  short_prompt=prompts.scrub_paths(core + tail))
+    source = None
+    if error is None:
+      source, _, error = schemas.code_reply(reply.text)
+    if source is None:
       feedback.append(f"Attempt {attempt + 1}: the reply was unusable: {error}")
+      verdicts.append("reply")
       continue
-    title = reply.title
-    tree, units, report, why = _judge(reply.source, ctx, check)
+    tree, units, report, why = _judge(source, ctx, check)
+    verdicts.append(verdict(why, report))
     if tree is not None:
       last = (tree, units, report)
+      title = codeunits.parse(source).name
     if not why:
-      return Outcome("accepted", "direct", tree, units, report, f"{reply.title}: {reply.abstract}"[:300],
-                     {"designer": "direct", "title": reply.title, "rating": None,
-                      "attempts": attempt + 1}, {"proposal": reply.model_dump()})
-    feedback.append(f"Attempt {attempt + 1}:\n```python\n{reply.source}\n```\n{why}")
+      abstract = (codeunits.parse(source).doc.strip().splitlines() or [""])[0]
+      return Outcome("accepted", "direct", tree, units, report, f"{title}: {abstract}"[:300],
+                     {"designer": "direct", "title": title, "rating": None, "attempts": attempt + 1,
+                      "verdicts": verdicts},
+                     {"proposal": {"title": title, "abstract": abstract, "source": source}})
+    feedback.append(f"Attempt {attempt + 1}: {why}\nIts code:\n```python\n{source.rstrip()}\n```")
   tree, units, report = last
   return Outcome("challenging", "direct", tree, units, report, f"{title or 'direct'}: failed",
                  {"designer": "direct", "title": title, "rating": None,
-                  "attempts": int(cfg.direct_attempts)}, {"failures": feedback})
+                  "attempts": int(cfg.direct_attempts), "verdicts": verdicts}, {"failures": feedback})

@@ -10,6 +10,18 @@ role) when a role's script is empty. A scripted step is a dict:
   {"raw": str}                         a malformed body (not JSON)
   {"delay": seconds, ...}              sleep first (to make the client time out), then the rest
   optional "usage": {"prompt": n, "candidates": n, "thoughts": n}, "finish": "STOP"
+and the reply shapes a real Gemini sends, each as it sends them:
+  {"think": n, ...}                    the model thinks n tokens first (a "thought" part; thoughts
+                                       count against `maxOutputTokens`, bounded by a thinking
+                                       budget): if they reach the cap, the candidate has no parts
+                                       and finishReason MAX_TOKENS, as when thinking eats the cap
+  {"answer_tokens": n, ...}            the answer's length in tokens (default: its characters / 4):
+                                       past what the cap leaves, it is cut there, MAX_TOKENS
+  {"empty": True}                      no candidates at all, no reason
+  {"block": "SAFETY", "if": s}         the prompt is blocked (promptFeedback.blockReason, no
+                                       candidates), only when it contains s if "if" is given (so a
+                                       shorter ask without s passes)
+  {"withheld": "SAFETY"}               a candidate with finishReason SAFETY and no content
 
 Run it for a manual smoke run: `python -m genesys_jax.cli.fake_gemini --port=8765` (prints its URL,
 serves auto replies until interrupted).
@@ -23,26 +35,12 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Callable
 
-_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
+from evolution.designers import gemini_wire
+from evolution.designers.gemini_wire import request_text
+
 _ROLE = re.compile(r"\[genesys_jax role: (\w+)\]")
-_STATUS = {400: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
-           500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
-
-
-def _text_of(part_holder: Any) -> str:
-  if not isinstance(part_holder, dict):
-    return ""
-  return "\n".join(p.get("text", "") for p in part_holder.get("parts", []) if isinstance(p, dict))
-
-
-def request_text(body: dict) -> tuple[str, str]:
-  """(system instruction, user prompt) of a request body, whatever the key casing."""
-  system = body.get("systemInstruction") or body.get("system_instruction") or {}
-  prompt = "\n".join(_text_of(c) for c in body.get("contents", []))
-  return _text_of(system), prompt
 
 
 def role_of(body: dict) -> str:
@@ -103,6 +101,11 @@ DIRECT_BLOCK = TOKEN_SHIFT.replace('role="sequence_mixer"', 'role="block"').repl
     "return h, z", "return x + h, z")
 
 
+def fenced(source: str) -> str:
+  """A coder's answer as a model writes it: a sentence, then the unit in a ```python block."""
+  return f"Here is the unit.\n\n```python\n{source}```\n"
+
+
 def _digest(text: str) -> int:
   return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
@@ -113,7 +116,7 @@ def auto_reply(role: str, system: str, prompt: str) -> dict:
   mix = [0.3, 0.4, 0.5, 0.6][n % 4]
   if role == "proposer":
     units = [(p, k, r) for p, k, r in _UNIT_LINE.findall(prompt) if r == "sequence_mixer"]
-    selection = units[0][0] if units else ""
+    selection = units[0][0] if units and "Mode: mutation" in prompt else ""
     title = f"ShiftMix{n}"
     return {"json": {"title": title, "abstract": f"{title} replaces a mixer by a token shift.",
                      "motivation": "cheaper local mixing", "plan": "one new sequence mixer",
@@ -130,16 +133,14 @@ def auto_reply(role: str, system: str, prompt: str) -> dict:
             "children": [name, "keep:1:1" if "Parent 1:" in prompt else "GatedMLP"]}
     return {"json": {"units": [root, mixer], "rationale": "a new root over a new mixer and an MLP"}}
   if role == "coder":
-    m = re.search(r"Implement the unit (\w+) \(role (\w+)\)", prompt)
+    m = re.search(r"Write the unit (\w+) \(role (\w+)\)", prompt)
     name, unit_role = (m.group(1), m.group(2)) if m else (f"ShiftMix{n}", "sequence_mixer")
-    if unit_role == "block":
-      return {"json": {"source": RESIDUAL_CHAIN.format(name=name), "notes": "residual chain"}}
-    return {"json": {"source": TOKEN_SHIFT.format(title=name, name=name, mix=mix),
-                     "notes": "token shift"}}
+    source = (RESIDUAL_CHAIN.format(name=name) if unit_role == "block" else
+              TOKEN_SHIFT.format(title=name, name=name, mix=mix))
+    return {"text": fenced(source)}
   if role == "direct":
     name = f"DirectBlock{n}"
-    return {"json": {"title": name, "abstract": "a token-shift block",
-                     "source": DIRECT_BLOCK.format(title=name, name=name, mix=mix)}}
+    return {"text": fenced(DIRECT_BLOCK.format(title=name, name=name, mix=mix))}
   if role == "searcher":
     return {"text": "Token shift (RWKV) mixes adjacent positions cheaply.",
             "grounding": {"queries": ["token shift language model"],
@@ -148,7 +149,7 @@ def auto_reply(role: str, system: str, prompt: str) -> dict:
 
 
 # -- the server -----------------------------------------------------------------------------------
-class FakeGemini:
+class FakeGemini(gemini_wire.Server):
   """`with FakeGemini(script) as fake:` serves on `fake.url`; `fake.requests` logs every request."""
 
   def __init__(self, script: dict[str, list[dict]] | None = None,
@@ -157,21 +158,7 @@ class FakeGemini:
     self.fallback = fallback
     self.requests: list[dict] = []
     self.lock = threading.Lock()
-    self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-    self.server.daemon_threads = True
-    self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-  def __enter__(self) -> "FakeGemini":
-    self.thread.start()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
-
-  def close(self) -> None:
-    self.server.shutdown()
-    self.server.server_close()
+    super().__init__(self.answer, port)
 
   def add(self, role: str, *steps: dict) -> None:
     with self.lock:
@@ -191,60 +178,48 @@ class FakeGemini:
       return {"status": 400, "message": f"fake endpoint: script for role {role!r} is exhausted"}
     return self.fallback(role, *request_text(body))
 
-  def _handler(self):
-    fake = self
-
-    class Handler(BaseHTTPRequestHandler):
-      def log_message(self, *args):  # quiet
-        pass
-
-      def _send(self, code: int, payload: bytes) -> None:
-        try:
-          self.send_response(code)
-          self.send_header("Content-Type", "application/json")
-          self.send_header("Content-Length", str(len(payload)))
-          self.end_headers()
-          self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-          pass
-
-      def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        m = _PATH.match(self.path.split("?")[0])
-        if not m:
-          return self._send(404, json.dumps({"error": {"code": 404, "message": self.path,
-                                                       "status": "NOT_FOUND"}}).encode())
-        body = json.loads(raw or b"{}")
-        step = fake.next_step(body, m.group(2), m.group(1), dict(self.headers))
-        if step.get("delay"):
-          time.sleep(step["delay"])
-        self._send(*render(step, m.group(2)))
-
-    return Handler
+  def answer(self, model: str, version: str, body: dict, headers: dict) -> tuple[int, bytes]:
+    step = self.next_step(body, model, version, headers)
+    if step.get("delay"):
+      time.sleep(step["delay"])
+    return render(step, model, body)
 
 
-def render(step: dict, model: str) -> tuple[int, bytes]:
-  """(HTTP status, body) of a scripted step."""
+def _thinking_budget(body: dict) -> int | None:
+  g = body.get("generationConfig") or body.get("generation_config") or {}
+  t = g.get("thinkingConfig") or g.get("thinking_config") or {}
+  budget = t.get("thinkingBudget", t.get("thinking_budget"))
+  return None if budget is None or int(budget) < 0 else int(budget)
+
+
+def render(step: dict, model: str, body: dict | None = None) -> tuple[int, bytes]:
+  """(HTTP status, body) of a scripted step, as Gemini would answer the request `body`."""
+  body = body or {}
   if "status" in step and step["status"] != 200:
-    code = step["status"]
-    return code, json.dumps({"error": {"code": code, "message": step.get("message", "scripted error"),
-                                       "status": _STATUS.get(code, "UNKNOWN")}}).encode()
+    return step["status"], gemini_wire.error_body(step["status"], step.get("message", "scripted error"))
   if "raw" in step:
     return 200, step["raw"].encode()
-  text = step["text"] if "text" in step else json.dumps(step.get("json", {}))
   usage = {"prompt": 1000, "candidates": 400, "thoughts": 100, **step.get("usage", {})}
-  candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]},
-                               "finishReason": step.get("finish", "STOP"), "index": 0}
-  if "grounding" in step:
-    g = step["grounding"]
-    candidate["groundingMetadata"] = {
-        "webSearchQueries": g["queries"],
-        "groundingChunks": [{"web": {"uri": u, "title": t}} for u, t in g["urls"]]}
-  reply = {"candidates": [candidate],
-           "usageMetadata": {"promptTokenCount": usage["prompt"],
-                             "candidatesTokenCount": usage["candidates"],
-                             "thoughtsTokenCount": usage["thoughts"],
-                             "totalTokenCount": usage["prompt"] + usage["candidates"] + usage["thoughts"]},
-           "modelVersion": model, "responseId": "fake"}
-  return 200, json.dumps(reply).encode()
+  if step.get("empty"):
+    return 200, gemini_wire.reply_body(model, None, None, {**usage, "candidates": 0, "thoughts": 0})
+  if step.get("block") and step.get("if", "") in request_text(body)[1]:
+    return 200, gemini_wire.reply_body(model, None, None, {**usage, "candidates": 0, "thoughts": 0},
+                                       block_reason=step["block"])
+  if step.get("withheld"):
+    return 200, gemini_wire.reply_body(model, [], step["withheld"], {**usage, "candidates": 0})
+  text = step["text"] if "text" in step else json.dumps(step.get("json", {}))
+  finish, parts = step.get("finish", "STOP"), []
+  if "think" in step or "answer_tokens" in step:
+    cap = gemini_wire.generation_config(body)["max_tokens"] or 65536
+    budget = _thinking_budget(body)
+    thoughts = min(int(step.get("think", 0)), cap if budget is None else budget)
+    answer = int(step.get("answer_tokens", len(text) // 4))
+    if thoughts >= cap:
+      return 200, gemini_wire.reply_body(model, [], "MAX_TOKENS", {**usage, "thoughts": cap, "candidates": 0})
+    if thoughts + answer > cap:
+      text, finish = text[:(cap - thoughts) * 4], "MAX_TOKENS"
+    usage.update(thoughts=thoughts, candidates=min(answer, cap - thoughts))
+  if "thought" in step:
+    parts.append({"text": step["thought"], "thought": True})
+  parts.append({"text": text})
+  return 200, gemini_wire.reply_body(model, parts, finish, usage, grounding=step.get("grounding"))

@@ -1,74 +1,63 @@
 """The designers' prompts: one system instruction per role and the renderings of trees, kinds,
 code and reports they are built from. Everything here is text the API receives; nothing reads a
-local file or the environment (so no key and no file ever goes into a prompt)."""
+local file of the user or the environment (so no key and no file ever goes into a prompt), and
+absolute paths in checker messages are cut to their project- or package-relative part.
+
+Every role's system instruction starts with the same long text (what the system is, the unit
+contract, the lint's rules, the helpers, a worked example: `contract.system_text`) and ends with the
+role's own paragraph, so a server that caches prompt prefixes (llama.cpp, Gemini's implicit cache)
+evaluates the shared part once.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from typing import Any, Sequence
 
+from evolution.designers import contract
 from gab import registry
 from gab.tree import Unit
 
-CODE_UNIT_FORMAT = '''A code unit is ONE Python source text:
-```python
-"""TokenShift: mixes each position with the previous one. (module docstring = the unit's doc)"""
-import flax.linen as nn
-import jax.numpy as jnp
-from gab.units.base import UnitModule      # helpers allowed: gab.units.* (base, conv, norm, ...)
-
-KIND = dict(                               # a literal dict (read without running the code)
-    name="TokenShift",                     # an identifier: the name the plan gave the unit
-    role="sequence_mixer",                 # sequence_mixer | channel_mixer | norm | block
-    params={"mix": {"default": 0.5, "domain": [0.25, 0.5, 0.75]}},
-    slots=[],                              # child slots, e.g. [{"name": "inner", "roles":
-                                           #   ["channel_mixer"], "min_count": 1, "max_count": 1}]
-    reads=[], writes=[],                   # the Z entries the unit reads / writes
-)
-
-class TokenShift(UnitModule):              # exactly one UnitModule subclass
-  @nn.compact
-  def __call__(self, x, z):                # x: [batch, length, d_model]; z: dict of side inputs
-    prev = jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-    m = self.hp("mix")                     # hyperparameters through self.hp(name)
-    return (1 - m) * x + m * prev, z       # same shape and dtype as x, and z
-```
-Rules: imports only jax, jax.numpy, flax.linen, numpy, math, functools, typing, dataclasses and
-gab.units.*; no files, os, sys, subprocess, sockets, eval/exec, dunder attributes. The output at
-position t may depend only on positions <= t (causal), must be differentiable and finite, and must
-keep x's shape. Children of a unit with slots are called as `x, z = self.child(i)(x, z)`.
-`self.dense(features, name, out=True)` makes a projection back into the residual stream.'''
-
 PREAMBLE = ("You are part of Genesys-JAX, a system that discovers new autoregressive language-model "
-            "blocks. A design is a tree of units (JAX/Flax modules); the block maps x [batch, length, "
-            "d_model] to the same shape, causally, with a dict z of side variables threaded through "
-            "the units and across blocks. The language model is token embedding -> n_blocks x block "
-            "-> RMSNorm -> tied head; a block supplies its own norms and residuals.")
+            "blocks. A design is a tree of units (JAX/Flax modules, written in Python); the block "
+            "maps x [batch, length, d_model] to the same shape, causally, with a dict z of side "
+            "variables threaded through the units and across blocks. Designs are proposed, "
+            "reviewed, planned as a few new units, coded one unit at a time (the top unit first; "
+            "units not yet written stand in as placeholders), checked by a symbolic checker, and "
+            "the survivors trained and compared by validation loss at equal parameter count.")
 
 ROLE_TEXT = {
-    "searcher": "Find recent literature relevant to improving the given design. Summarise the "
-                "ideas worth trying in a few sentences.",
-    "proposer": "Propose ONE change to the design: a new unit or recombination, novel and "
-                "plausible, that could lower validation loss at equal parameter count.",
-    "reviewer": "Review the proposal as a strict expert: novelty (against the sibling and similar "
-                "designs shown), soundness, causality, feasibility. Rate it 1-5 (4 or more "
-                "passes).",
-    "planner": "Plan the implementation as a small tree of units: which new units to write (the "
-               "first one is the top of the new material), and which existing kinds or kept "
-               "subtrees become their children.",
-    "coder": "Write exactly one code unit, complete and runnable, in the format below.",
-    "observer": "Check that the implemented unit does what the proposal and the plan ask, is "
-                "causal and reasonable. Rate it 1-5 (3 or more accepts).",
-    "direct": "Write a whole new block as ONE code unit of role \"block\" (it supplies its own "
-              "norms and residual connections), with a title and an abstract.",
+    "searcher": "Your role: find recent literature relevant to improving the given design. "
+                "Summarise the ideas worth trying in a few sentences.",
+    "proposer": "Your role: the proposer. Propose ONE change to the design: a new unit or "
+                "recombination, novel and plausible, that could lower validation loss at equal "
+                "parameter count. Answer with the JSON object asked for.",
+    "reviewer": "Your role: the reviewer. Review the proposal as a strict expert: novelty "
+                "(against the sibling and similar designs shown), soundness, causality, "
+                "feasibility as code units. Rate it 1-5 (4 or more passes). Answer with the JSON "
+                "object asked for.",
+    "planner": "Your role: the planner. Plan the implementation as a small tree of new units (the "
+               "first one is the top of the new material) and say which existing kinds or kept "
+               "subtrees become their children. Answer with the JSON object asked for.",
+    "coder": "Your role: the coder. Write exactly one code unit, complete and runnable, following "
+             "the contract and the rules above. Answer with the code in one ```python block.",
+    "observer": "Your role: the observer. Check that the implemented unit does what the proposal "
+                "and the plan ask, is causal and reasonable. Rate it 1-5 (3 or more accepts). "
+                "Answer with the JSON object asked for.",
+    "direct": "Your role: write a whole new language-model block as ONE code unit of role "
+              "\"block\" (it supplies its own norms and residual connections). Answer with the code "
+              "in one ```python block.",
 }
 
 
 def system(role: str) -> str:
-  text = f"[genesys_jax role: {role}]\n{PREAMBLE}\n\n{ROLE_TEXT[role]}"
-  if role in ("coder", "direct", "planner", "observer"):
-    text += "\n\n" + CODE_UNIT_FORMAT
-  return text
+  """The shared text, then the role's paragraph and its tag (the tag lets the test double and a
+  reader of a transcript tell the roles apart)."""
+  return (f"{PREAMBLE}\n\n{contract.system_text()}\n\n{ROLE_TEXT[role]}\n"
+          f"[genesys_jax role: {role}]")
 
 
 def path_str(path: Sequence[int]) -> str:
@@ -85,16 +74,22 @@ def parse_path(text: str) -> tuple[int, ...] | None:
     return None
 
 
-def render_tree(tree: Unit) -> str:
+def unit_line(unit: Unit) -> str:
+  try:
+    role = registry.get(unit.kind).role
+  except Exception:  # pylint: disable=broad-except  (an unknown kind is shown, not fatal)
+    role = "unknown"
+  params = ", ".join(f"{k}={v}" for k, v in unit.params)
+  return f"{unit.kind} ({role})" + (f" {params}" if params else "")
+
+
+def render_tree(tree: Unit, marks: dict[tuple[int, ...], str] | None = None) -> str:
+  """One line per unit, `[path] Kind (role) params`, with `<== note` after the marked paths."""
+  marks = marks or {}
   lines = []
   for path, unit in tree.walk():
-    try:
-      role = registry.get(unit.kind).role
-    except Exception:  # pylint: disable=broad-except  (an unknown kind is shown, not fatal)
-      role = "unknown"
-    params = ", ".join(f"{k}={v}" for k, v in unit.params)
-    lines.append(f"{'  ' * len(path)}[{path_str(path)}] {unit.kind} ({role})"
-                 + (f" {params}" if params else ""))
+    note = f"   <== {marks[path]}" if path in marks else ""
+    lines.append(f"{'  ' * len(path)}[{path_str(path)}] {unit_line(unit)}{note}")
   return "\n".join(lines)
 
 
@@ -108,14 +103,44 @@ def render_kinds(code_kinds: Sequence[str] = ()) -> str:
       continue
     slots = "; ".join(f"{s.name}: {'/'.join(s.roles)} x{s.min_count}..{s.max_count}" for s in spec.slots)
     params = ", ".join(f"{p.name}={p.default} in {list(p.domain)}" for p in spec.params)
+    z = (f"; reads z {list(spec.reads)}" if spec.reads else "") + (
+        f"; writes z {list(spec.writes)}" if spec.writes else "")
     doc = (spec.doc or "").strip().splitlines()[0] if spec.doc else ""
     lines.append(f"- {spec.name} ({spec.role}" + (f"; slots {slots}" if slots else "")
-                 + (f"; params {params}" if params else "") + ")" + (f": {doc}" if doc else ""))
+                 + (f"; params {params}" if params else "") + z + ")" + (f": {doc}" if doc else ""))
   return "\n".join(lines)
 
 
 def render_sources(sources: dict[str, str]) -> str:
-  return "\n\n".join(f"# code unit {kind}\n```python\n{src}\n```" for kind, src in sorted(sources.items()))
+  return "\n\n".join(f"# {kind}\n```python\n{src.rstrip()}\n```" for kind, src in sorted(sources.items()))
+
+
+def _roots() -> list[str]:
+  import gab  # pylint: disable=g-import-not-at-top
+  roots = [os.path.dirname(os.path.dirname(os.path.abspath(gab.__file__)))]
+  roots += sorted({p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}, key=len,
+                  reverse=True)
+  return [r.rstrip("/") + "/" for r in roots]
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.])(/[^\s'\"():,]+)")
+
+
+def scrub_paths(text: str) -> str:
+  """This machine's absolute paths cut to what a model can use and a machine must not leak: the
+  part below the project or the Python packages, else the file's name."""
+  roots = _roots()
+
+  def cut(m: re.Match) -> str:
+    path = m.group(1)
+    top = path.split("/")[1]
+    if not top or not os.path.isdir("/" + top):
+      return path                    # not this machine's: "/blocks_0/root/..." (a module path)
+    for root in roots:
+      if path.startswith(root):
+        return path[len(root):]
+    return os.path.basename(path) or path
+  return _ABSOLUTE.sub(cut, text)
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -125,7 +150,7 @@ def render_report(report: dict[str, Any]) -> str:
     if check.get("status") != "pass":
       hint = f" (hint: {check['hint']})" if check.get("hint") else ""
       lines.append(f"- {check['name']} {check['status']}: {check.get('message', '')}{hint}")
-  return "\n".join(lines) or "- (no failed checks)"
+  return scrub_paths("\n".join(lines) or "- (no failed checks)")
 
 
 def render_proposal(p: Any) -> str:
@@ -133,12 +158,21 @@ def render_proposal(p: Any) -> str:
           f"Selected unit: {p.selection or '-'}")
 
 
+def render_review(review: dict[str, Any] | None) -> str:
+  if not review:
+    return ""
+  return (f"Review ({review['rating']}/5): {review['review']}\nSuggestions: "
+          f"{review.get('suggestions', '')}")
+
+
 def render_design(d: dict[str, Any], tree: Unit, sources: dict[str, str] | None = None,
-                  result: str = "") -> str:
+                  result: str = "", history: str = "") -> str:
   text = f"Design {d['id']} ({d['operator']}: {d['description']})" + (f"; {result}" if result else "")
+  if history:
+    text += "\n" + history
   text += "\n" + render_tree(tree)
   if sources:
-    text += "\n" + render_sources(sources)
+    text += "\nIts code units:\n" + render_sources(sources)
   return text
 
 

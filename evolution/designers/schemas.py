@@ -1,51 +1,80 @@
-"""Pydantic response schemas, one per role, sent as Gemini's `response_schema` and used to
-re-validate every reply's text (`.parsed` is silently None on bad JSON; `validate` gives the
-message that goes back into the retry prompt)."""
+"""What each role answers: pydantic response schemas for the structured roles (sent as Gemini's
+`response_schema`, and used to re-validate every reply's text: `.parsed` is silently None on bad
+JSON), and the parser of the coder's free-text answer (the unit in a ```python block).
+
+Where the answer is one of a known set (a unit role; the unit a mutation changes), the schema says
+so with an enum: Gemini honours it, and a grammar-constrained local model cannot answer otherwise.
+The coder answers in Markdown rather than JSON: code inside a JSON string has to be escaped line by
+line, which measurably hurts a model's code (BENCHMARKS.md, "Coder reply format").
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Literal
+
 import pydantic
+
+from gab import registry
+
+RoleName = Literal[tuple(registry.ROLES)]  # type: ignore[valid-type]
+
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,39}$"
+CHILD = r"^(keep:[0-9]+:[0-9.]+|[A-Za-z_][A-Za-z0-9_]*(@[0-9a-f]{8})?)$"
+
+
+def text(n: int):
+  """A string field of at most `n` characters: Gemini and a grammar-constrained model both stop
+  there, so a model that rambles cannot spend its whole output cap on one field."""
+  return pydantic.Field(max_length=n)
 
 
 class Proposal(pydantic.BaseModel):
-  title: str                 # the new design's name (an identifier-like word)
-  abstract: str
-  motivation: str
-  plan: str
+  title: str = pydantic.Field(pattern=IDENTIFIER)   # the new design's name
+  abstract: str = text(600)
+  motivation: str = text(600)
+  plan: str = text(1000)
   selection: str             # mutation: the path of the unit to change, e.g. "0.0.1" ("" otherwise)
-  variant_name: str
+  variant_name: str = text(60)
+
+
+def proposal_schema(paths: list[str]) -> type[Proposal]:
+  """`Proposal` whose `selection` must be one of `paths` (a mutation's candidate units)."""
+  return pydantic.create_model("Proposal", __base__=Proposal,
+                               selection=(Literal[tuple(paths)], ...))  # type: ignore[valid-type]
 
 
 class Rating(pydantic.BaseModel):
-  rating: int                # 1..5
-  review: str
-  suggestions: str
+  rating: int = pydantic.Field(ge=1, le=5)
+  review: str = text(800)
+  suggestions: str = text(600)
 
 
 class PlannedUnit(pydantic.BaseModel):
-  name: str                  # identifier; the code unit's KIND name
-  role: str                  # sequence_mixer | channel_mixer | norm | block
-  description: str
-  children: list[str]        # names of other planned units, reused kinds, or "keep:<path>" subtrees
+  name: str = pydantic.Field(pattern=IDENTIFIER)   # the code unit's KIND name
+  role: RoleName             # type: ignore[valid-type]
+  description: str = text(400)
+  children: list[pydantic.constr(pattern=CHILD)] = pydantic.Field(max_length=6)  # planned units,
+  #                                                   reused kinds or keep:P:PATH, in order
 
 
 class Plan(pydantic.BaseModel):
-  units: list[PlannedUnit]   # the first is the top of the new material; implemented in reverse
-  rationale: str
+  units: list[PlannedUnit] = pydantic.Field(min_length=1, max_length=6)   # the first is the top;
+  #                                                                         coded top-down
+  rationale: str = text(400)
 
 
-class CodeReply(pydantic.BaseModel):
-  source: str                # one code unit (module docstring, KIND literal, one UnitModule class)
-  notes: str
+class ChildDecl(pydantic.BaseModel):
+  """A child the coder declares for its unit: a planned unit, an existing kind, keep:P:PATH, or a
+  new unit (then `role` and `description` plan it; it is written after its parent)."""
+  name: str
+  role: RoleName = "block"   # type: ignore[valid-type]
+  description: str = ""
 
 
-class DirectReply(pydantic.BaseModel):
-  title: str
-  abstract: str
-  source: str                # the whole block as one code unit of role "block"
-
-
-SCHEMAS = {c.__name__: c for c in (Proposal, Rating, Plan, CodeReply, DirectReply)}
+SCHEMAS = {c.__name__: c for c in (Proposal, Rating, Plan)}
 
 
 def validate(schema: type[pydantic.BaseModel], text: str | None):
@@ -58,3 +87,30 @@ def validate(schema: type[pydantic.BaseModel], text: str | None):
     problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
                          for err in e.errors()[:5])
     return None, f"the reply is not a valid {schema.__name__} JSON object: {problems}"
+
+
+_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def code_reply(text: str | None) -> tuple[str | None, list[ChildDecl] | None, str | None]:
+  """(source, declared children or None, error) of a coder's Markdown answer: the ```python block
+  that defines KIND (else the last python block), and an optional ```json list of children."""
+  if not text:
+    return None, None, "the reply had no text"
+  blocks = _BLOCK.findall(text)
+  python = [body for lang, body in blocks if lang.lower() in ("python", "py", "")]
+  with_kind = [b for b in python if re.search(r"^KIND\s*=", b, re.M)]
+  source = (with_kind or python or [None])[-1]
+  if source is None:
+    return None, None, "the reply has no ```python code block"
+  children = None
+  for lang, body in blocks:
+    if lang.lower() == "json":
+      try:
+        data = json.loads(body)
+        data = data.get("children", data) if isinstance(data, dict) else data
+        children = pydantic.TypeAdapter(list[ChildDecl]).validate_python(data)
+      except (ValueError, pydantic.ValidationError) as e:
+        return None, None, (f"the ```json block must be a list of children "
+                            f"[{{\"name\": ..., \"role\": ..., \"description\": ...}}]: {str(e)[:300]}")
+  return source.rstrip() + "\n", children, None

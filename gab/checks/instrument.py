@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gab import registry
-from gab.checks.probe import Location, Probe, by_unit, error_text, locate, written
+from gab.checks.probe import Location, Probe, by_unit, error_text, hint_for, locate, written
 from gab.model import LM
 from gab.tree import Unit
 from gab.units.base import UnitModule
@@ -53,7 +53,7 @@ class Instrument:
 
   def __init__(self, tree: Unit):
     self.tree = tree
-    self._facts: dict[str, Any] = {"recorded": {}, "errors": {}, "dataflow": {}}
+    self._facts: dict[str, Any] = {"recorded": {}, "errors": {}, "hints": {}, "dataflow": {}}
     self._violations: list[tuple[Location, str]] = []
 
   @property
@@ -69,6 +69,9 @@ class Instrument:
 
   def error(self, key: str, e: BaseException) -> None:
     self._facts["errors"][key] = error_text(e)
+    hint = hint_for(e, "")
+    if hint:  # what to repair, by what went wrong (a wrong return, a length-sized parameter, ...)
+      self._facts["hints"][key] = hint
 
   def init(self, model: LM, tokens_BxL):
     def fn(key_data):

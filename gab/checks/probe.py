@@ -18,12 +18,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gab import registry
+from gab import codeunits, registry
 from gab.checks.base import one_line
 from gab.tree import Path, Unit
 from gab.units.base import UnitModule
 
-_UNIT_NAME = re.compile(r"^(\d+)_(\w+)$")
+_UNIT_NAME = re.compile(r"^(\d+)_(\w+(?:@[0-9a-f]{8})?)$")  # `{child index}_{kind}`, code kinds too
 _BLOCK_NAME = re.compile(r"^blocks_(\d+)$")
 
 
@@ -95,18 +95,53 @@ def describe_params(keypaths, tree: Unit) -> list[str]:
   return by_unit(items)
 
 
+class ContractError(TypeError):
+  """A unit returned something other than the pair (y, z)."""
+
+
 class UnitError(Exception):
-  """An exception raised inside a unit, tagged with the (innermost) unit that raised it."""
+  """An exception raised inside a unit, tagged with the (innermost) unit that raised it and, for a
+  code unit, the line of its source that raised it."""
 
   def __init__(self, where: Location, error: BaseException):
     kind, _, text = one_line(error).partition(": ")
-    super().__init__(f"{kind} in {where}: {text}")
+    super().__init__(f"{kind} in {where}: {text}{source_text(error)}")
     self.where, self.error = where, error
+
+
+def source_text(error: BaseException) -> str:
+  """` (at line N of Kind@hash: <code>)` when a code unit's source raised `error`, else ''."""
+  found = codeunits.source_line(error)
+  return f" (at line {found[1]} of {found[0]}: {found[2]})" if found else ""
 
 
 def error_text(e: BaseException) -> str:
   """One line for a report: the unit that raised, if known, then the error."""
-  return str(e) if isinstance(e, UnitError) else one_line(e)
+  return str(e) if isinstance(e, UnitError) else one_line(e) + source_text(e)
+
+
+RETURN_HINT = ("a unit's __call__ must return the pair (y, z): y an array of its input's shape and "
+               "dtype, z the dict it was given (or a new dict with the entries its kind writes)")
+LENGTH_HINT = ("a parameter's shape must not depend on the sequence length or the batch size (the "
+               "checker runs every design at several of each): size parameters by d_model "
+               "(x.shape[-1]) and hyperparameters only, and compute position-dependent terms "
+               "from jnp.arange(length) instead")
+
+
+def hint_for(e: BaseException, default: str) -> str:
+  """The repair hint for an exception a design raised: by what went wrong, else `default`."""
+  inner = e.error if isinstance(e, UnitError) else e
+  if isinstance(inner, ContractError):
+    return RETURN_HINT
+  if type(inner).__name__ == "ScopeParamShapeError":  # flax: a parameter re-created at a new shape
+    return LENGTH_HINT
+  found = codeunits.source_line(e)
+  if found and isinstance(inner, NameError):
+    return (f"line {found[1]} of the code unit {found[0]} uses a name its module neither imports "
+            f"nor defines: import it (helpers from gab.units.*) or define it")
+  if found:
+    return f"fix line {found[1]} of the code unit {found[0]} (the error is raised there)"
+  return default
 
 
 class TrackedZ(dict):
@@ -198,8 +233,8 @@ class Probe:
   def _check(self, where: Location, unit: Unit, x, z_in: TrackedZ, out):
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)
             and hasattr(out[0], "shape")):
-      raise UnitError(where, TypeError(f"a unit must return (y, z) with y an array and z a dict, "
-                                       f"got {type(out).__name__}"))
+      raise UnitError(where, ContractError(f"a unit must return (y, z) with y an array and z a "
+                                           f"dict, got {type(out).__name__}"))
     y, z_out = out
     if y.shape != x.shape:
       self.violations.append((where, f"returned shape {tuple(y.shape)} for an input of shape "

@@ -66,7 +66,7 @@ def check_init(ctx: Context) -> Check:
   init = Plan.init_spec(ctx.cfg)
   if init.key not in programs.exported:
     return Check("init", FAIL, f"initialisation failed: {programs.facts['errors'].get(init.key, 'no init program')}",
-                 hint)
+                 programs.facts.get("hints", {}).get(init.key) or hint)
   from gab.programs import param_shapes  # pylint: disable=g-import-not-at-top
   ctx.plan = Plan(ctx.tree, ctx.cfg, ctx.rung, param_shapes(programs, init), ctx.check_dtypes())
   # On the device, as every later parameter point is: a program compiles once per shape, not
@@ -96,7 +96,9 @@ def check_forward(ctx: Context) -> Check:
     errors = ctx.facts()["errors"]
     error = errors.get(spec.key) and (errors.get(probed.key) or errors[spec.key])  # probed: names the unit
     if error:
-      return Check("forward", FAIL, f"forward pass{in_dtype} failed: {error}", CONTRACT_HINT)
+      hints = ctx.facts().get("hints", {})
+      hint = hints.get(probed.key) or hints.get(spec.key) or CONTRACT_HINT
+      return Check("forward", FAIL, f"forward pass{in_dtype} failed: {error}", hint)
     if dtype == jnp.float32:  # with the dataflow tests' program: one compile
       logits = mixing.run(ctx, ctx.params, jax.random.fold_in(ctx.key, 13))["logits"]
     else:

@@ -15,6 +15,8 @@ which define no flags, never read configs/ and have no `__main__` of their own.
   bench_workers.py   python -m genesys_jax.cli.bench_workers   verifier throughput, controller overhead
   table4.py          python -m genesys_jax.cli.table4          the LLM designers' valid rate
   fake_gemini.py     python -m genesys_jax.cli.fake_gemini     the fake Gemini endpoint
+  endpoint.py        python -m genesys_jax.cli.endpoint        a local Gemini-API endpoint (GGUF or OpenAI URL)
+  bench_code_format.py  python -m genesys_jax.cli.bench_code_format  the coder's reply format, measured
 
 A run is `python -m genesys_jax.launch` (genesys_jax/launch.py), a worker `genesys_jax.worker`.
 Every module here defines its flags only when run (`run()`), so importing one beside another

@@ -7,8 +7,11 @@ For each designer, a run in DIR/<designer> starts from the config's seeds (check
 the lowest rung), then makes `n` proposals with that designer, GP choosing modes and parents, and
 checks every implementation in the sandbox; nothing else is trained. A proposal counts as valid when
 its design passed the checker. Prints one JSON object: per designer the number of proposals, valid
-ones, the rate, mean dollars per design (proposal / implementation), mean tokens and tries. Each
-run is resumable (same workdir) and recorded (replayable with `--replay_from=OLD_DIR`).
+ones, the rate, mean dollars per design (proposal / implementation), mean tokens and tries, tries
+and wall time per valid design, how each proposal ended (`final`: its design's first failed check)
+and every coder try by verdict (`tries_by_verdict`). Each run is resumable (same workdir) and
+recorded: `--replay_from=OLD_DIR` replays it with no model and adds `replay` (identical or where
+it diverged) per designer.
 """
 
 from __future__ import annotations
@@ -36,11 +39,25 @@ def summarise(store: Any, designer: str) -> dict[str, Any]:
   valid = [r for r in rows if r.get("design_id") and status.get(r["design_id"]) in ("valid", "verified")]
   n = len(rows)
   mean = lambda key: round(sum(r.get(key) or 0 for r in rows) / n, 6) if n else None  # noqa: E731
+  final: dict[str, int] = {}     # how each proposal ended: its design's first failed check, or why none
+  for r in rows:
+    report = (store.design(r["design_id"])["report"] or {}) if r.get("design_id") else {}
+    failed = [c["name"] for c in report.get("checks", []) if c.get("status") == "fail"]
+    key = (f"check:{failed[0]}" if failed else "passed") if r.get("design_id") else f"no design ({r['status']})"
+    final[key] = final.get(key, 0) + 1
+  tries: dict[str, int] = {}     # every coder try by verdict (pipeline.verdict)
+  for r in rows:
+    for v in r.get("verdicts", []):
+      tries[v] = tries.get(v, 0) + 1
+  wall = sum(r.get("wall_s") or 0 for r in rows)
   return {"proposals": n, "valid": len(valid), "valid_rate": round(len(valid) / n, 4) if n else None,
           "usd_per_design": mean("usd"), "usd_proposal": mean("usd_proposal"),
           "usd_implementation": mean("usd_implementation"), "tokens_per_design": mean("tokens_total"),
           "tries_per_design": mean("attempts"),
-          "status": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}}
+          "tries_per_valid_design": round(sum(r.get("attempts") or 0 for r in rows) / len(valid), 2) if valid else None,
+          "wall_s": round(wall, 1), "wall_s_per_valid_design": round(wall / len(valid), 1) if valid else None,
+          "status": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+          "final": dict(sorted(final.items())), "tries_by_verdict": dict(sorted(tries.items()))}
 
 
 def run(config: Any, workdir: str, n: int, designers: list[str], log=print) -> dict[str, Any]:
@@ -65,7 +82,12 @@ def run(config: Any, workdir: str, n: int, designers: list[str], log=print) -> d
           log(f"{name}: {e}; stopped")
           break
       out[name] = summarise(controller.store, name)
+      if cfg.replay_from:
+        from genesys_jax import replay  # pylint: disable=g-import-not-at-top
+        out[name]["replay"] = replay.compare(cfg.replay_from, controller.store)
     finally:
+      if controller.designers is not None:
+        controller.designers.close()
       controller.store.close()
   return out
 
