@@ -316,8 +316,18 @@ def _failure(result: dict[str, Any]) -> dict[str, Any] | None:
                    "code units run inside compiled programs only: no host callbacks")
   if "error" in result:
     reason = "memory" if _MEMORY.search(result["error"]) else f"the child failed: {result['error']}"
-    return _failed("sandbox", f"sandbox: {reason}", "see the message")
+    return _failed("sandbox", f"sandbox: {reason}", _child_hint(result["error"]))
   return None
+
+
+def _child_hint(error: str) -> str:
+  """What to repair when the child failed outside a check: a code unit whose module does not run."""
+  if "CodeUnitError" in error and "NameError" in error:
+    return ("a code unit's module must run on its own: import every name it uses (UnitModule from "
+            "gab.units.base, flax.linen as nn, jax.numpy as jnp, helpers from gab.units.*) or define it")
+  if "CodeUnitError" in error:
+    return "the code unit's module must execute as written: fix the line the message names"
+  return "see the message"
 
 
 def _report(judged: dict[str, Any], traced: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 GAB_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gab")
-VENDORED = ("tree.py", "registry.py", "model.py", "units")  # what gab.model.LM needs, under gab/
+VENDORED = ("tree.py", "specs.py", "registry.py", "loss.py", "model.py", "units")  # what gab.model.LM needs, under gab/
 LIBRARY = "_gab"
 
 

@@ -43,7 +43,14 @@ def summarise(store: Any, designer: str) -> dict[str, Any]:
   for r in rows:
     report = (store.design(r["design_id"])["report"] or {}) if r.get("design_id") else {}
     failed = [c["name"] for c in report.get("checks", []) if c.get("status") == "fail"]
-    key = (f"check:{failed[0]}" if failed else "passed") if r.get("design_id") else f"no design ({r['status']})"
+    if not r.get("design_id"):
+      key = f"no design ({r['status']})"
+    elif failed:
+      key = f"check:{failed[0]}"
+    elif report.get("passed"):
+      key = "passed"
+    else:  # refused before the checker ran: the last try's verdict (lint, read, typing, ...)
+      key = f"before the checker: {(r.get('verdicts') or ['unknown'])[-1]}"
     final[key] = final.get(key, 0) + 1
   tries: dict[str, int] = {}     # every coder try by verdict (pipeline.verdict)
   for r in rows:
