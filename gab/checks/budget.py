@@ -28,7 +28,7 @@ from gab.checks.base import FAIL, PASS, WARN, Check
 from gab.checks.context import Context
 from gab.checks.instrument import where_from
 from gab.checks.steps import memory_limit, optimizer
-from gab.checks.trace import per_device_batch, sized_spec  # noqa: F401 (per_device_batch: the API)
+from gab.checks.trace import per_device_batch, sized_init_spec, sized_spec  # noqa: F401 (per_device_batch: the API)
 from gab.model import LM
 from gab.tree import Unit
 
@@ -83,7 +83,9 @@ def step_cost(ctx: Context, tree: Unit, sized: dict, programs=None) -> costs.Ste
     model = LM(tree, ctx.cfg.vocab_size, sized["d_model"], sized["n_blocks"], dtype=ctx.compute_dtype())
     inner = train_step.make_train_step(model, opt)
   else:
-    model = programs_lib.ExportedLM(programs, sized_spec(ctx.cfg, ctx.rung, sized), ctx.cfg.vocab_size)
+    init = sized_init_spec(ctx.rung, sized)
+    model = programs_lib.ExportedLM(programs, sized_spec(ctx.cfg, ctx.rung, sized), ctx.cfg.vocab_size,
+                                    init_spec=init if init.key in programs.exported else None)
     inner = train_step.make_train_step(model, opt)
   return costs.measure(tree, lambda state, tokens, scale: inner(state, tokens), model, opt,
                        ctx.rung.seq_len, batch)

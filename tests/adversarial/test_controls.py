@@ -164,7 +164,7 @@ def long_probe(tree: Unit, seq_len: int) -> int:
   rung = dict(cfg.rung.to_dict(), seq_len=seq_len)
   ctx = Context(tree, cfg, checker.resolve_rung(rung, cfg))
   assert [fn(ctx).status for fn in (check_format, check_init)] == ["pass", "pass"]
-  return ctx.structural_plan().long
+  return ctx.plan.long  # the init check made the plan
 
 
 def test_a_window_as_long_as_the_context_is_probed_as_far_as_attention():
