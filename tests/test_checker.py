@@ -32,7 +32,17 @@ class StateReader(UnitModule):
     return self.dense(x.shape[-1], "proj", out=True)(z["state"]), z
 
 
+class FirstChildOnly(UnitModule):
+  """Declares two children and calls only the first (the second is a unit the design lacks)."""
+
+  @nn.compact
+  def __call__(self, x, z):
+    return self.child(0)(x, z)
+
+
 KINDS = [
+    KindSpec("FirstChildOnly", MIXER, FirstChildOnly,
+             slots=(registry.Slot("mixers", (MIXER,), min_count=2, max_count=2),)),
     KindSpec("StateWriter", MIXER, StateWriter, writes=("state",)),
     KindSpec("StateReader", MIXER, StateReader, reads=("state",)),
     KindSpec("SilentReader", MIXER, StateReader),  # reads Z['state'] without declaring it
@@ -97,6 +107,14 @@ def test_undeclared_z_read_fails_forward():
   assert failed.name == "forward"
   assert ("SilentReader at [2] (blocks 0, 1) reads Z entries ['state'] its kind does not declare"
           in failed.message)
+
+
+def test_a_declared_child_never_called_fails_forward_naming_the_parent():
+  report = checker.check(gpt_with_mixer(U("FirstChildOnly", [U("CausalConv"), U("StateWriter")])))
+  failed = report.checks[-1]
+  assert failed.name == "forward" and failed.status == "fail", report.summary()
+  assert "FirstChildOnly at [0, 0, 1]" in failed.message
+  assert "never calls its child StateWriter (child 1)" in failed.message
 
 
 def test_causal_conv_passes():

@@ -151,8 +151,8 @@ def checks_text(checker_cfg: dict[str, Any], rung: dict[str, Any]) -> str:
       "written before it.",
       f"2. init: parameters initialise, float32 and finite (check scale: d_model {c['d_model']}, "
       f"{c['n_blocks']} blocks, batch {c['batch']}, length {c['seq_len']}).",
-      f"3. forward: each unit returns its input's shape and dtype and uses only its declared z "
-      f"entries; logits finite in {dtypes}; the logits depend on the tokens; every leaf "
+      f"3. forward: each unit returns its input's shape and dtype, calls every child it declares "
+      f"and uses only its declared z entries; logits finite in {dtypes}; the logits depend on the tokens; every leaf "
       f"sequence mixer mixes positions (relative sensitivity >= {c['min_mixing']:g}).",
       f"4. causality: exactly zero dependence of any output at positions <= t on tokens after t, "
       f"and none across the sequences of a batch, at several lengths (up to beyond the context "

@@ -75,8 +75,11 @@ class Instrument:
 
   def init(self, model: LM, tokens_BxL):
     def fn(key_data):
-      with self._probe():
-        return model.init(jax.random.wrap_key_data(key_data), tokens_BxL)
+      probe = self._probe()
+      with probe:
+        params = model.init(jax.random.wrap_key_data(key_data), tokens_BxL)
+      self._violations.extend(probe.uncalled())  # init runs every unit the design has
+      return params
     return fn
 
   def probed(self, model: LM, key: str):

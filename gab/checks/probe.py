@@ -188,6 +188,7 @@ class Probe:
   def __init__(self, tree: Unit, record: Recorder | None = None):
     self.tree, self.record = tree, record
     self.violations: list[tuple[Location, str]] = []
+    self.called: set[Path] = set()  # the paths of the units that ran (in any block)
     self._context = None
 
   def __enter__(self) -> "Probe":
@@ -207,6 +208,7 @@ class Probe:
     if context.method_name != "__call__" or not isinstance(module, UnitModule) or len(args) < 2:
       return next_fun(*args, **kwargs)
     where = self._where(module)
+    self.called.add(where.path)
     x, z_in = args[0], TrackedZ(args[1])
     snapshot = dict(z_in)
     try:
@@ -229,6 +231,17 @@ class Probe:
     if self.record is not None:
       self.record(where, x, y, z_in, z_out)
     return y, z_out
+
+  def uncalled(self) -> list[tuple[Location, str]]:
+    """Violations for the children no parent called (the topmost of each uncalled subtree): a unit
+    must call every child it declares (an uncalled child is a unit the design does not have)."""
+    out = []
+    for path, unit in self.tree.walk():
+      if path and path not in self.called and path[:-1] in self.called:
+        parent = self.tree.get(path[:-1])
+        out.append((Location(parent.kind, path[:-1]), f"never calls its child {unit.kind} (child "
+                    f"{path[-1]}): call every child it declares, or do not declare it"))
+    return out
 
   def _check(self, where: Location, unit: Unit, x, z_in: TrackedZ, out):
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)
