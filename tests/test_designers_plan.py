@@ -31,6 +31,17 @@ def test_plan_errors_name_what_cannot_be_built():
   assert "at least one child" in agents.plan_error(plan(("Root", "block", [])), c)
   assert "exactly one other" in agents.plan_error(plan(("Root", "block", ["GatedMLP"]), ("Mix", "norm", [])), c)
   assert "already a registered kind" in agents.plan_error(plan(("Attention", "sequence_mixer", [])), ctx("mutation"))
+  needs = agents.plan_error(plan(("Root", "block", ["Residual"])), ctx("mutation"))  # Residual needs a body
+  assert "'Residual' is a kind that needs children (body (1))" in needs and "leaf kind" in needs
+
+
+def test_the_code_of_every_built_in_kind_shown_to_a_coder_imports_only_what_the_lint_allows():
+  from evolution.designers import contract  # pylint: disable=g-import-not-at-top
+  for kind in sorted(k for k in registry.kinds() if not codeunits.is_code_kind(k)):
+    text = contract.source(kind, {})
+    assert text is not None, kind
+    imports = [line for line in codeunits.lint(text) if "import" in line]
+    assert not imports, (kind, imports)
 
 
 def test_a_multi_unit_plan_is_coded_top_down_under_placeholders_that_keep_the_residual_stream():

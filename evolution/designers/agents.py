@@ -154,6 +154,11 @@ def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:
   if c.startswith("keep:"):
     return None if keep_subtree(c, ctx) is not None else f"child {c!r} names no subtree of a parent"
   if c in registry.kinds() and (c in ctx.stored_units or not _is_code(c)):
+    needs = [f"{slot.name} ({slot.min_count})" for slot in registry.get(c).slots if slot.min_count]
+    if needs:  # built with its defaults it has no children: a tree no coder can make well typed
+      return (f"child {c!r} is a kind that needs children ({', '.join(needs)}); an existing kind "
+              f"reused as a child is built with its defaults, so name a leaf kind, a new unit (then "
+              f"planned with its children), or keep:P:PATH")
     return None
   return f"child {c!r} is neither a planned unit, a known kind nor keep:P:PATH"
 

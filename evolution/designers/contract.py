@@ -205,6 +205,9 @@ def source(kind: str, sources: dict[str, str]) -> str | None:
 
 
 def _is_registry_import(node: ast.AST) -> bool:
-  """`from gab import registry` and the like: how built-in kinds register, not what they compute."""
+  """`from gab import registry`, `from gab.specs import KindSpec` and the like: how built-in kinds
+  register, not what they compute (and imports a code unit may not make)."""
   names = [a.name for a in node.names]
-  return (getattr(node, "module", "") or "").startswith(("gab.registry", "gab.tree")) or "registry" in names
+  return ((getattr(node, "module", "") or "").startswith(("gab.registry", "gab.tree", "gab.specs",
+                                                          "__future__"))
+          or "registry" in names or "specs" in names)

@@ -202,8 +202,11 @@ class Implementer:
     names = []
     for d in decl:
       c = d.name.strip()
-      if agents.child_error(c, self.ctx, set(planned)) is not None:
-        if not agents.IDENT.match(c) or c in registry.kinds():
+      error = agents.child_error(c, self.ctx, set(planned))
+      if error is not None:
+        if c in registry.kinds():
+          return planned, children, f"declared {error}"
+        if not agents.IDENT.match(c):
           return planned, children, f"declared child {c!r} is neither a planned unit, a known kind, " \
                                     f"keep:P:PATH nor a new unit name (an identifier)"
         planned[c] = schemas.PlannedUnit(name=c, role=d.role, description=d.description, children=[])
