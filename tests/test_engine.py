@@ -110,6 +110,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~1.5 min: two JAX processes (the sharded mesh test is default)
 def test_two_processes_match_one_process_with_four_devices(design, tmp_path):
   port = _free_port()
   procs = [subprocess.Popen(train_cmd(design, tmp_path / "multi", f"--coordinator=127.0.0.1:{port}",

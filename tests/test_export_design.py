@@ -89,6 +89,7 @@ def _standalone(package_dir, tokens, tmp_path, init_params=None):
   return json.loads(proc.stdout.splitlines()[-1]), np.load(tmp_path / "logits.npy")
 
 
+@pytest.mark.slow  # ~4 min: trains a run first (the code-unit export test is default)
 def test_a_trained_design_exports_with_its_weights_and_reproduces_its_validation_loss(
     smoke_run, tmp_path):
   workdir, _, _ = smoke_run

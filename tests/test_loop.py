@@ -65,7 +65,8 @@ def test_same_seed_same_designs_across_interrupted_runs_and_replay_agrees(smoke_
   replayed = smoke_config()
   replayed.replay_from = str(workdir)
   loop.run(replayed, str(tmp_path), log=lines.append)  # continues to 3 proposals
-  assert any(line.startswith("replay: identical to") for line in lines), lines[-3:]
+  assert any(line.startswith("replay: identical to") for line in lines), [
+      line for line in lines if line.startswith("replay")] or lines[-3:]
   sql = "SELECT id, parents, operator, description, status FROM designs ORDER BY seq"
   assert rows(tmp_path, sql) == rows(workdir, sql)
   sql = "SELECT design_id, metrics FROM verifications ORDER BY design_id"

@@ -73,6 +73,7 @@ def test_layer_is_exactly_causal():
     np.testing.assert_array_equal(np.asarray(negated[:, :t + 1]), np.asarray(y[:, :t + 1]))
 
 
+@pytest.mark.slow  # ~2 min: the full check (the seed sweep in tests/adversarial is slow too)
 def test_seed_passes_the_checker():
   """At d_model 128, where the seed is within 20% of the GPT seed's parameters.
 

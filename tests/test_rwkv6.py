@@ -87,6 +87,7 @@ def test_causality_with_random_parameters():
     np.testing.assert_array_equal(flipped[:, :t + 1], y_BxLxD[:, :t + 1])
 
 
+@pytest.mark.slow  # ~2 min: the full check
 def test_seed_passes_the_checker():
   tree = rwkv6.seed()
   assert tree.render() == ("Sequence(Residual(Sequence(LayerNorm, RWKV6TimeMix[chunk_size=32, "

@@ -69,6 +69,7 @@ def test_causality_with_random_parameters(options):
     assert float(jnp.abs(grad[:, t]).max()) > 0.0, t
 
 
+@pytest.mark.slow  # ~2 min: the full check
 def test_seed_passes_the_checker():
   tree = ttt.seed()
   assert tree.render().startswith("Sequence(Residual(Sequence(RMSNorm, CausalConv[kernel_size=4]))")

@@ -85,6 +85,7 @@ def assert_each_job_done_once(workdir):
     return store.jobs(), store.events()
 
 
+@pytest.mark.slow  # ~4 min: a full smoke run through a worker (the other worker tests are default)
 def test_a_verifier_worker_checks_and_trains_the_controllers_jobs_like_the_one_process_run(tmp_path):
   """One worker, started before the controller (it waits for the run): the checks of the
   proposals and every training run on it, with the one-process run's designs, checker reports,

@@ -40,6 +40,7 @@ def causality_verdict(tree: Unit, seed: int, dtype: str):
   return check_causality(ctx)
 
 
+@pytest.mark.slow  # ~1.5 min: the default key is covered by the GPT checker tests
 def test_gpt_causality_in_float32_and_bfloat16_on_another_key():
   c = causality_verdict(seeds.seed("gpt"), 3, "bfloat16")
   assert c.status == "pass", c.message
