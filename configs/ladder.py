@@ -86,7 +86,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
       c.designer.max_output_tokens_limit = 4096
       c.designer.proposal_attempts = 3
       c.designer.unit_retries = 5
-      c.designer.max_failed_implementations = 1
+      c.designer.max_failed_implementations = 2  # a refused plan is one: the second plan hears why
     return c
   if variant == "discovery":
     # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
