@@ -69,6 +69,9 @@ class RunConfig:
                               fields.strings)
   replay_from: str = fields.field("", "a recorded run's workdir: re-run it and report any divergence",
                                   fields.string, results=False)
+  branch_from: str = fields.field("", "a recorded run's workdir: start this new run from its history, "
+                                  "keeping the results the config's changes leave valid "
+                                  "(genesys_jax/branch.py)", fields.string, results=False)
   report: bool = fields.field(True, "refresh the HTML report under WORKDIR/report after every "
                               "verification", fields.boolean, results=False)
   data: DataConfig = fields.section(DataConfig, "the corpus")

@@ -99,8 +99,9 @@ def smoke_run(tmp_path_factory):
 
 
 # Test modules that share a session fixture run in the same xdist worker, so it runs once.
-SHARED_SCOPES = {"tests/test_report.py": "tests/test_loop.py",  # all three use `smoke_run`
-                 "tests/test_export_design.py": "tests/test_loop.py"}
+SHARED_SCOPES = {"tests/test_report.py": "tests/test_loop.py",  # all four use `smoke_run`
+                 "tests/test_export_design.py": "tests/test_loop.py",
+                 "tests/test_resume.py": "tests/test_loop.py"}
 
 
 def pytest_xdist_make_scheduler(config, log):
