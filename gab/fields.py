@@ -24,7 +24,9 @@ From the class come
 
 `results=True` (the default) marks a field whose change alters what a run's results mean (budgets,
 data, vocabulary, seeds, sizes, thresholds); `results=False` one that changes only how the run is
-carried out or shown (worker counts, poll intervals, logging, checkpoint cadence, endpoints).
+carried out or shown (worker counts, poll intervals, logging, checkpoint cadence, endpoints) or how
+long it goes (the number of proposals, the API budget). A resumed run may change only the latter
+(genesys_jax/resume.py).
 Adding a field is one line in its section's class. Pure Python: no JAX.
 """
 

@@ -3,7 +3,8 @@
 `default_config()` is the ConfigDict configs/ladder.py starts from (every section at its defaults,
 no rungs); `genesys_jax/validate.py` checks a config against these records; `result_affecting()`
 lists the fields whose change alters what a run's results mean (the rest only change how it is
-carried out or shown). The sections' records live with the code that reads them:
+carried out or shown, or how long it goes): a resumed run may not change them (genesys_jax/resume.py).
+The sections' records live with the code that reads them:
 
   data       train/data.py DataConfig            checker  gab/checker.py CheckerConfig
   train      train/trainer.py TrainConfig        zeroshot train/zeroshot.py ZeroshotConfig
