@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ladder_config
+from conftest import ladder_config, set_fields
 from evolution.store import Store
 from gab import seeds
 from genesys_jax import check_guard, loop, replay
@@ -71,15 +71,8 @@ def checkpointed(workdir, step):
 
 
 def reference(tmp_path, name, overrides):
-  config = ladder_config("smoke")
-  for path, value in overrides.items():
-    *parents, leaf = path.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
   workdir = tmp_path / name
-  loop.run(config, str(workdir), log=lambda _: None)
+  loop.run(set_fields(ladder_config("smoke"), overrides), str(workdir), log=lambda _: None)
   return workdir
 
 

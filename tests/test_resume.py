@@ -10,20 +10,13 @@ import sys
 
 import pytest
 
-from conftest import ladder_config
+from conftest import ladder_config, set_fields
 from evolution.store import Store
 from genesys_jax import branch, loop, resolve, resume
 
 
 def smoke_json(**changes):
-  config = ladder_config("smoke")
-  for path, value in changes.items():
-    *parents, leaf = path.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return json.loads(loop.config_json(resolve.resolve(config)))
+  return json.loads(loop.config_json(resolve.resolve(set_fields(ladder_config("smoke"), changes))))
 
 
 def snapshot(workdir):
@@ -161,12 +154,7 @@ def test_bad_input_is_one_error_before_anything_is_written(tmp_path, path, value
   bad = tmp_path / "bad.py"
   bad.write_text(open("tests/code_units/token_shift.py").read().replace("import flax", "import os\nimport flax"))
   fill = lambda v: v.format(bad=bad, tmp=tmp_path) if isinstance(v, str) else tuple(fill(x) for x in v)  # noqa: E731
-  config = ladder_config("smoke")
-  *parents, leaf = path.split(".")
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = fill(value)
+  config = set_fields(ladder_config("smoke"), {path: fill(value)})
   workdir = tmp_path / "run"
   with pytest.raises(ValueError) as e:
     loop.run(config, str(workdir), log=lambda _: None)
