@@ -249,8 +249,9 @@ class Store(JobQueue):
       self._log("verification_added", payload)
 
   def drop_verification(self, design_id: str, rung: str) -> None:
-    """Forget a design's result at a rung and its job, so that the rung trains it again (a branch
-    whose config changes what that result means: genesys_jax/branch.py)."""
+    """Forget a design's result at a rung and its job (done or not), so that the rung trains it
+    again if it is asked to (a branch whose config changes what that result means:
+    genesys_jax/branch.py)."""
     with self.transaction():
       self._db.execute("DELETE FROM verifications WHERE design_id = ? AND rung = ?", (design_id, rung))
       self._db.execute("DELETE FROM jobs WHERE design_id = ? AND rung = ?", (design_id, rung))

@@ -3,7 +3,8 @@
 `--config.branch_from=OLD --workdir=NEW` takes OLD's history into NEW (its designs with their checks,
 the proposals made, the islands) and keeps each result whose rung trains as before under NEW's
 config. What a change to a result-affecting field (genesys_jax/resume.py) drops:
-- `rungs.R.*`: the results at rung R (its designs and baselines train there again);
+- `rungs.R.*`: the results at rung R, and OLD's jobs queued there (its designs and baselines
+  train there again, as NEW's ladder chooses);
 - `evolution.*`, `designer.*`, `ladder.*`, `seeds`, `units.files` (what is proposed and promoted
   next): nothing;
 - anything else (the run's seed, the data, the training, zero-shot): every result.
@@ -14,8 +15,8 @@ refused: a branch keeps the verdicts. Such a change is a new run.
 NEW then runs as a resumed run does: each valid design without a result at the lowest rung trains
 there, the seeds train as baselines wherever they lack one, promotions fill the ladder's slots under
 NEW's config (`ladder.*`), and proposals go on from OLD's count. The checkpoints and TensorBoard
-events of the results kept are copied (hard links where the filesystem allows), a dropped rung's are
-not (a checkpoint of the old budget must not be resumed). NEW's store is the last file written,
+events of the results kept are copied (copies, not links: a training NEW resumes writes beside
+them), a dropped rung's are not (a checkpoint of the old budget must not be resumed). NEW's store is the last file written,
 renamed into place: a branch stopped midway leaves no store and starts over on the next run. Only the
 SQLite store can be branched.
 """
@@ -105,13 +106,6 @@ def check_source(old: str, new: str, store_url: str) -> None:
                       f"starts in a new workdir")
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-  try:
-    os.link(src, dst)
-  except OSError:
-    shutil.copy2(src, dst)
-
-
 def make(old: str, new: str, config_json: str, log: Callable[[str], None]) -> Plan:
   """Make NEW's store and training outputs from OLD's (NEW: the locked workdir, without a store)."""
   with open(os.path.join(old, resume.CONFIG_FILE)) as f:
@@ -134,9 +128,11 @@ def make(old: str, new: str, config_json: str, log: Callable[[str], None]) -> Pl
     with store.transaction():
       for job in store.jobs("claimed"):  # OLD's workers do not work for NEW
         store.release(job["worker_id"], job["design_id"], job["rung"])
-      for v in store.verifications():
-        if v["rung"] in p.dropped:
-          store.drop_verification(v["design_id"], v["rung"])
+      done = {(v["design_id"], v["rung"]) for v in store.verifications()}
+      queued = {(j["design_id"], j["rung"]) for j in store.jobs()}  # (OLD's choices to train next)
+      for design, rung in sorted(done | queued):
+        if rung in p.dropped:
+          store.drop_verification(design, rung)
       if rungs[0] in p.dropped:  # no result left at the lowest rung: valid, to be trained there
         for d in store.designs():
           if d["status"] in ("verified", "failed"):
@@ -151,8 +147,7 @@ def make(old: str, new: str, config_json: str, log: Callable[[str], None]) -> Pl
     for design in sorted(os.listdir(root)) if os.path.isdir(root) else ():
       for rung in sorted(os.listdir(os.path.join(root, design))) if design in known else ():
         if rung not in p.dropped:  # (a result, or a training to resume, as it was)
-          shutil.copytree(os.path.join(root, design, rung), os.path.join(new, sub, design, rung),
-                          copy_function=_link_or_copy)
+          shutil.copytree(os.path.join(root, design, rung), os.path.join(new, sub, design, rung))
   os.replace(partial, os.path.join(new, STORE))
   log(p.line(old))
   return p

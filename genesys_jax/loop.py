@@ -117,12 +117,12 @@ class Controller:
     return leaderboard.rows(self.store, self.rungs)
 
   def summarise(self) -> None:
-    """The run's end: each rung's board, the overview table, and last, the best discovered design
-    per rung and where the report is."""
+    """The run's end: the overview table first, each rung's board, and last, the best discovered
+    design per rung and where the report is."""
     interrupt.at("the summary (the run is complete)")
     table = leaderboard.overview(self.store, self.rungs)
-    self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
     self.log(leaderboard.format_overview(table, self.rungs))
+    self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
     for line in leaderboard.best_lines(table, self.rungs):
       self.log(line)
     index = os.path.join(os.path.abspath(self.workdir), "report", "index.html")

@@ -43,10 +43,12 @@ def test_smoke_run_fills_designs_and_verifications(smoke_run):
     m = json.loads(metrics)
     assert rung in ("tiny", "small") and 0 < m["val_bpb"] < 9 and m["params"] > 0 and m["tokens"] > 0
   assert [r["id"] for r in board] and board == sorted(board, key=lambda r: r["val_bpb"])
-  # The run ends with the overview, the best discovered design per rung and the report's path.
+  # The summary leads with the overview table, then each rung's board; last, the best discovered
+  # design per rung and the report's path.
   assert lines[-1] == f"report: {workdir / 'report' / 'index.html'}" and (workdir / "report" / "index.html").exists()
   assert [line.split(":")[0] for line in lines[-3:-1]] == ["best at tiny", "best at small"]
-  assert lines[-4].startswith("designs at every rung they reached") and "[seed] gpt" in lines[-4]
+  assert lines[-5].startswith("designs at every rung they reached") and "[seed] gpt" in lines[-5]
+  assert lines[-4].startswith("rung tiny: validation bpb")
   assert (workdir / "config.json").exists()
   assert list((workdir / "checkpoints").glob("*/tiny/*"))
 
