@@ -186,7 +186,7 @@ def select_parents(key: jax.Array, candidates: Sequence[Design], n: int, exploit
 
 
 def promotion_candidates(designs: Sequence[Design], below: str, rung: str, top_fraction: float = 0.25,
-                         min_seen: int = 4, zeroshot_weight: float = 0.5) -> list[Design]:
+                         min_seen: int = 3, zeroshot_weight: float = 0.5) -> list[Design]:
   """The designs that may be promoted from rung `below` to `rung`, best first (genesys_jax/ladder.py).
 
   A candidate is discovered (not `is_seed`), `verified`, has a result at `below` and none at
