@@ -43,8 +43,9 @@ def rung(d_model, n_blocks, target_params, lr, batch_size, train_tokens=0, token
 def get_config(variant: str | None = None) -> ConfigDict:
   c = run_config.default_config()  # every field's default, help and rule: genesys_jax/run_config.py
   c.checker.min_d_model = 32  # small CPU rungs: let sizing narrow below 64 (e.g. Mamba2 at tiny)
+  c.train.save_every = 50  # an interrupted training resumes from its last checkpoint, not step 0
   # Rungs lowest first; the top rung gets n_target slots, each lower one its upper neighbour's / ratio.
-  c.ladder = ConfigDict(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5, exploit_prob=0.8))
+  c.ladder.update(dict(rungs=("tiny", "small", "medium"), n_target=1, ratio=0.5))
   c.rungs = ConfigDict(dict(
       tiny=rung(64, 2, 117_248, lr=3e-3, batch_size=16, train_tokens=400_000),
       small=rung(96, 3, 364_224, lr=2e-3, batch_size=16, train_tokens=800_000),
@@ -54,9 +55,11 @@ def get_config(variant: str | None = None) -> ConfigDict:
     return c
   if variant in ("smoke", "llm_smoke", "llm_local"):
     c.data.seq_len = 64
+    c.train.save_every = 20
     c.evolution.n_proposals = 3
     c.ladder.rungs = ("tiny", "small")
     c.ladder.ratio = 0.5
+    c.ladder.top_fraction = 0.5  # the seed and 3 proposals at tiny: the better half may go up
     c.rungs.tiny = rung(32, 1, 20_928, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     c.rungs.small = rung(64, 2, 117_248, lr=3e-3, batch_size=8, train_tokens=20_000, eval_batches=4)
     del c.rungs["medium"]
@@ -92,8 +95,10 @@ def get_config(variant: str | None = None) -> ConfigDict:
     # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
     # discovered designs, a few minutes per (arm, seed) on 2 CPU cores.
     c.evolution.n_proposals = 10
+    c.train.save_every = 20
     c.ladder.rungs = ("tiny", "small")
     c.ladder.n_target = 3
+    c.ladder.top_fraction = 0.5  # three slots for the better half of ~10 designs at tiny
     c.rungs.tiny = rung(64, 2, 117_248, lr=3e-3, batch_size=16, train_tokens=80_000, eval_batches=8)
     c.rungs.small = rung(96, 3, 364_224, lr=2e-3, batch_size=16, train_tokens=160_000, eval_batches=8)
     del c.rungs["medium"]
@@ -108,7 +113,7 @@ def get_config(variant: str | None = None) -> ConfigDict:
     c.train.save_every = 200
     c.evolution.n_proposals = 1000
     c.evolution.mode_probs = dict(scratch=0.05, mutation=0.75, crossover=0.20)
-    c.ladder = ConfigDict(dict(rungs=("r14m", "r31m", "r70m", "r125m", "r350m"), n_target=1, ratio=0.25, exploit_prob=0.8))
+    c.ladder.update(dict(rungs=("r14m", "r31m", "r70m", "r125m", "r350m"), n_target=1, ratio=0.25))
     batch = 256  # sequences of 2048 tokens: 0.5M tokens per step
     c.rungs = ConfigDict(dict(
         r14m=rung(128, 6, 5_280_000, lr=1e-3, batch_size=batch, tokens_per_param=50, eval_batches=16),

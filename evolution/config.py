@@ -31,7 +31,8 @@ class ModeProbs:
 
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
-  n_proposals: int = fields.field(12, "proposals of the run", fields.integer(0, MAX_PROPOSALS))
+  n_proposals: int = fields.field(12, "proposals of the run (raise it and rerun to extend a run)",
+                                  fields.integer(0, MAX_PROPOSALS), results=False)
   max_retries: int = fields.field(32, "draws per proposal before giving up on a child never stored",
                                   fields.integer(1, MAX_RETRIES))
   mode_probs: ModeProbs = fields.section(ModeProbs, "the GP modes' probabilities")

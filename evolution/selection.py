@@ -21,8 +21,10 @@ Confidence = the sum of those weights over the rungs a design was verified at.
 
 Quadrants: a design is good when its fitness is at least the upper quartile's (the
 ceil(top_fraction x n)-th best), confident when its confidence is at least the upper quartile's.
-Designers exploit good & confident designs with probability `exploit_prob` and explore the others;
-verifiers promote good but under-verified (unconfident) designs.
+Designers exploit good & confident designs with probability `exploit_prob` and explore the others.
+
+Promotion (`promotion_candidates`, `pick_promotion`) ranks within one rung: a design goes up the
+ladder only from the top fraction of the rung below, baselines included.
 """
 
 from __future__ import annotations
@@ -183,33 +185,30 @@ def select_parents(key: jax.Array, candidates: Sequence[Design], n: int, exploit
   return [candidates[j] for j in chosen]
 
 
-def select_for_verification(key: jax.Array, designs: Sequence[Design], rung: str, rungs: Sequence[str],
-                            exploit_prob: float = 0.8, top_fraction: float = 0.25,
-                            zeroshot_weight: float = 0.5) -> Design | None:
-  """The design a verifier should train at `rung` next, or None if no design is eligible.
+def promotion_candidates(designs: Sequence[Design], below: str, rung: str, top_fraction: float = 0.25,
+                         min_seen: int = 3, zeroshot_weight: float = 0.5) -> list[Design]:
+  """The designs that may be promoted from rung `below` to `rung`, best first (genesys_jax/ladder.py).
 
-  Eligible: not yet verified at `rung`, verified at the rung below (any design for the lowest rung),
-  status neither rejected, failed nor leaking. With probability `exploit_prob` the pick is among eligible
-  good & unconfident designs (good but not yet confirmed at scale; failing those, any good eligible
-  design), otherwise among the other eligible ones. Fitness and confidence are over all `designs`.
-  """
-  rungs = list(rungs)
-  below = rungs[rungs.index(rung) - 1] if rungs.index(rung) > 0 else None
+  A candidate is discovered (not `is_seed`), `verified`, has a result at `below` and none at
+  `rung`, and ranks in the top ceil(top_fraction x n) of the n designs with a result at `below`,
+  baselines included, by its score there (`rung_scores`; its rank: 1 + the designs scoring higher).
+  There is none until n >= min_seen. Ties keep the order given."""
+  scores = rung_scores(designs, below, zeroshot_weight)
+  if len(scores) < min_seen:
+    return []
+  top = max(1, math.ceil(top_fraction * len(scores)))
+  out = []
+  for d in sorted((d for d in designs if d["id"] in scores), key=lambda d: -scores[d["id"]]):
+    rank = 1 + sum(s > scores[d["id"]] for s in scores.values())
+    if (rank <= top and not d.get("is_seed") and d.get("status") == "verified"
+        and rung not in d.get("metrics", {})):
+      out.append(d)
+  return out
 
-  def verified(d: Design, r: str) -> bool:
-    return d.get("metrics", {}).get(r, {}).get("val_bpb") is not None
 
-  eligible = [not verified(d, rung) and (below is None or verified(d, below))
-              and d.get("status") not in ("rejected", "failed", "leaking") for d in designs]
-  if not any(eligible):
-    return None
-  where = quadrant_of(designs, rungs, top_fraction, zeroshot_weight)
-  fit, _ = _scores(designs, rungs, zeroshot_weight)
-  favoured = [e and w == "good_unconfident" for e, w in zip(eligible, where)]
-  if not any(favoured):
-    favoured = [e and w.startswith("good") for e, w in zip(eligible, where)]
-  others = [e and not f for e, f in zip(eligible, favoured)]
+def pick_promotion(key: jax.Array, candidates: Sequence[Design], exploit_prob: float = 0.8) -> Design:
+  """The first (best) candidate with probability `exploit_prob`, else one of the others."""
   k_mode, k_pick = jax.random.split(key)
-  pools = [_ranked(fit, favoured), _ranked(fit, others)]
-  exploit = bool(jax.random.uniform(k_mode) < exploit_prob)
-  return designs[_pick(k_pick, (pools[0] or pools[1]) if exploit else (pools[1] or pools[0]))]
+  if len(candidates) == 1 or bool(jax.random.uniform(k_mode) < exploit_prob):
+    return candidates[0]
+  return _pick(k_pick, list(candidates[1:]))

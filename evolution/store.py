@@ -11,7 +11,9 @@ Tables (the designs and verifications columns are a contract other tools read):
   verifications(design_id, rung, metrics)   metrics = JSON with val_bpb, params, tokens, or, for a
                                             failed run, val_bpb null and an "error" string; a
                                             leaking run's are voided: val_bpb null, the error,
-                                            "leaking": true and the trained run's under "voided".
+                                            "leaking": true and the trained run's under "voided"; a
+                                            branch drops those its config changes (event
+                                            verification_dropped: genesys_jax/branch.py).
   meta(key, value)                          run-level counters (e.g. the next proposal index).
   lineage(child_id, parent_id, position)    designs.parents as rows, for graph queries.
   artifacts(created_seq, design_id, kind, content)  checker reports, resolved configs, transcripts;
@@ -248,6 +250,15 @@ class Store(JobQueue):
       if "error" in metrics:
         payload["error"] = metrics["error"]
       self._log("verification_added", payload)
+
+  def drop_verification(self, design_id: str, rung: str) -> None:
+    """Forget a design's result at a rung and its job (done or not), so that the rung trains it
+    again if it is asked to (a branch whose config changes what that result means:
+    genesys_jax/branch.py)."""
+    with self.transaction():
+      self._db.execute("DELETE FROM verifications WHERE design_id = ? AND rung = ?", (design_id, rung))
+      self._db.execute("DELETE FROM jobs WHERE design_id = ? AND rung = ?", (design_id, rung))
+      self._log("verification_dropped", {"design_id": design_id, "rung": rung})
 
   def verifications(self, design_id: str | None = None) -> list[dict[str, Any]]:
     sql = ("SELECT v.design_id, v.rung, v.metrics FROM verifications v JOIN designs d "

@@ -19,11 +19,14 @@ From the class come
   `problems(self) -> list[str]` method of the record, run once every field is valid, whose lines
   continue the section's path: `" sums to 1.2: ..."`, `".batch_size = 8: ..."`);
 - `record(Cls, node)`: the typed record of a valid section;
-- `walk(Cls)`: (path, Field) of every field, e.g. the result-affecting ones.
+- `walk(Cls)`: (path, Field) of every field, e.g. the result-affecting ones; `lookup(Cls, path)`: the
+  one at a path (`rungs.tiny.lr`).
 
 `results=True` (the default) marks a field whose change alters what a run's results mean (budgets,
 data, vocabulary, seeds, sizes, thresholds); `results=False` one that changes only how the run is
-carried out or shown (worker counts, poll intervals, logging, checkpoint cadence, endpoints).
+carried out or shown (worker counts, poll intervals, logging, checkpoint cadence, endpoints) or how
+long it goes (the number of proposals, the API budget). A resumed run may change only the latter
+(genesys_jax/resume.py).
 Adding a field is one line in its section's class. Pure Python: no JAX.
 """
 
@@ -93,6 +96,21 @@ def walk(cls: type, prefix: str = "") -> Iterator[tuple[str, Field]]:
       yield from walk(spec.section, f"{path}.*" if spec.table else path)
     else:
       yield path, spec
+
+
+def lookup(cls: type, path: str) -> tuple[Field, Any] | None:
+  """(Field, default) of the leaf field at dotted `path` (a table's entry by any name:
+  `rungs.tiny.lr`), or None when no field has that path."""
+  head, _, rest = path.partition(".")
+  found = definitions(cls).get(head)
+  if found is None:
+    return None
+  spec, default = found
+  if spec.section is None:
+    return None if rest else found
+  if spec.table:
+    _, _, rest = rest.partition(".")
+  return lookup(spec.section, rest) if rest else None
 
 
 def _is_mapping(node: Any) -> bool:

@@ -7,13 +7,16 @@ loop notes in `WORKDIR/checking.json` which design and check it is in before eac
 the note when the check returns. After a restart, a note naming the design about to be checked means
 the last attempt died: the check is tried once more (the first death may have been a kill of the run
 itself), and after a second death the design is recorded as failing that check, so the run goes on
-and a replay makes the same decision.
+and a replay makes the same decision. An interrupt (Ctrl-C, SIGTERM: genesys_jax/interrupt.py) is
+no death: the note goes as the check is abandoned, and the check's thread, which runs on until the
+process exits, writes no new one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Callable
 
 from gab import atomic, checker
@@ -51,12 +54,18 @@ def guarded(workdir: str, tree: Unit, run: Callable[[Callable[[str], None]], che
         "make the design smaller or simpler (fewer units, shorter chunks); if it looks right, "
         "this is an XLA bug worth reporting with the design file")], {})
 
+  lock, left = threading.Lock(), [False]
+
   def progress(name: str) -> None:
-    atomic.write(path, json.dumps({"design": design, "check": name, "deaths": deaths}, sort_keys=True))
+    with lock:  # a check abandoned by an interrupt runs on (its timeout thread): it writes no note
+      if not left[0]:
+        atomic.write(path, json.dumps({"design": design, "check": name, "deaths": deaths}, sort_keys=True))
 
   progress("")
   try:
     return run(progress)
   finally:
-    if os.path.exists(path):
-      os.remove(path)
+    with lock:
+      left[0] = True
+      if os.path.exists(path):
+        os.remove(path)

@@ -265,13 +265,15 @@ def main(argv):
     print(f"error: --seeds must be integers separated by commas, got {','.join(_SEEDS.value)}",
           file=sys.stderr)
     sys.exit(2)
-  try:
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    doc = experiment(_CONFIG.value, list(_ARMS.value), seeds, _WORKDIR.value,
-                     log=lambda line: print(line, flush=True))
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  from genesys_jax import interrupt  # pylint: disable=g-import-not-at-top  (light)
+  with interrupt.exits_cleanly():  # Ctrl-C, SIGTERM: one line, exit 130; rerun to continue
+    try:
+      os.makedirs(_WORKDIR.value, exist_ok=True)
+      doc = experiment(_CONFIG.value, list(_ARMS.value), seeds, _WORKDIR.value,
+                       log=lambda line: print(line, flush=True))
+    except (ValueError, FileNotFoundError, KeyError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
   print(format_table(doc))
   print(f"page: {os.path.join(os.path.abspath(_WORKDIR.value), 'experiment.html')} (data: "
         f"experiment.json there; each run's report: ARM/seedS/report/index.html)")

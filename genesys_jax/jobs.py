@@ -178,8 +178,10 @@ def run_job(verifier: Verifier, store: Store, url: str, worker_id: str, job: tup
       _recorded(record.result(store, worker_id, res, verifier.rungs[0]), worker_id, job)
       log(verify.line(res))
     recorded = True
-  except BaseException:
+  except BaseException as e:
     if writes and not recorded:
       store.release(worker_id, design_id, rung)
-      log(f"worker {worker_id}: released {design_id}@{rung} after an error:\n{traceback.format_exc(limit=3)}")
+      if isinstance(e, Exception):  # (an interrupt is reported once, by the command: interrupt.py)
+        log(f"worker {worker_id}: released {design_id}@{rung} after an error:\n"
+            f"{traceback.format_exc(limit=3)}")
     raise

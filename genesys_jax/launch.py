@@ -1,7 +1,9 @@
 """Run a Genesys evolution: `python -m genesys_jax.launch --config=configs/ladder.py --workdir=DIR`.
 
 Every config field can be overridden on the command line (`--config.evolution.n_proposals=4`);
-running again with the same `--workdir` resumes the run instead of restarting it.
+running again with the same `--workdir` resumes the run instead of restarting it (a config that
+changes what its results mean is refused there: genesys_jax/resume.py), and Ctrl-C or SIGTERM ends it
+with one line and exit code 130 (genesys_jax/interrupt.py).
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ def main(argv):
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
   cli_errors.lock_free_or_exit(_WORKDIR.value)  # fail fast; the run takes the lock for itself
-  from genesys_jax import loop  # pylint: disable=g-import-not-at-top
-  with cli_errors.one_line_errors():
-    loop.run(config, _WORKDIR.value)
+  from genesys_jax import interrupt  # pylint: disable=g-import-not-at-top  (light)
+  with interrupt.exits_cleanly():  # Ctrl-C, SIGTERM: one line, exit 130
+    from genesys_jax import loop  # pylint: disable=g-import-not-at-top
+    with cli_errors.one_line_errors():
+      loop.run(config, _WORKDIR.value)
 
 
 def parse_flags(argv):

@@ -1,4 +1,9 @@
-"""The leaderboard: every verified design with its result at each rung."""
+"""The leaderboards: every verified design with its result at each rung, against the GPT seed.
+
+`overview` is the table a run leads with (printed at its end, first on the report's overview page):
+each design at every rung it reached, its delta against the GPT seed trained there, and whether it
+beat it; `best_lines` name the best discovered design per rung. `by_rung` is one rung's board.
+"""
 
 from __future__ import annotations
 
@@ -39,20 +44,6 @@ def rows(store: Store, rungs: list[str]) -> list[dict[str, Any]]:
                 "params": low.get("params"), "val_bpb": low.get("val_bpb"),
                 "rungs": {r: results[d["id"]][r]["val_bpb"] for r in rungs if r in results[d["id"]]}})
   return sorted(out, key=lambda r: (r["val_bpb"] is None, r["val_bpb"] or 0.0))
-
-
-def format_table(board: list[dict[str, Any]], rungs: list[str]) -> str:
-  """Design, parent, params and bpb at the lowest rung, bpb at each higher rung, the change."""
-  head = (f"{'rank':>4}  {'design':16}  {'parent':16}  {'params':>10}  "
-          + "  ".join(f"{r:>8}" for r in rungs) + "  change")
-  lines = ["leaderboard (validation bits per byte per rung)", head, "-" * len(head)]
-  for i, r in enumerate(board, 1):
-    params = "-" if r["params"] is None else f"{r['params']:,}"
-    bpbs = "  ".join(f"{r['rungs'][g]:>8.4f}" if r["rungs"].get(g) is not None else f"{'-':>8}"
-                     for g in rungs)
-    parent = r["parent"] if len(r["parent"]) <= 16 else r["parent"][:15] + "+"
-    lines.append(f"{i:>4}  {r['id']:16}  {parent:16}  {params:>10}  {bpbs}  {r['change']}")
-  return "\n".join(lines)
 
 
 SIZE_FLAG = 0.05  # a design more than 5% larger or smaller than the GPT seed at a rung is flagged
@@ -102,3 +93,71 @@ def format_rungs(boards: dict[str, list[dict[str, Any]]], rungs: list[str]) -> s
       lines.append(f"{i:>4}  {r['id']:16}  {f(r['val_bpb'], '8.4f'):>8}  {f(r['delta_gpt'], '+8.4f'):>8}  "
                    f"{f(r['delta_best_seed'], '+8.4f'):>8}  {f(r['param_ratio'], '5.2f'):>5}{flag}  {what}")
   return "\n".join(lines)
+
+
+def overview(store: Store, rungs: list[str]) -> list[dict[str, Any]]:
+  """Each design with a result at some rung: {"id", "operator", "is_seed", "is_gpt", "change",
+  "rungs": {rung: {"val_bpb", "delta_gpt", "beat_gpt", "error"}}, "reached"}, where beat_gpt is
+  delta_gpt < 0 (both
+  None for the GPT seed itself, a failed run or a rung without a GPT result) and reached the highest
+  rung with a val_bpb. Ordered by the highest rung reached, then val_bpb there: the first row is
+  the best design at the top of the ladder."""
+  boards = by_rung(store, rungs)
+  changes = {r["id"]: r["change"] for r in rows(store, rungs)}
+  out: dict[str, dict[str, Any]] = {}
+  for rung in rungs:
+    for r in boards[rung]:
+      gpt = r["is_seed"] and r["description"] == "gpt"
+      row = out.setdefault(r["id"], {"id": r["id"], "operator": r["operator"], "is_seed": r["is_seed"],
+                                     "is_gpt": gpt, "seq": r["seq"], "rungs": {}, "reached": None,
+                                     "change": changes.get(r["id"], f"[{r['operator']}] {r['description']}")})
+      row["rungs"][rung] = {"val_bpb": r["val_bpb"], "delta_gpt": None if gpt else r["delta_gpt"],
+                            "error": r["error"],
+                            "beat_gpt": None if gpt or r["delta_gpt"] is None else r["delta_gpt"] < 0}
+      if r["val_bpb"] is not None:
+        row["reached"] = rung
+  level = {r: i for i, r in enumerate(rungs)}
+
+  def order(row):
+    top = row["reached"]
+    return (-level[top] if top else 1, row["rungs"][top]["val_bpb"] if top else 0.0, row["seq"])
+  return sorted(out.values(), key=order)
+
+
+def _cell(result: dict[str, Any] | None) -> str:
+  if result is None:
+    return "-"
+  if result["val_bpb"] is None:
+    return f"failed ({(result['error'] or '?').split(':')[0]})"
+  beat = {True: " beat", False: "", None: ""}[result["beat_gpt"]]
+  delta = "" if result["delta_gpt"] is None else f" {result['delta_gpt']:+.4f}"
+  return f"{result['val_bpb']:.4f}{delta}{beat}"
+
+
+def format_overview(table: list[dict[str, Any]], rungs: list[str]) -> str:
+  """The overview as text: per rung val_bpb, delta vs the GPT seed there, and 'beat' if below it."""
+  width = max([len(_cell(x)) for row in table for x in row["rungs"].values()] + [len(r) for r in rungs])
+  head = f"{'design':16}  " + "  ".join(f"{r:{width}}" for r in rungs) + "  change"
+  lines = ["designs at every rung they reached: val_bpb, its delta vs the GPT seed there, 'beat' when "
+           "lower", head, "-" * len(head)]
+  for row in table:
+    cells = "  ".join(f"{_cell(row['rungs'].get(r)):{width}}" for r in rungs)
+    lines.append(f"{row['id']:16}  {cells}  {row['change']}")
+  return "\n".join(lines)
+
+
+def best_lines(table: list[dict[str, Any]], rungs: list[str]) -> list[str]:
+  """Per rung, the discovered design with the lowest val_bpb there and how it did against GPT."""
+  out = []
+  for rung in rungs:
+    here = [(row["rungs"][rung]["val_bpb"], row["seq"], row) for row in table
+            if not row["is_seed"] and row["rungs"].get(rung, {}).get("val_bpb") is not None]
+    if not here:
+      out.append(f"best at {rung}: no discovered design has a result there")
+      continue
+    bpb, _, row = min(here, key=lambda x: x[:2])
+    result = row["rungs"][rung]
+    verdict = ("no GPT result to compare" if result["beat_gpt"] is None else
+               f"{result['delta_gpt']:+.4f} vs GPT: {'beat it' if result['beat_gpt'] else 'did not beat it'}")
+    out.append(f"best at {rung}: {row['id']} val_bpb {bpb:.4f} ({verdict})")
+  return out

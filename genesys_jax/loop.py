@@ -14,7 +14,11 @@ controller does next depends on which worker finished first.
 Every random choice comes from the run's named streams (evolution/streams.py), and the store
 commits one transaction per record, so a run restarted on the same workdir (after any crash)
 continues exactly where it stopped, and the same config and seed give the same designs and metrics,
-in process or with any number of workers (`replay_from` checks it).
+in process or with any number of workers (`replay_from` checks it). Before it writes anything, a
+run checks what it needs (genesys_jax/preflight.py: a resume's config against the recorded one
+included); the controller names its phase for the one line an interrupt prints
+(genesys_jax/interrupt.py), and ends with the overview table, the best design per rung and the
+report's path.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from evolution import integrity, selection, store_url, streams
 from evolution.designers import config as designer_config
 from evolution.store import CHECK_JOB
 from gab import atomic
-from genesys_jax import (check, check_guard, code_units, designers, jobs, ladder, leaderboard, propose,
-                         record, replay, resolve, runlock, validate)
+from genesys_jax import (branch, check, check_guard, code_units, designers, interrupt, jobs, ladder,
+                         leaderboard, preflight, propose, record, replay, resolve, resume, runlock,
+                         validate)
 from genesys_jax import state as state_lib
 from genesys_jax.report import site as report_site
 
@@ -44,28 +49,23 @@ def _print(line: str) -> None:
   print(line, flush=True)
 
 
-def write_resolved_config(config: ml_collections.ConfigDict, workdir: str, log: Log) -> str:
-  """Keep the resolved config with the run; warn when a resumed run's config differs."""
-  path = os.path.join(workdir, "config.json")
-  text = config.to_json_best_effort(sort_keys=True, indent=1)
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() != text:
-        log(f"warning: config differs from the one recorded in {path}; continuing with the new one")
-  atomic.write(path, text)
-  return text
+def config_json(config: ml_collections.ConfigDict) -> str:
+  """The resolved config as the run keeps it (WORKDIR/config.json)."""
+  return config.to_json_best_effort(sort_keys=True, indent=1)
 
 
 class Controller:
   """One run of the loop over a workdir: its store, its state and the stages in order."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Log = _print):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, log: Log = _print,
+               verifier: jobs.Verifier | None = None):
     config = resolve.resolve(config)  # rungs' seq_len, the checker's vocab_size: once, for the run
     self.config, self.workdir, self.log = config, workdir, log
     self.rungs = list(config.ladder.rungs)
     api_key = designer_config.api_key(config)  # an LLM run without a key fails here, before any write
     os.makedirs(workdir, exist_ok=True)
-    self.config_json = write_resolved_config(config, workdir, log)
+    self.config_json = config_json(config)
+    atomic.write(os.path.join(workdir, resume.CONFIG_FILE), self.config_json)
     self.store = store_url.open_store(config.store.url, workdir)  # SQLite in the workdir, or PostgreSQL
     try:
       code_units.declare_stored(self.store)  # declared only: no unit code runs in this process
@@ -77,7 +77,7 @@ class Controller:
     except BaseException:
       self.store.close()
       raise
-    self.verifier = jobs.Verifier(config, workdir, log)  # the in-process worker's (and the corpus)
+    self.verifier = verifier or jobs.Verifier(config, workdir, log)  # the in-process worker's (and the corpus)
     self.worker_id = f"{IN_PROCESS_WORKER}@{socket.gethostname()}:{os.path.abspath(workdir)}"
     # For benchmarks (genesys_jax/cli/bench_workers.py): seconds spent waiting for verifier workers,
     # and (perf_counter, waited_s) when the first proposal of this process started.
@@ -89,15 +89,15 @@ class Controller:
 
   # -- the run ---------------------------------------------------------------------------------
   def run(self) -> list[dict[str, Any]]:
-    self.start()
-    self.verifier.corpus()  # prepared before the first check: a bad corpus stops the run here
-    self.add_seeds()
     n = self.config.evolution.n_proposals
     done = self.state.proposals_done
-    if self.at_barrier(done):  # not in the middle of a generation
-      self.verify_pending()
     if done:
       self.log(f"resuming {self.workdir}: {done}/{n} proposals already made")
+    self.start()
+    self.verifier.corpus()  # (already loaded when run() made the verifier, before any write)
+    self.add_seeds()
+    if self.at_barrier(done):  # not in the middle of a generation
+      self.verify_pending()
     for index in range(done, n):
       try:
         self.step(index, n)
@@ -111,12 +111,23 @@ class Controller:
     if not self.config.jobs.in_process:
       record.run_finished(self.store)
     self.refresh_report()
-    board = leaderboard.rows(self.store, self.rungs)
-    self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
-    self.log(leaderboard.format_table(board, self.rungs))
     if self.config.replay_from:
       self.report_replay()
-    return board
+    self.summarise()
+    return leaderboard.rows(self.store, self.rungs)
+
+  def summarise(self) -> None:
+    """The run's end: the overview table first, each rung's board, and last, the best discovered
+    design per rung and where the report is."""
+    interrupt.at("the summary (the run is complete)")
+    table = leaderboard.overview(self.store, self.rungs)
+    self.log(leaderboard.format_overview(table, self.rungs))
+    self.log(leaderboard.format_rungs(leaderboard.by_rung(self.store, self.rungs), self.rungs))
+    for line in leaderboard.best_lines(table, self.rungs):
+      self.log(line)
+    index = os.path.join(os.path.abspath(self.workdir), "report", "index.html")
+    self.log(f"report: {index}" if self.config.report else
+             f"report: not written (report=False); python -m genesys_jax.report --workdir={self.workdir}")
 
   def start(self) -> None:
     """Hand back the jobs a killed in-process worker of this workdir still holds; for verifier
@@ -141,6 +152,7 @@ class Controller:
       tree, name = code_units.seed(name)  # a built-in seed, or a design file (maybe with code units)
       if self.store.has_design(tree.content_hash()):
         continue
+      interrupt.at(f"the check of seed {name}")
       report, fingerprint = check.examine(tree, self.config.checker, self._rung0(), self._guard)
       verdict = check.Verdict("valid" if report.passed else "rejected", report.to_dict(), fingerprint)
       if record.seed(self.store, self.state, tree, name, verdict):  # (else: recorded meanwhile)
@@ -151,6 +163,7 @@ class Controller:
     `checking` with its checker job; `settle_checks` gives the verdict at the barrier)."""
     if self.proposing_since is None:
       self.proposing_since = (time.perf_counter(), self.waited_s)
+    interrupt.at(f"proposal {index + 1}/{n}")
     name = propose.designer(self.state, index)
     if name != "gp":
       self.settle_checks()  # its retries and novelty test see every earlier verdict
@@ -163,6 +176,7 @@ class Controller:
       record.proposal(self.store, self.state, p, None)
       outcome = "queued for a verifier worker's check"
     else:
+      interrupt.at(f"proposal {index + 1}/{n} (the check of {p.tree.content_hash()})")
       verdict = check.check(p.tree, self.config.checker, self._rung0(), self.state.fingerprints, self._guard)
       record.proposal(self.store, self.state, p, verdict)
       outcome = verdict.summary()
@@ -206,17 +220,17 @@ class Controller:
             for r in self.rungs[1:] if r not in d["metrics"]]
 
   def next_promotion(self) -> tuple[str, str] | None:
-    """The (design, rung) to train next above the lowest rung, if the ladder has an open slot."""
-    designs = [d for d in self.state.designs.values() if not d["is_seed"]]  # the budget is for discoveries
-    used = [sum(r in d["metrics"] for d in designs) for r in self.rungs]
-    lad, evo = self.config.ladder, self.config.evolution
-    i = ladder.next_rung(ladder.budgets(len(self.rungs), lad.n_target, lad.ratio), used, lad.ratio)
-    if i is None:
+    """The (design, rung) to train next above the lowest rung, if the ladder has an open slot and a
+    candidate for it (genesys_jax/ladder.py)."""
+    designs = list(self.state.designs.values())
+    found = ladder.promotion(designs, self.rungs, self.config.ladder, self.config.evolution.n_proposals,
+                             self.state.proposals_done, self.config.evolution.zeroshot_weight)
+    if found is None:
       return None
-    pick = selection.select_for_verification(
-        streams.of_run(self.state.key, "promotion", sum(used)), designs, self.rungs[i], self.rungs,
-        lad.exploit_prob, evo.top_fraction, evo.zeroshot_weight)
-    return None if pick is None else (pick["id"], self.rungs[i])
+    i, candidates = found
+    results = sum(len(d["metrics"]) for d in designs if not d["is_seed"])  # (of the ladder's rungs)
+    key = streams.of_run(self.state.key, "promotion", results)
+    return selection.pick_promotion(key, candidates, self.config.ladder.exploit_prob)["id"], self.rungs[i]
 
   def await_jobs(self, wanted: list[tuple[str, str]]) -> None:
     """Enqueue `wanted` (in this order), return once every one of them is done, and learn their results."""
@@ -239,6 +253,7 @@ class Controller:
       if job is None:  # held by an outside worker that joined the run: wait for it
         time.sleep(self.config.jobs.poll_s)
         continue
+      interrupt.at(f"the check of {job[0]}" if job[1] == CHECK_JOB else self._training(*job))
       jobs.run_job(self.verifier, self.store, self.config.store.url, self.worker_id, job, self.log,
                    settle=False)
       ran.append(job)
@@ -246,7 +261,19 @@ class Controller:
         self.refresh_report()
     return ran
 
+  def _training(self, design_id: str, rung: str) -> Callable[[], str]:
+    """The phase of training a design at a rung, worded when an interrupt comes: where the next
+    run resumes it."""
+    path = os.path.join(self.workdir, "checkpoints", design_id, rung)
+
+    def where() -> str:
+      steps = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
+      resumes = f"resumes from its checkpoint at step {max(steps)}" if steps else "restarts from step 0"
+      return f"the training of {design_id} at rung {rung} (it {resumes})"
+    return where
+
   def _wait_for_workers(self, wanted: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    interrupt.at("the wait for verifier workers (their jobs go on)")
     left, reported = self._open(wanted), None
     t0 = time.perf_counter()
     while left:
@@ -263,6 +290,7 @@ class Controller:
   def refresh_report(self) -> None:
     """Rewrite the HTML report (file by file, atomically) so a long run can be watched."""
     if self.config.report:
+      interrupt.at("the report's refresh (results so far are recorded)")
       try:
         report_site.write(self.workdir, self.store, log=self.log)
       except Exception as e:  # noqa: BLE001 - the report is for watching; it must never stop a run
@@ -282,12 +310,25 @@ class Controller:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _print) -> list[dict[str, Any]]:
-  """Validate the config and find the API key an LLM run needs (before anything is written), hold
-  the workdir's controller lock, run."""
+  """Check everything the run needs before anything is written (the config, the API key an LLM run
+  needs, the workdir, a resume's or branch's config against the recorded one, the seeds, the code
+  units, the corpus: genesys_jax/preflight.py), hold the workdir's controller lock, make the branch
+  if one is asked for, run."""
+  interrupt.at(f"the start of {workdir}")
   validate.check_config(config)
   designer_config.api_key(config)
+  config = resolve.resolve(config)
+  text = config_json(config)
+  verifier = jobs.Verifier(config, workdir, log)
+  changed = preflight.check(config, text, workdir, verifier.corpus)
   with runlock.hold(workdir, "controller", log):
-    controller = Controller(config, workdir, log)
+    applied = resume.applied_line(changed)
+    if applied:
+      log(applied)
+    if config.branch_from and not os.path.exists(os.path.join(workdir, branch.STORE)):
+      interrupt.at(f"the branch from {config.branch_from} (it starts over)")
+      branch.make(config.branch_from, workdir, text, log)
+    controller = Controller(config, workdir, log, verifier)
     try:
       integrity.check_workdir(controller.store, workdir)  # history the store lost: stop, don't redo it
       return controller.run()

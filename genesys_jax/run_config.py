@@ -3,7 +3,8 @@
 `default_config()` is the ConfigDict configs/ladder.py starts from (every section at its defaults,
 no rungs); `genesys_jax/validate.py` checks a config against these records; `result_affecting()`
 lists the fields whose change alters what a run's results mean (the rest only change how it is
-carried out or shown). The sections' records live with the code that reads them:
+carried out or shown, or how long it goes): a resumed run may not change them (genesys_jax/resume.py).
+The sections' records live with the code that reads them:
 
   data       train/data.py DataConfig            checker  gab/checker.py CheckerConfig
   train      train/trainer.py TrainConfig        zeroshot train/zeroshot.py ZeroshotConfig
@@ -69,6 +70,9 @@ class RunConfig:
                               fields.strings)
   replay_from: str = fields.field("", "a recorded run's workdir: re-run it and report any divergence",
                                   fields.string, results=False)
+  branch_from: str = fields.field("", "a recorded run's workdir: start this new run from its history, "
+                                  "keeping the results the config's changes leave valid "
+                                  "(genesys_jax/branch.py)", fields.string, results=False)
   report: bool = fields.field(True, "refresh the HTML report under WORKDIR/report after every "
                               "verification", fields.boolean, results=False)
   data: DataConfig = fields.section(DataConfig, "the corpus")

@@ -87,6 +87,17 @@ def ladder_config(variant: str = "smoke"):
   return module.get_config(variant)
 
 
+def set_fields(config, changes):
+  """`config` with each dotted field of `changes` set ({"rungs.tiny.lr": 1e-3}); returned."""
+  for path, value in changes.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
   """(workdir, leaderboard, log lines) of one smoke run of the loop, shared by the loop and report
@@ -99,8 +110,9 @@ def smoke_run(tmp_path_factory):
 
 
 # Test modules that share a session fixture run in the same xdist worker, so it runs once.
-SHARED_SCOPES = {"tests/test_report.py": "tests/test_loop.py",  # all three use `smoke_run`
-                 "tests/test_export_design.py": "tests/test_loop.py"}
+SHARED_SCOPES = {"tests/test_report.py": "tests/test_loop.py",  # all four use `smoke_run`
+                 "tests/test_export_design.py": "tests/test_loop.py",
+                 "tests/test_resume.py": "tests/test_loop.py"}
 
 
 def pytest_xdist_make_scheduler(config, log):

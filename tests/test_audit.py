@@ -105,7 +105,6 @@ def test_a_design_that_leaks_after_training_is_voided_marked_and_kept_off_the_bo
     assert leaderboard.rows(store, ["tiny"]) == []
     run_state, _ = state.load(config, store)
     assert run_state.pool() == []
-    assert selection.select_for_verification(jax.random.key(0), list(run_state.designs.values()),
-                                             "tiny", ["tiny"]) is None
+    assert selection.promotion_candidates(list(run_state.designs.values()), "tiny", "small", 1.0, 1) == []
     events = [e["payload"] for e in store.events(kind="status_set")]
   assert events[-1]["status"] == "leaking" and json.dumps(events)

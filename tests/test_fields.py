@@ -47,6 +47,9 @@ def test_defaults_records_and_errors_come_from_one_definition():
   assert fields.errors(Outer, cfg, "c")[0] == "c.name: missing (expected a name; default 'a')"
   assert [(p, f.results) for p, f in fields.walk(Outer)] == [
       ("n", True), ("name", False), ("inner.x", True), ("table.*.x", True)]
+  assert [(f.help, d) for f, d in map(lambda p: fields.lookup(Outer, p), ("name", "inner.x", "table.t.x"))] == [
+      ("a name", "a"), ("a probability", 0.5), ("a probability", 0.5)]
+  assert [fields.lookup(Outer, p) for p in ("inner", "table.t", "nope", "n.x", "inner.y")] == [None] * 5
 
 
 def test_every_field_of_a_run_has_help_and_the_ladder_configs_validate():

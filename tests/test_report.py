@@ -286,6 +286,32 @@ def test_ladder_chart_shows_slots_only_where_they_bound(tmp_path):
   assert re.search(r"<td>tiny</td><td class=\"num\">all valid</td><td class=\"num\">3</td>", index)
 
 
+def test_the_overview_leads_with_each_design_against_gpt_at_every_rung_it_reached(tmp_path):
+  from genesys_jax.report import gather, site  # pylint: disable=g-import-not-at-top
+  with Store.open(str(_store_with_history(tmp_path))) as store:
+    run = gather.load(str(tmp_path), store)
+    table = leaderboard.overview(store, ["tiny", "small"])
+  assert table == run.overview
+  cells = {r["id"]: {g: (x["val_bpb"], x["delta_gpt"] and round(x["delta_gpt"], 6), x["beat_gpt"])
+                     for g, x in r["rungs"].items()} for r in table}
+  assert [r["id"] for r in table] == ["d3", "d1", "gpt", "d4"]  # best at the top rung first
+  assert cells == {"d3": {"tiny": (2.7, -0.3, True), "small": (2.5, -0.3, True)},
+                   "d1": {"tiny": (2.9, -0.1, True), "small": (2.6, -0.2, True)},
+                   "gpt": {"tiny": (3.0, None, None), "small": (2.8, None, None)},
+                   "d4": {"tiny": (2.95, -0.05, True)}}
+  assert leaderboard.best_lines(table, ["tiny", "small"]) == [
+      "best at tiny: d3 val_bpb 2.7000 (-0.3000 vs GPT: beat it)",
+      "best at small: d3 val_bpb 2.5000 (-0.3000 vs GPT: beat it)"]
+  text = leaderboard.format_overview(table, ["tiny", "small"]).splitlines()
+  assert text[3].split()[:6] == ["d3", "2.7000", "-0.3000", "beat", "2.5000", "-0.3000"]
+  assert text[5].split()[:3] == ["gpt", "3.0000", "2.8000"] and text[6].split()[4] == "-"
+  index = site.pages(run)["index.html"]
+  assert index.index("Against the GPT seed") < index.index("<h2>Counts")  # the page leads with it
+  row = re.search(r'<a href="design-d1.html">d1</a></td>(.*?)</tr>', index, re.S).group(1)
+  assert re.findall(r'<td class="num[^"]*">([^<]*)</td>', row) == ["2.9000", "-0.1000", "2.6000", "-0.2000"]
+  assert "best at small: d3 val_bpb 2.5000" in index
+
+
 def test_tree_legend_star_is_the_seed_and_colours_are_lowest_rung_bpb(tmp_path):
   from genesys_jax.report import figures, gather  # pylint: disable=g-import-not-at-top
   with Store.open(str(_store_with_history(tmp_path))) as store:

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from conftest import set_fields
 from evolution import store as store_lib
 from evolution.store import Store, StoreError
 from gab import seeds
@@ -95,18 +96,10 @@ INVALID = [
 ]
 
 
-def _set(config, path, value):
-  *parents, leaf = path.split(".")
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = value
-
-
 @pytest.mark.parametrize("path,value,expected", INVALID, ids=[p for p, _, _ in INVALID])
 def test_each_invalid_field_is_one_line_naming_field_value_and_range(path, value, expected):
   config = ladder()
-  _set(config, path, value)
+  set_fields(config, {path: value})
   assert validate.config_errors(config) == [f"config.{path} = {value!r}: expected {expected}"]
 
 
@@ -133,7 +126,7 @@ def test_combined_rules_of_probabilities_and_rungs():
                                         ("evolution.n_proposals", -1)])
 def test_a_refused_config_leaves_no_files(tmp_path, path, value):
   config = ladder()
-  _set(config, path, value)
+  set_fields(config, {path: value})
   workdir = tmp_path / "run"
   with pytest.raises(validate.ConfigError, match=f"config.{path} = {value}"):
     loop.run(config, str(workdir), log=lambda _: None)

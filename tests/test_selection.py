@@ -1,4 +1,4 @@
-"""Selection (rank-aggregated fitness, quadrants, designers and verifiers) and islands."""
+"""Selection (rank-aggregated fitness, quadrants, designers, promotion candidates) and islands."""
 
 from collections import Counter
 
@@ -94,17 +94,31 @@ def test_select_parents_are_distinct():
   assert len(selection.select_parents(jax.random.key(0), pool[:1], 2, rungs=RUNGS)) == 2
 
 
-def test_verifiers_promote_good_but_under_verified_designs():
-  pool = _population()
-  pool[3]["status"] = "failed"
-  picks = Counter(selection.select_for_verification(jax.random.key(s), pool, "small", RUNGS)["id"]
-                  for s in range(400))
-  assert "d00" not in picks and "d04" not in picks and "d03" not in picks    # done, or failed
-  assert abs((picks["d01"] + picks["d02"]) / 400 - 0.8) < 0.06               # good & unconfident
-  assert set(picks) <= {f"d{i:02d}" for i in range(16)} - {"d00", "d04", "d08", "d12", "d03"}
-  top = [design("a", tiny=1.0, small=1.0, medium=1.0), design("b", tiny=2.0)]
-  assert selection.select_for_verification(jax.random.key(0), top, "medium", RUNGS) is None
-  assert selection.select_for_verification(jax.random.key(0), top, "small", RUNGS)["id"] == "b"
+def test_promotion_candidates_rank_in_the_top_fraction_of_their_rung_baselines_included():
+  def d(name, status="verified", seed=False, **bpb):
+    return dict(design(name, **bpb), status=status, is_seed=seed)
+  pool = [d("gpt", seed=True, tiny=3.0, small=2.8), d("a", tiny=3.1), d("b", tiny=2.9),
+          d("c", tiny=2.7, small=2.5), d("e", tiny=2.95), d("f", status="failed", tiny=None),
+          d("g", tiny=2.8)]
+  # Six results at tiny (f failed): the top ceil(0.5 x 6) = 3 are c 2.7, g 2.8, b 2.9; c is at small.
+  assert [x["id"] for x in selection.promotion_candidates(pool, "tiny", "small", 0.5, 3)] == ["g", "b"]
+  # The top quarter (2 of 6): c and g; a design worse than GPT (a 3.1) never is a candidate.
+  assert [x["id"] for x in selection.promotion_candidates(pool, "tiny", "small", 0.25, 3)] == ["g"]
+  assert selection.promotion_candidates(pool, "tiny", "small", 0.25, 7) == []  # 6 seen < min_seen 7
+  # At small, GPT and c: c, better than GPT there, is the top half (1 of 2) and may go to medium.
+  assert selection.promotion_candidates(pool, "small", "medium", 0.5, 2) == [pool[3]]
+  pool[0]["metrics"]["small"]["val_bpb"] = 2.4  # GPT better than c: the top half is GPT alone
+  assert selection.promotion_candidates(pool, "small", "medium", 0.5, 2) == []
+  ties = [d("gpt", seed=True, tiny=3.0), d("x", tiny=2.0), d("y", tiny=2.0), d("z", tiny=4.0)]
+  assert [x["id"] for x in selection.promotion_candidates(ties, "tiny", "small", 0.25, 3)] == ["x", "y"]
+
+
+def test_pick_promotion_takes_the_best_candidate_with_probability_exploit_prob():
+  pool = [design(n) for n in "abc"]
+  picks = Counter(selection.pick_promotion(jax.random.key(s), pool, 0.8)["id"] for s in range(400))
+  assert abs(picks["a"] / 400 - 0.8) < 0.06 and picks["b"] and picks["c"]
+  assert {selection.pick_promotion(jax.random.key(s), pool, 1.0)["id"] for s in range(50)} == {"a"}
+  assert selection.pick_promotion(jax.random.key(0), pool[:1], 0.0)["id"] == "a"
 
 
 # -- islands ------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from gab import fields
 class Rung:
   """One rung. The token budget is `train_tokens`, or parameters x `tokens_per_param` if that is 0."""
   ELSEWHERE = {"seq_len": "data.seq_len, the context length of every rung"}
+  # Fields only training reads: the checker, which sizes, probes and trains designs briefly at the
+  # lowest rung, reads all the others (a change to them changes its verdicts).
+  TRAINING_ONLY = ("train_tokens", "tokens_per_param", "eval_batches")
 
   d_model: int = fields.field(64, "width designs are sized from", fields.integer(1))
   n_blocks: int = fields.field(2, "blocks designs are sized from", fields.integer(1))

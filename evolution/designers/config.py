@@ -111,7 +111,7 @@ class DesignerConfig:
   sampling_seed: int = fields.field(0, "sent with each call (Gemini is not deterministic: the record "
                                     "is)", fields.integer(0))
   max_usd: float = fields.field(0.0, "the run's budget (0: none): it stops cleanly before the next "
-                                "call", fields.number(0.0))
+                                "call (raise it and rerun to go on)", fields.number(0.0), results=False)
   max_usd_per_design: float = fields.field(3.0, "a design's budget (0: none)", fields.number(0.0))
   proposal_attempts: int = fields.field(5, "proposals until one passes review", fields.integer(1))
   review_pass: int = fields.field(4, "review rating that passes (1-5)", fields.integer(1, 5))

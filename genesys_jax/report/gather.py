@@ -25,6 +25,7 @@ class Run:
   lineage: list[dict[str, Any]]
   artifacts: dict[str, list[dict[str, Any]]]     # design id -> text artifacts worth showing
   known_at: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # see known_at()
+  overview: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # leaderboard.overview
 
   @property
   def by_id(self) -> dict[str, dict[str, Any]]:
@@ -42,7 +43,7 @@ def load(workdir: str, store: Store) -> Run:
     if a["design_id"] and any(a["kind"].startswith(k) for k in _TEXT_ARTIFACTS):
       artifacts.setdefault(a["design_id"], []).append(a)
   return Run(workdir, config, rungs, designs, leaderboard.by_rung(store, rungs), store.lineage(), artifacts,
-             known_at(store))
+             known_at(store), leaderboard.overview(store, rungs))
 
 
 def known_at(store: Store) -> dict[tuple[str, str], int]:

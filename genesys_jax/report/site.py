@@ -1,7 +1,8 @@
 """The run's static site: `write(workdir, store)` renders WORKDIR/report/ from the store.
 
-Pages: index.html (config, counts by status/operator/designer, time and cost, best-so-far per
-rung, the ladder funnel, the leaderboards' top rows), rung-R.html (the leaderboard of rung R, every
+Pages: index.html (first the overview table: each design at every rung it reached against the GPT
+seed there, and the best discovered design per rung; then counts by status/operator/designer, time
+and cost, the leaderboards, best-so-far per rung, the ladder funnel, the config), rung-R.html (the leaderboard of rung R, every
 design against the GPT seed and the best seed at that rung), tree.html (the evolution tree) and
 design-ID.html (one per design, beside its design file design-ID.json, with the command that
 exports it as a standalone package). Every file is written atomically (a temporary file renamed over
@@ -16,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from evolution.store import Store
-from genesys_jax import export_design
+from genesys_jax import export_design, leaderboard
 from genesys_jax.report import figures, gather, plots, render
 
 
@@ -43,6 +44,7 @@ def pages(run: gather.Run) -> dict[str, str]:
   out = {
       "index.html": render.page(
           "index.html", title="overview", run=run, counts=gather.counts(run), totals=gather.totals(run),
+          best_lines=leaderboard.best_lines(run.overview, run.rungs),
           funnel=funnel, config=json.dumps(run.config, indent=1, sort_keys=True),
           best=plots.div(figures.best_so_far(run)), funnel_fig=plots.div(figures.funnel(funnel), height=340),
           plotly=True, **nav),
