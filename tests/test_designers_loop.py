@@ -11,14 +11,13 @@ coded top-down from the auto replies and accepted."""
 import json
 import os
 import re
-import shutil
 
 import pytest
 
 from configs import ladder
 from evolution.designers.fake_gemini import FakeGemini
 from evolution.store import Store
-from genesys_jax import loop
+from genesys_jax import branch, loop, resolve
 import designer_scripts as s
 
 KEY = "sk-live-NEVER-WRITTEN-8d1e4b"
@@ -61,18 +60,20 @@ def seeded(tmp_path_factory):
   return workdir
 
 
-def fresh(seeded, path):
-  shutil.copytree(seeded, path, dirs_exist_ok=True)
-  return path
+def branched(config, source):
+  """`config` as a new run that starts from `source`'s state (`--config.branch_from`): a resume may
+  not change who proposes (designer.*, evolution.*), a branch may."""
+  config.branch_from = str(source)
+  return config
 
 
 @pytest.fixture(scope="module")
 def llm_run(seeded, tmp_path_factory):
   os.environ["GEMINI_API_KEY"] = KEY
-  workdir = fresh(seeded, tmp_path_factory.mktemp("llm"))
+  workdir = tmp_path_factory.mktemp("llm") / "run"
   lines = []
   with FakeGemini(SCRIPT, fallback=None) as fake:
-    board = loop.run(llm_config(fake.url, search=True), str(workdir), log=lines.append)
+    board = loop.run(branched(llm_config(fake.url, search=True), seeded), str(workdir), log=lines.append)
   yield workdir, board, lines, fake
   del os.environ["GEMINI_API_KEY"]
 
@@ -144,19 +145,20 @@ def test_replay_with_the_server_stopped_gives_identical_designs(llm_run, seeded,
   config = llm_config(fake.url, search=True)                # the server is shut down
   config.replay_from = str(workdir)
   lines = []
-  again = loop.run(config, str(fresh(seeded, tmp_path)), log=lines.append)
+  again = loop.run(branched(config, seeded), str(tmp_path / "replay"), log=lines.append)
   assert any(f"replay: identical to {workdir}" in line for line in lines), lines[-3:]
   assert [r["id"] for r in again] == [r["id"] for r in board]
 
 
 def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path, monkeypatch):
   monkeypatch.setenv("GEMINI_API_KEY", KEY)
-  workdir = fresh(seeded, tmp_path / "run")
+  workdir = tmp_path / "run"
   one_call = 0.0003 + 0.00125            # the fake's usage (1000 in, 400 + 100 out) at flash prices
   lines = []
   with FakeGemini({"proposer": [{"json": s.PROPOSAL}] * 2, "reviewer": [s.rating(4), s.rating(2)]},
                   fallback=None) as fake:
-    loop.run(llm_config(fake.url, max_usd=2 * one_call), str(workdir), log=lines.append)
+    loop.run(branched(llm_config(fake.url, max_usd=2 * one_call, proposal_attempts=1), seeded),
+             str(workdir), log=lines.append)
     assert fake.roles() == ["proposer", "reviewer"]          # the planner's call was never sent
     assert any("designer budget exhausted" in line and "stopped cleanly before proposal 1" in line
                for line in lines)
@@ -165,7 +167,8 @@ def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path,
       assert [d["operator"] for d in store.designs()] == ["seed"]
       assert len(store.artifacts(kind="llm_call")) == 2       # what was spent is accounted
     lines.clear()
-    loop.run(llm_config(fake.url, max_usd=1.0, proposal_attempts=1), str(workdir), log=lines.append)
+    loop.run(branched(llm_config(fake.url, max_usd=1.0, proposal_attempts=1), seeded), str(workdir),
+             log=lines.append)  # the same run, resumed with a larger budget
   assert fake.roles() == ["proposer", "reviewer"] * 2
   with Store.open(str(workdir)) as store:
     assert store.get_meta("proposals_done", 0) == 1
@@ -179,12 +182,14 @@ def test_budget_exhausted_mid_design_stops_cleanly_and_resumes(seeded, tmp_path,
 @pytest.mark.parametrize("mode", [pytest.param("crossover", marks=pytest.mark.slow), "scratch"])
 def test_crossover_and_scratch_designs_are_coded_top_down_and_accepted(llm_run, tmp_path, monkeypatch, mode):
   monkeypatch.setenv("GEMINI_API_KEY", KEY)
-  workdir = fresh(llm_run[0], tmp_path)                    # GPT and the verified LLM child: two parents
-  config = llm_config("")
+  workdir = tmp_path / "run"                                # GPT and the verified LLM child: two parents
+  config = branched(llm_config(""), llm_run[0])
   config.evolution.mode_probs = dict(scratch=float(mode == "scratch"), mutation=0.0,
                                      crossover=float(mode == "crossover"))
   with FakeGemini() as fake:                                # the auto replies: a root over a new mixer
     config.designer.base_url = fake.url
+    workdir.mkdir()                                         # the branch loop.run would make
+    branch.make(str(llm_run[0]), str(workdir), loop.config_json(resolve.resolve(config)), lambda _: None)
     controller = loop.Controller(config, str(workdir), log=lambda _: None)
     try:
       controller.step(1, 2)
