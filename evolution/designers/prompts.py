@@ -106,6 +106,8 @@ def render_kinds(code_kinds: Sequence[str] = ()) -> str:
     z = (f"; reads z {list(spec.reads)}" if spec.reads else "") + (
         f"; writes z {list(spec.writes)}" if spec.writes else "")
     doc = (spec.doc or "").strip().splitlines()[0] if spec.doc else ""
+    if any(s.min_count for s in spec.slots):  # built with its defaults it would have no children
+      slots += "; needs children, so a plan names it only through keep:P:PATH"
     lines.append(f"- {spec.name} ({spec.role}" + (f"; slots {slots}" if slots else "")
                  + (f"; params {params}" if params else "") + z + ")" + (f": {doc}" if doc else ""))
   return "\n".join(lines)
