@@ -169,15 +169,6 @@ def api_key(config: Any) -> str | None:
       except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     return LOCAL_KEY
-    return None
-  if d.get("endpoint"):
-    kind, target = endpoint.parse(d.endpoint)
-    if kind == "local":
-      try:
-        local_models.check(target)
-      except FileNotFoundError as e:
-        raise ValueError(str(e)) from None
-    return LOCAL_KEY
   key = client.api_key_from_env()
   if not key:
     raise ValueError(f"designer.kind={config.designer.kind} needs a Gemini API key in the environment: "
