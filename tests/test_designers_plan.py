@@ -32,7 +32,7 @@ def test_plan_errors_name_what_cannot_be_built():
   assert "exactly one other" in agents.plan_error(plan(("Root", "block", ["GatedMLP"]), ("Mix", "norm", [])), c)
   assert "already a registered kind" in agents.plan_error(plan(("Attention", "sequence_mixer", [])), ctx("mutation"))
   needs = agents.plan_error(plan(("Root", "block", ["Residual"])), ctx("mutation"))  # Residual needs a body
-  assert "'Residual' is a kind that needs children (body (1))" in needs and "leaf kind" in needs
+  assert "'Residual' is a kind that needs children (body (1))" in needs and "leaf kinds Attention" in needs
 
 
 def test_the_code_of_every_built_in_kind_shown_to_a_coder_imports_only_what_the_lint_allows():
@@ -101,3 +101,32 @@ def test_the_coder_answers_in_markdown_with_optional_children():
   assert got == source and [ch.name for ch in children] == ["Helper"] and children[0].role == "channel_mixer"
   assert schemas.code_reply("no code here")[2] == "the reply has no ```python code block"
   assert schemas.code_reply("```python\nKIND = dict(\n")[0] == "KIND = dict(\n"   # cut off: still read
+
+
+def test_a_refused_plan_is_asked_again_at_once_with_its_error_and_the_names_it_may_use(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from evolution.designers import config as dconfig  # pylint: disable=g-import-not-at-top
+  from evolution.designers.client import GeminiTransport  # pylint: disable=g-import-not-at-top
+  from evolution.designers.fake_gemini import FakeGemini  # pylint: disable=g-import-not-at-top
+  from evolution.designers.record import Recorder  # pylint: disable=g-import-not-at-top
+  from evolution.designers.session import Session  # pylint: disable=g-import-not-at-top
+  from evolution.store import Store  # pylint: disable=g-import-not-at-top
+
+  def unit(name, children):
+    return {"units": [{"name": name, "role": "channel_mixer", "description": "d", "children": children}],
+            "rationale": ""}
+  script = {"planner": [{"json": unit("GatedMLP", [])}, {"json": unit("Wide", ["Residual"])},
+                        {"json": unit("Wide", [])}]}
+  cfg = dconfig.default_config()
+  cfg.retry_initial_s, cfg.timeout_s = 0.01, 5.0
+  proposal = PROPOSAL.model_copy(update={"title": "WideMLP", "selection": "1.0.1"})
+  with FakeGemini(script, fallback=None) as fake, Store.open(str(tmp_path)) as store:
+    cfg.base_url = fake.url
+    recorder = Recorder(store, dconfig.parse_pricing(cfg.pricing), transport=GeminiTransport(cfg, "k"))
+    got, error = agents.plan(Session(recorder, cfg, 0), ctx("mutation"), proposal, [])
+  assert error is None and got.units[0].name == "Wide"
+  asks = [json.dumps(r["body"]) for r in fake.requests]
+  assert len(asks) == 3 and "refused" not in asks[0]
+  assert "leaf kinds Attention" in asks[0] and "keep:0:1.0.1 (GatedMLP)" in asks[0]
+  assert "already a registered kind" in asks[1] and "'WideMLP'" in asks[1]   # a name to use instead
+  assert "'Residual' is a kind that needs children" in asks[2]

@@ -126,7 +126,22 @@ def review(session: Session, ctx: Context, p: schemas.Proposal):
   return _rating(session, "reviewer", core + optional_context(ctx) + tail, core + tail)
 
 
+PLAN_ASKS = 3   # asks per implementation: a refused plan is re-asked with its error at once
+
+
+def child_options(ctx: Context) -> str:
+  """What a planned unit's `children` may name besides the new units of the plan: the reusable
+  (leaf) kinds and the parents' subtrees (a small model is told the set, not a rule)."""
+  leaves = [k for k in sorted(registry.kinds()) if child_error(k, ctx, set()) is None]
+  keeps = [f"keep:{i}:{prompts.path_str(path)} ({u.kind})" for i, tree in enumerate(ctx.trees)
+           for path, u in tree.walk() if path][:40]
+  return (f"leaf kinds {', '.join(leaves)}; "
+          + (f"kept subtrees {', '.join(keeps)}" if keeps else "no keep:P:PATH (there is no parent)"))
+
+
 def plan(session: Session, ctx: Context, p: schemas.Proposal, failures: list[str]):
+  """(plan, None), or (last plan or None, its error) after `PLAN_ASKS` refused asks; each re-ask
+  carries the refused plans and why (a plan error costs a call, not an implementation)."""
   stored = "\n".join(f"- {k}" for k in sorted(ctx.stored_units)) or "- (none)"
   where = (f"In this mutation the first unit replaces the unit at {p.selection} of parent 0: "
            f"{prompts.unit_line(ctx.trees[0].get(prompts.parse_path(p.selection)))}."
@@ -139,12 +154,24 @@ def plan(session: Session, ctx: Context, p: schemas.Proposal, failures: list[str
             "Units are written top-down: the first, then its new children, each unit standing in "
             "as a placeholder until its turn. Each unit's `children` name, in order: other planned "
             "units, existing kinds to reuse (leaf kinds, built with their defaults), or `keep:P:PATH` "
-            "for parent P's subtree at PATH (e.g. keep:0:0.0.1). Reuse what exists where you can: "
-            "every new unit is more code that must pass the checker.")
+            "for parent P's subtree at PATH. Reuse what exists where you can: every new unit is "
+            "more code that must pass the checker.\n\nBesides the new units of your plan, children "
+            f"may name only: {child_options(ctx)}. Kinds that need children ({', '.join(_structural())}) "
+            "are never named as children: a new unit's code does what they do.")
   if failures:
     prompt += "\n\nEarlier implementations of this proposal failed:\n" + "\n".join(failures)
-  _, plan_, error = session.ask("planner", prompts.system("planner"), prompt, schemas.Plan)
-  return plan_, error or (plan_error(plan_, ctx) if plan_ is not None else None)
+  refused: list[str] = []
+  plan_, error = None, None
+  for _ in range(PLAN_ASKS):
+    again = ("\n\nThese plans were refused; answer with a corrected plan:\n" + "\n".join(refused[-2:])
+             if refused else "")
+    _, plan_, error = session.ask("planner", prompts.system("planner"), prompt + again, schemas.Plan)
+    error = error or plan_error(plan_, ctx, p.title)
+    if error is None:
+      return plan_, None
+    refused.append(f"- {plan_.model_dump_json() if plan_ is not None else '(no plan)'}\n"
+                   f"  refused: {error}")
+  return plan_, error
 
 
 def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:
@@ -156,11 +183,16 @@ def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:
   if c in registry.kinds() and (c in ctx.stored_units or not _is_code(c)):
     needs = [f"{slot.name} ({slot.min_count})" for slot in registry.get(c).slots if slot.min_count]
     if needs:  # built with its defaults it has no children: a tree no coder can make well typed
-      return (f"child {c!r} is a kind that needs children ({', '.join(needs)}); an existing kind "
-              f"reused as a child is built with its defaults, so name a leaf kind, a new unit (then "
-              f"planned with its children), or keep:P:PATH")
+      return (f"child {c!r} is a kind that needs children ({', '.join(needs)}): reused as a child "
+              f"it is built with its defaults, which have none")
     return None
   return f"child {c!r} is neither a planned unit, a known kind nor keep:P:PATH"
+
+
+def _structural() -> list[str]:
+  """The built-in kinds with a slot that needs children."""
+  return [k for k, spec in sorted(registry.kinds().items())
+          if not _is_code(k) and any(slot.min_count for slot in spec.slots)]
 
 
 def _is_code(kind: str) -> bool:
@@ -168,8 +200,8 @@ def _is_code(kind: str) -> bool:
   return codeunits.is_code_kind(kind)
 
 
-def plan_error(plan_: schemas.Plan, ctx: Context) -> str | None:
-  """Why a plan cannot be built into a tree, or None."""
+def plan_error(plan_: schemas.Plan, ctx: Context, title: str = "") -> str | None:
+  """Why a plan cannot be built into a tree, or None (`title`: the proposal's, a name to suggest)."""
   if not plan_.units:
     return "the plan lists no units"
   if len(plan_.units) > MAX_PLANNED_UNITS:
@@ -182,11 +214,14 @@ def plan_error(plan_: schemas.Plan, ctx: Context) -> str | None:
     if not IDENT.match(u.name) or "@" in u.name:
       return f"unit name {u.name!r} must be an identifier"
     if u.name in registry.kinds():
-      return f"unit name {u.name!r} is already a registered kind: choose a new name or reuse it as a child"
+      fresh = title if IDENT.match(title) and title not in registry.kinds() and title not in names \
+          else f"{u.name}2"
+      return (f"unit name {u.name!r} is already a registered kind: give the new unit a new name "
+              f"(e.g. {fresh!r}), or name {u.name!r} only as a child")
     for c in u.children:
       error = child_error(c, ctx, set(names))
       if error:
-        return f"unit {u.name}: {error}"
+        return f"unit {u.name}: {error}; children may name the plan's units or {child_options(ctx)}"
       used += [c] if c in names else []
   if sorted(used) != sorted(names[1:]):
     return "every planned unit but the first must be the child of exactly one other planned unit"
