@@ -3,6 +3,7 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 # Compiled XLA programs are cached on disk for the session (JAX's persistent compilation cache),
@@ -20,6 +21,9 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The adversarial units (tests/adversarial/leaky_units.py) are registered by tests outside that
+# folder too (the `leaky_kinds` fixture).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "adversarial"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,6 +58,15 @@ def tiny_lm_losses():
       out.append(float(metrics["loss"]))
     return out
   return losses
+
+
+@pytest.fixture(scope="module")
+def leaky_kinds():
+  """The adversarial units of tests/adversarial/leaky_units.py, registered for one module."""
+  import leaky_units  # pylint: disable=g-import-not-at-top
+  leaky_units.register()
+  yield leaky_units
+  leaky_units.unregister()
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """The post-training audit (gab/audit.py) and what a leaking verification does to the store."""
 
 import json
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,17 +15,11 @@ from gab.tree import Unit, design_to_json
 from genesys_jax import leaderboard, record, resolve, state, verify
 from train import data as data_lib
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "adversarial"))
-import leaky_units  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 U = Unit.make
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kinds():
-  leaky_units.register()
-  yield
-  leaky_units.unregister()
+pytestmark = pytest.mark.usefixtures("leaky_kinds")
 
 
 def gated_lm():

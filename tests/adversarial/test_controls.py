@@ -23,11 +23,7 @@ from gab.units.attention_variants import SlidingWindowAttention
 U = Unit.make
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kinds():
-  leaky_units.register()
-  yield
-  leaky_units.unregister()
+pytestmark = pytest.mark.usefixtures("leaky_kinds")
 
 
 def causality_verdict(tree: Unit, seed: int, dtype: str):

@@ -6,7 +6,6 @@ Every design is the GPT seed with one unit swapped or added (so the checks befor
 fail pass); the units are in `leaky_units`, registered for this module only.
 """
 
-import leaky_units
 import pytest
 
 from gab import checker, seeds
@@ -17,11 +16,7 @@ from gab.tree import Unit
 U = Unit.make
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kinds():
-  leaky_units.register()
-  yield
-  leaky_units.unregister()
+pytestmark = pytest.mark.usefixtures("leaky_kinds")
 
 
 def gpt_with_mixer(kind: str) -> Unit:
