@@ -103,7 +103,7 @@ def test_the_coder_answers_in_markdown_with_optional_children():
   assert schemas.code_reply("```python\nKIND = dict(\n")[0] == "KIND = dict(\n"   # cut off: still read
 
 
-def test_a_refused_plan_is_asked_again_at_once_with_its_error_and_the_names_it_may_use(tmp_path):
+def test_a_refused_plan_is_asked_again_with_its_error_then_the_fallback_is_the_proposals_unit(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   from evolution.designers import config as dconfig  # pylint: disable=g-import-not-at-top
   from evolution.designers.client import GeminiTransport  # pylint: disable=g-import-not-at-top
@@ -116,17 +116,30 @@ def test_a_refused_plan_is_asked_again_at_once_with_its_error_and_the_names_it_m
     return {"units": [{"name": name, "role": "channel_mixer", "description": "d", "children": children}],
             "rationale": ""}
   script = {"planner": [{"json": unit("GatedMLP", [])}, {"json": unit("Wide", ["Residual"])},
-                        {"json": unit("Wide", [])}]}
+                        {"json": unit("Wide", ["Residual"])}, {"json": unit("Wide", [])}]}
   cfg = dconfig.default_config()
   cfg.retry_initial_s, cfg.timeout_s = 0.01, 5.0
   proposal = PROPOSAL.model_copy(update={"title": "WideMLP", "selection": "1.0.1"})
   with FakeGemini(script, fallback=None) as fake, Store.open(str(tmp_path)) as store:
     cfg.base_url = fake.url
     recorder = Recorder(store, dconfig.parse_pricing(cfg.pricing), transport=GeminiTransport(cfg, "k"))
-    got, error = agents.plan(Session(recorder, cfg, 0), ctx("mutation"), proposal, [])
-  assert error is None and got.units[0].name == "Wide"
-  asks = [json.dumps(r["body"]) for r in fake.requests]
-  assert len(asks) == 3 and "refused" not in asks[0]
+    session = Session(recorder, cfg, 0)
+    _, error = agents.plan(session, ctx("mutation"), proposal, [])
+    asks = [json.dumps(r["body"]) for r in fake.requests]
+    got, again = agents.plan(session, ctx("mutation"), proposal, ["- the plan was unusable: " + error])
+  assert len(asks) == agents.PLAN_ASKS == 2 and "refused" not in asks[0]
   assert "leaf kinds Attention" in asks[0] and "keep:0:1.0.1 (GatedMLP)" in asks[0]
   assert "already a registered kind" in asks[1] and "'WideMLP'" in asks[1]   # a name to use instead
-  assert "'Residual' is a kind that needs children" in asks[2]
+  assert "'Residual' is a kind that needs children" in error
+  assert again is None and got.units[0].name == "Wide"   # the second ask of the next implementation
+
+
+def test_the_fallback_plan_is_the_proposals_one_unit_with_the_children_it_must_have():
+  p = PROPOSAL.model_copy(update={"title": "Mixer", "plan": "mix", "selection": "0.0"})
+  mutation = agents.fallback_plan(ctx("mutation"), p)
+  assert [(u.name, u.role, u.children) for u in mutation.units] == [("Mixer", "block", ["keep:0:0.0.0", "keep:0:0.0.1"])]
+  crossover = agents.fallback_plan(ctx("crossover"), p.model_copy(update={"selection": ""}))
+  assert crossover.units[0].children == ["keep:0:0", "keep:1:1"] and crossover.units[0].role == "block"
+  assert agents.plan_error(mutation, ctx("mutation")) is None and agents.plan_error(crossover, ctx("crossover")) is None
+  scratch = context.Context("scratch", [], [], {}, {}, {}, set(), [], [], [], {})
+  assert agents.fallback_plan(scratch, p).units[0].children == []   # a whole block in one unit

@@ -126,7 +126,7 @@ def review(session: Session, ctx: Context, p: schemas.Proposal):
   return _rating(session, "reviewer", core + optional_context(ctx) + tail, core + tail)
 
 
-PLAN_ASKS = 3   # asks per implementation: a refused plan is re-asked with its error at once
+PLAN_ASKS = 2   # asks per implementation: a refused plan is re-asked with its error at once
 
 
 def child_options(ctx: Context) -> str:
@@ -172,6 +172,26 @@ def plan(session: Session, ctx: Context, p: schemas.Proposal, failures: list[str
     refused.append(f"- {plan_.model_dump_json() if plan_ is not None else '(no plan)'}\n"
                    f"  refused: {error}")
   return plan_, error
+
+
+def fallback_plan(ctx: Context, p: schemas.Proposal) -> schemas.Plan:
+  """The plan when the planner's were refused: the proposal's one new unit, named by its title,
+  with the children it must have (a mutation: those of the unit it replaces; a crossover: the
+  parents' root children, alternating; scratch: none, a whole block in one unit); the coder may
+  declare others, as the original's coder does without a plan."""
+  if ctx.mode == "mutation":
+    where = prompts.parse_path(p.selection)
+    replaced = ctx.trees[0].get(where)
+    role = registry.get(replaced.kind).role
+    children = [f"keep:0:{prompts.path_str(where + (i,))}" for i in range(len(replaced.children))]
+  else:
+    role = registry.BLOCK
+    widest = max((len(t.children) for t in ctx.trees), default=0)
+    children = [f"keep:{j % len(ctx.trees)}:{j}" for j in range(widest)
+                if j < len(ctx.trees[j % len(ctx.trees)].children)]
+  return schemas.Plan(units=[schemas.PlannedUnit(name=p.title, role=role, description=p.plan[:400],
+                                                 children=children)],
+                      rationale="the planner's plans were refused: the proposal's unit alone")
 
 
 def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:

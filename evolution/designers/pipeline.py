@@ -18,6 +18,8 @@ Implementation of a reviewed proposal (the original's unit-by-unit loop), top-do
 - a unit that passes is rated by the observer (accept at >= observe_pass); a failure of any kind
   (lint line, checker report with its messages, observer review) goes back to the coder, up to
   `unit_retries` tries per unit;
+- a plan that cannot be built is asked again with its error (`agents.PLAN_ASKS` asks); after that
+  the implementation goes on with the fallback plan, the proposal's one unit (`agents.fallback_plan`);
 - a unit that exhausts its tries fails the implementation; the planner tries again with the
   failures fed back, and after `max_failed_implementations` the design is "challenging".
 """
@@ -298,10 +300,10 @@ def implement(session: Session, ctx: Context, cfg: Any, proposal: schemas.Propos
   plans, ratings, tries, last, last_sources, verdicts = [], [], 0, None, {}, []
   for _ in range(int(cfg.max_failed_implementations)):
     plan, error = agents.plan(session, ctx, proposal, failures)
-    if plan is None or error:
+    if error:
       failures.append(f"- the plan was unusable: {error}")
-      continue
-    plans.append(plan.model_dump())
+      plan = agents.fallback_plan(ctx, proposal)
+    plans.append({**plan.model_dump(), "fallback": bool(error)})
     imp = Implementer(session, ctx, cfg, proposal, review, plan, check)
     ok, why = imp.run()
     ratings += imp.ratings
