@@ -88,8 +88,11 @@ def get_config(variant: str | None = None) -> ConfigDict:
       c.designer.max_output_tokens = 1536
       c.designer.max_output_tokens_limit = 4096
       c.designer.proposal_attempts = 3
-      c.designer.unit_retries = 5
-      c.designer.max_failed_implementations = 2  # a refused plan is one: the second plan hears why
+      # One implementation of 4 tries: a refused plan no longer ends it (the fallback plan reaches
+      # the coder), and at ~75 s a try (a call and a sandboxed check) a second implementation
+      # doubled a proposal's time for a model that mostly repeated its first code.
+      c.designer.unit_retries = 4
+      c.designer.max_failed_implementations = 1
     return c
   if variant == "discovery":
     # A local discovery study (genesys_jax.experiment): two rungs, three top-rung slots for
