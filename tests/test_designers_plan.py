@@ -143,3 +143,13 @@ def test_the_fallback_plan_is_the_proposals_one_unit_with_the_children_it_must_h
   assert agents.plan_error(mutation, ctx("mutation")) is None and agents.plan_error(crossover, ctx("crossover")) is None
   scratch = context.Context("scratch", [], [], {}, {}, {}, set(), [], [], [], {})
   assert agents.fallback_plan(scratch, p).units[0].children == []   # a whole block in one unit
+
+
+def test_a_unit_may_not_declare_itself_or_a_written_unit_as_its_child():
+  c = ctx("crossover")
+  imp = Implementer(None, c, None, PROPOSAL, None, plan(("Chain", "block", ["Mix"]), ("Mix", "sequence_mixer", [])), None)
+  itself = [schemas.ChildDecl(name="Chain", role="block")]
+  assert "is the unit itself" in imp.declared_children("Chain", itself)[2]   # once composed it never ended
+  imp.kinds["Chain"] = codeunits.declare(RESIDUAL_CHAIN.format(name="Chain"))
+  assert "already has a place" in imp.declared_children("Mix", itself)[2]
+  assert imp.declared_children("Mix", [schemas.ChildDecl(name="keep:0:0.0.0")])[2] == ""

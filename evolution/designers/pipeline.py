@@ -213,6 +213,8 @@ class Implementer:
                                     f"keep:P:PATH nor a new unit name (an identifier)"
         planned[c] = schemas.PlannedUnit(name=c, role=d.role, description=d.description, children=[])
         children[c] = []
+      if c == name:   # the tree would contain itself
+        return planned, children, f"declared child {c!r} is the unit itself"
       if c in planned and (c in self.kinds or any(c in v for k, v in children.items() if k != name)):
         return planned, children, f"declared child {c!r} already has a place in the design"
       names.append(c)
