@@ -145,7 +145,8 @@ def _validate(decl: dict[str, Any], line: int) -> None:
     if not p["domain"] or not all(isinstance(v, (bool, int, float, str)) for v in p["domain"]):
       raise CodeUnitError(f"{where}: param {pname!r}: domain must be a non-empty list of scalars")
     if p["default"] not in p["domain"]:
-      raise CodeUnitError(f"{where}: param {pname!r}: default {p['default']!r} not in its domain")
+      raise CodeUnitError(f"{where}: param {pname!r}: default {p['default']!r} not in its domain "
+                          f"{p['domain']!r} (a domain lists every allowed value; it is not a range)")
   slots = decl.get("slots", [])
   if not isinstance(slots, list):
     raise CodeUnitError(f"{where}: slots must be a list of {{'name', 'roles', 'min_count', 'max_count'}}")

@@ -101,6 +101,11 @@ def test_the_coder_answers_in_markdown_with_optional_children():
   assert got == source and [ch.name for ch in children] == ["Helper"] and children[0].role == "channel_mixer"
   assert schemas.code_reply("no code here")[2] == "the reply has no ```python code block"
   assert schemas.code_reply("```python\nKIND = dict(\n")[0] == "KIND = dict(\n"   # cut off: still read
+  # A real coder (Qwen2.5-Coder-1.5B) opened its docstring in one fence and nested its unit in a
+  # second: paired in order, the fences made its closing prose the "code".
+  nested = ('```python\n"""Mix: a token shift.\n\nThe unit is defined as follows:\n\n' + fenced(source)
+            + '\n\nThis unit mixes each position with the one before it.\n```')
+  assert schemas.code_reply(nested)[0] == source
 
 
 def test_a_refused_plan_is_asked_again_with_its_error_then_the_fallback_is_the_proposals_unit(tmp_path):

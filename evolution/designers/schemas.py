@@ -10,6 +10,7 @@ line, which measurably hurts a model's code (BENCHMARKS.md, "Coder reply format"
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Literal
@@ -90,17 +91,42 @@ def validate(schema: type[pydantic.BaseModel], text: str | None):
 
 
 _BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)[ \t]*$", re.M)
+_KIND = re.compile(r"^KIND\s*=", re.M)
+PYTHON = ("python", "py", "")
+
+
+def _parses(source: str) -> bool:
+  try:
+    ast.parse(source)   # parsing runs nothing
+    return True
+  except (SyntaxError, ValueError, RecursionError, MemoryError):
+    return False
+
+
+def _nested_unit(text: str) -> str | None:
+  """The shortest text between a python fence line and any later fence line that defines KIND and
+  parses: a model may put a fenced example inside its unit's docstring, so fences do not always
+  pair in order (found in a real coder's reply, whose prose was then linted as its code)."""
+  fences = list(_FENCE.finditer(text))
+  spans = [text[a.end():b.start() if b else len(text)].lstrip("\n")
+           for i, a in enumerate(fences) if a.group(1).lower() in PYTHON for b in fences[i + 1:] + [None]]
+  units = [body for body in spans if _KIND.search(body) and _parses(body)]
+  return min(units, key=len) if units else None
 
 
 def code_reply(text: str | None) -> tuple[str | None, list[ChildDecl] | None, str | None]:
-  """(source, declared children or None, error) of a coder's Markdown answer: the ```python block
-  that defines KIND (else the last python block), and an optional ```json list of children."""
+  """(source, declared children or None, error) of a coder's Markdown answer: the last ```python
+  block that defines KIND and parses, else the unit found by `_nested_unit`, else the last block
+  that defines KIND, else the last python block (for the lint to report on); and an optional
+  ```json list of children."""
   if not text:
     return None, None, "the reply had no text"
   blocks = _BLOCK.findall(text)
-  python = [body for lang, body in blocks if lang.lower() in ("python", "py", "")]
-  with_kind = [b for b in python if re.search(r"^KIND\s*=", b, re.M)]
-  source = (with_kind or python or [None])[-1]
+  python = [body for lang, body in blocks if lang.lower() in PYTHON]
+  with_kind = [b for b in python if _KIND.search(b)]
+  parsed = [b for b in with_kind if _parses(b)]
+  source = parsed[-1] if parsed else _nested_unit(text) or (with_kind or python or [None])[-1]
   if source is None:
     return None, None, "the reply has no ```python code block"
   children = None
