@@ -1,9 +1,16 @@
 """Plans: validation, the top-down order, composition with placeholders, the coder's prompt and
 reply (declarations only: nothing here runs unit code)."""
 
+import json
+
 from evolution.designers import agents, coder, context, pipeline, schemas
-from evolution.designers.fake_gemini import RESIDUAL_CHAIN, TOKEN_SHIFT, fenced
+from evolution.designers import config as dconfig
+from evolution.designers.client import GeminiTransport
+from evolution.designers.fake_gemini import RESIDUAL_CHAIN, TOKEN_SHIFT, FakeGemini, fenced
 from evolution.designers.pipeline import Implementer
+from evolution.designers.record import Recorder
+from evolution.designers.session import Session
+from evolution.store import Store
 from gab import checker, codeunits, registry, seeds
 
 
@@ -109,14 +116,6 @@ def test_the_coder_answers_in_markdown_with_optional_children():
 
 
 def test_a_refused_plan_is_asked_again_with_its_error_then_the_fallback_is_the_proposals_unit(tmp_path):
-  import json  # pylint: disable=g-import-not-at-top
-  from evolution.designers import config as dconfig  # pylint: disable=g-import-not-at-top
-  from evolution.designers.client import GeminiTransport  # pylint: disable=g-import-not-at-top
-  from evolution.designers.fake_gemini import FakeGemini  # pylint: disable=g-import-not-at-top
-  from evolution.designers.record import Recorder  # pylint: disable=g-import-not-at-top
-  from evolution.designers.session import Session  # pylint: disable=g-import-not-at-top
-  from evolution.store import Store  # pylint: disable=g-import-not-at-top
-
   def unit(name, children):
     return {"units": [{"name": name, "role": "channel_mixer", "description": "d", "children": children}],
             "rationale": ""}

@@ -201,8 +201,8 @@ def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:
   if c.startswith("keep:"):
     return None if keep_subtree(c, ctx) is not None else f"child {c!r} names no subtree of a parent"
   if c in registry.kinds() and (c in ctx.stored_units or not _is_code(c)):
-    needs = [f"{slot.name} ({slot.min_count})" for slot in registry.get(c).slots if slot.min_count]
-    if needs:  # built with its defaults it has no children: a tree no coder can make well typed
+    needs = prompts.needs_children(registry.get(c))
+    if needs:  # a tree no coder can make well typed
       return (f"child {c!r} is a kind that needs children ({', '.join(needs)}): reused as a child "
               f"it is built with its defaults, which have none")
     return None
@@ -211,8 +211,7 @@ def child_error(c: str, ctx: Context, planned: set[str]) -> str | None:
 
 def _structural() -> list[str]:
   """The built-in kinds with a slot that needs children."""
-  return [k for k, spec in sorted(registry.kinds().items())
-          if not _is_code(k) and any(slot.min_count for slot in spec.slots)]
+  return [k for k, spec in sorted(registry.kinds().items()) if not _is_code(k) and prompts.needs_children(spec)]
 
 
 def _is_code(kind: str) -> bool:

@@ -93,6 +93,12 @@ def render_tree(tree: Unit, marks: dict[tuple[int, ...], str] | None = None) -> 
   return "\n".join(lines)
 
 
+def needs_children(spec: registry.KindSpec) -> list[str]:
+  """The slots of a kind that need children, as "name (min)": built with its defaults such a kind
+  has none, so a plan can reuse it only as a kept subtree."""
+  return [f"{slot.name} ({slot.min_count})" for slot in spec.slots if slot.min_count]
+
+
 def render_kinds(code_kinds: Sequence[str] = ()) -> str:
   """The built-in kinds and the run's code kinds `code_kinds` (never whatever else this process
   happens to have declared: a prompt depends on the run alone, so a replay asks the same)."""
@@ -106,7 +112,7 @@ def render_kinds(code_kinds: Sequence[str] = ()) -> str:
     z = (f"; reads z {list(spec.reads)}" if spec.reads else "") + (
         f"; writes z {list(spec.writes)}" if spec.writes else "")
     doc = (spec.doc or "").strip().splitlines()[0] if spec.doc else ""
-    if any(s.min_count for s in spec.slots):  # built with its defaults it would have no children
+    if needs_children(spec):
       slots += "; needs children, so a plan names it only through keep:P:PATH"
     lines.append(f"- {spec.name} ({spec.role}" + (f"; slots {slots}" if slots else "")
                  + (f"; params {params}" if params else "") + z + ")" + (f": {doc}" if doc else ""))
